@@ -1,0 +1,125 @@
+"""Events: what the poller tells sinks, with ids that never change.
+
+An event id is derived from what happened, never from when it was seen, so the same interaction
+and the same change give the same id after any number of restarts (``webhook-id``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from poller.records import Fingerprint
+
+
+class EventType(StrEnum):
+    CREATED = "interaction.created"
+    UPDATED = "interaction.updated"
+
+
+EVENT_TYPES: tuple[str, ...] = tuple(t.value for t in EventType)
+
+Changes = Mapping[str, tuple[str | None, str | None]]
+
+
+def event_id(
+    event_type: EventType,
+    interaction_sid: str,
+    old: Fingerprint | None,
+    new: Fingerprint,
+) -> str:
+    """Return the stable id of one event: ``evt_`` + 32 hex digits."""
+    parts = [event_type.value, interaction_sid]
+    if event_type is EventType.UPDATED:
+        parts += [json.dumps(list(old) if old else None), json.dumps(list(new))]
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return f"evt_{digest[:32]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change of one interaction, as the diff found it."""
+
+    id: str
+    type: EventType
+    service_sid: str
+    session_sid: str
+    interaction_sid: str
+    interaction: Mapping[str, Any]
+    timestamp: str
+    changes: Changes | None = None
+    # Order within a session: (date_created, sid); kept so the outbox can deliver in order.
+    sort_key: str = field(default="", compare=False)
+
+    def payload(self, *, include_data: bool = True) -> dict[str, Any]:
+        """Return the webhook body of the contract (``type``, ``timestamp``, ``data``)."""
+        interaction = dict(self.interaction)
+        if not include_data:
+            interaction.pop("data", None)
+        data: dict[str, Any] = {
+            "service_sid": self.service_sid,
+            "session_sid": self.session_sid,
+            "interaction": interaction,
+        }
+        if self.changes is not None:
+            data["changes"] = {k: [v[0], v[1]] for k, v in self.changes.items()}
+        return {"type": self.type.value, "timestamp": self.timestamp, "data": data}
+
+    def to_json(self) -> str:
+        """Serialise for the outbox (round-trips through :meth:`from_json`)."""
+        return json.dumps(
+            {
+                "id": self.id,
+                "type": self.type.value,
+                "service_sid": self.service_sid,
+                "session_sid": self.session_sid,
+                "interaction_sid": self.interaction_sid,
+                "interaction": self.interaction,
+                "timestamp": self.timestamp,
+                "changes": None
+                if self.changes is None
+                else {k: list(v) for k, v in self.changes.items()},
+                "sort_key": self.sort_key,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Event:
+        obj = json.loads(text)
+        changes = obj.get("changes")
+        return cls(
+            id=obj["id"],
+            type=EventType(obj["type"]),
+            service_sid=obj["service_sid"],
+            session_sid=obj["session_sid"],
+            interaction_sid=obj["interaction_sid"],
+            interaction=obj["interaction"],
+            timestamp=obj["timestamp"],
+            changes=None if changes is None else {k: (v[0], v[1]) for k, v in changes.items()},
+            sort_key=obj.get("sort_key", ""),
+        )
+
+    def message_text(self) -> str | None:
+        """The message body of a message interaction (personal data: never log it)."""
+        return _data_field(self.interaction, "body")
+
+    def call_duration(self) -> str | None:
+        """The duration in seconds of a call interaction, when Twilio knows it."""
+        return _data_field(self.interaction, "duration")
+
+
+def _data_field(interaction: Mapping[str, Any], key: str) -> str | None:
+    raw = interaction.get("data")
+    if not isinstance(raw, str):
+        return None
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return None
+    value = parsed.get(key) if isinstance(parsed, dict) else None
+    return None if value is None else str(value)

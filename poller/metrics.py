@@ -1,0 +1,66 @@
+"""Prometheus metrics of the poller, on a registry of its own.
+
+Every module records through these objects; ``observe.py`` serves them on ``/metrics``.
+Label values are bounded sets (outcomes, status classes, sink names from the config), never SIDs.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+POLLS = Counter(
+    "poller_polls", "Polls of one session, by outcome.", ["outcome"], registry=REGISTRY
+)
+POLL_DURATION = Histogram(
+    "poller_poll_duration_seconds",
+    "Time to poll one session (fetch every page, diff, commit).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    registry=REGISTRY,
+)
+LAST_SUCCESSFUL_POLL = Gauge(
+    "poller_last_successful_poll_timestamp_seconds",
+    "Unix time of the last poll that succeeded.",
+    registry=REGISTRY,
+)
+TWILIO_REQUESTS = Counter(
+    "poller_twilio_requests",
+    "Requests to Twilio, by HTTP status (or 'error' for transport failures).",
+    ["status"],
+    registry=REGISTRY,
+)
+TWILIO_RATE_LIMITED = Counter(
+    "poller_twilio_rate_limited", "429 answers from Twilio.", registry=REGISTRY
+)
+TWILIO_BAD_RESPONSES = Counter(
+    "poller_twilio_bad_responses",
+    "Twilio answers that were not the JSON the spec describes, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+EVENTS = Counter("poller_events", "Events produced, by type.", ["type"], registry=REGISTRY)
+DELIVERIES = Counter(
+    "poller_deliveries",
+    "Delivery attempts, by sink and outcome (success, retry, dead, disabled).",
+    ["sink", "outcome"],
+    registry=REGISTRY,
+)
+OUTBOX_PENDING = Gauge(
+    "poller_outbox_pending", "Deliveries waiting in the outbox, by sink.", ["sink"],
+    registry=REGISTRY,
+)
+OUTBOX_OLDEST_AGE = Gauge(
+    "poller_outbox_oldest_age_seconds",
+    "Age of the oldest pending delivery (0 when the outbox is empty).",
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Gauge(
+    "poller_dead_letters", "Dead-lettered deliveries kept, by sink.", ["sink"], registry=REGISTRY
+)
+WATCHED_SESSIONS = Gauge(
+    "poller_watched_sessions", "Sessions currently watched.", registry=REGISTRY
+)
+CONFIG_ERRORS = Counter(
+    "poller_config_errors", "Configs rejected at start or reload.", registry=REGISTRY
+)
