@@ -1,0 +1,71 @@
+"""The parts of a running poller, built from one validated config (used by every command)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from poller.config import Config
+from poller.delivery import DeliveryPolicy, Dispatcher
+from poller.poll import PollSettings, SessionPoller
+from poller.sinks import Sink, build_sinks
+from poller.state import Store
+from poller.twilio import ProxyClient
+
+
+@dataclass
+class App:
+    config: Config
+    store: Store
+    client: ProxyClient
+    sinks: list[Sink]
+    poller: SessionPoller
+    dispatcher: Dispatcher
+    wake: asyncio.Event
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        for sink in self.sinks:
+            await sink.aclose()
+        self.store.close()
+
+
+def delivery_policy(config: Config) -> DeliveryPolicy:
+    d = config.delivery
+    return DeliveryPolicy(
+        max_attempts=d.max_attempts,
+        max_age_seconds=d.max_age_seconds,
+        initial_backoff_seconds=d.initial_backoff_seconds,
+        max_backoff_seconds=d.max_backoff_seconds,
+        concurrency=d.concurrency,
+    )
+
+
+def build_app(
+    config: Config,
+    *,
+    store: Store | None = None,
+    twilio_transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], float] = time.time,
+) -> App:
+    """Open the state and build every part; the caller owns ``aclose()``."""
+    store = store if store is not None else Store.open(config.state.path)
+    try:
+        client = ProxyClient(config.twilio, transport=twilio_transport)
+        sinks = build_sinks(config.sinks, store=store)
+    except BaseException:
+        store.close()
+        raise
+    wake = asyncio.Event()
+    settings = PollSettings(
+        first_run=config.poll.first_run,
+        settle_seconds=config.poll.settle_seconds,
+        timeout_seconds=config.poll.timeout_seconds,
+    )
+    poller = SessionPoller(client, store, settings, config.sinks, clock=clock, on_events=wake.set)
+    dispatcher = Dispatcher(store, sinks, delivery_policy(config), clock=clock)
+    return App(config, store, client, sinks, poller, dispatcher, wake)

@@ -1,0 +1,229 @@
+"""The command line: the composition root.
+
+Reads the config and the environment, builds every object, and maps errors to exit codes:
+0 success, 1 something failed or is still pending, 2 bad config, bad usage or unusable state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from poller import __version__
+from poller.errors import ConfigError, CredentialsError, PollerError, StateError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"poller: error: {message} (see --help)\n")
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        default=os.environ.get("POLLER_CONFIG"),
+        help="path of the YAML config (default: $POLLER_CONFIG)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="poller",
+        description="Poll Twilio Proxy Interactions and deliver every change to webhooks and Slack.",
+    )
+    parser.add_argument("--version", action="version", version=f"poller {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    _add_config(p)
+    p = sub.add_parser("once", help="poll every watched session once, deliver, exit")
+    _add_config(p)
+    p = sub.add_parser("check-config", help="validate the config without calling anyone")
+    _add_config(p)
+
+    state = sub.add_parser("state", help="inspect the state file")
+    state_sub = state.add_subparsers(dest="state_command", required=True, parser_class=_Parser)
+    p = state_sub.add_parser("show", help="JSON summary of the state")
+    _add_config(p)
+
+    outbox = sub.add_parser("outbox", help="inspect and manage dead-lettered deliveries")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, parser_class=_Parser)
+    for name, text in (
+        ("list", "list dead-lettered deliveries as JSON lines"),
+        ("retry", "requeue dead-lettered deliveries"),
+        ("purge", "drop dead-lettered deliveries"),
+    ):
+        p = outbox_sub.add_parser(name, help=text)
+        _add_config(p)
+        p.add_argument("--sink", help="only this sink's deliveries")
+        if name != "list":
+            p.add_argument("ids", nargs="*", type=int, help="delivery ids (default: all)")
+
+    p = sub.add_parser("test-sink", help="send one sample event to a sink and show the answer")
+    p.add_argument("name", help="the sink's name in the config")
+    _add_config(p)
+
+    p = sub.add_parser("demo", help="simulator + local receiver + daemon, events printed")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--state-dir", default=None, help="where to keep the demo's files (temp dir)")
+
+    p = sub.add_parser("simulate", help="run the Twilio Proxy simulator alone")
+    p.add_argument("--port", type=int, default=8099, help="port on 127.0.0.1 (default 8099)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--sessions", type=int, default=3, help="sessions to create at start")
+    return parser
+
+
+def _require_config(args: argparse.Namespace) -> str:
+    if not args.config:
+        raise ConfigError("no config given: pass -c FILE or set POLLER_CONFIG")
+    return str(args.config)
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from poller.config import load_config
+
+    return load_config(_require_config(args))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from poller.config import summarize
+
+    config = _load(args)
+    print(summarize(config))
+    print("config ok")
+    return 0
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from poller.app import build_app
+    from poller.observe import configure_logging
+    from poller.once import run_once
+
+    config = _load(args)
+    configure_logging(config.log.format, config.log.level, stream=sys.stderr)
+
+    async def main() -> int:
+        app = build_app(config)
+        try:
+            return await run_once(app)
+        finally:
+            await app.aclose()
+
+    return asyncio.run(main())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from poller.daemon import run_daemon
+
+    config_path = _require_config(args)
+    return run_daemon(config_path)
+
+
+def _open_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from poller.state import Store
+
+    return Store.open(_load(args).state.path)
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        print(json.dumps(store.summary(), indent=2, sort_keys=True))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    import time
+
+    store = _open_store(args)
+    try:
+        if args.outbox_command == "list":
+            for dead in store.dead_letters(args.sink):
+                print(json.dumps(_dead_letter_row(dead), sort_keys=True))
+        elif args.outbox_command == "retry":
+            n = store.requeue(args.ids or None, sink=args.sink, now=time.time())
+            print(f"requeued {n} deliveries")
+        else:
+            n = store.purge(args.ids or None, sink=args.sink)
+            print(f"purged {n} deliveries")
+    finally:
+        store.close()
+    return 0
+
+
+def _dead_letter_row(dead: object) -> dict[str, object]:
+    d = dead.__dict__ if hasattr(dead, "__dict__") else {}
+    event = getattr(dead, "event", None)
+    return {
+        "id": getattr(dead, "id", None),
+        "sink": getattr(dead, "sink", None),
+        "event_id": getattr(event, "id", None),
+        "type": getattr(getattr(event, "type", None), "value", None),
+        "session_sid": getattr(event, "session_sid", None),
+        "interaction_sid": getattr(event, "interaction_sid", None),
+        "attempts": getattr(dead, "attempts", None),
+        "last_status": getattr(dead, "last_status", None),
+        "last_error": getattr(dead, "last_error", None),
+        "dead_at": getattr(dead, "dead_at", d.get("dead_at")),
+    }
+
+
+def cmd_test_sink(args: argparse.Namespace) -> int:
+    from poller.testsink import test_sink
+
+    return asyncio.run(test_sink(_load(args), args.name))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from poller.demo import run_demo
+
+    return run_demo(duration=args.duration, state_dir=args.state_dir)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from poller.simulator import main_simulate
+
+    return main_simulate(port=args.port, host=args.host, seed_sessions=args.sessions)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "once": cmd_once,
+    "check-config": cmd_check_config,
+    "state": cmd_state,
+    "outbox": cmd_outbox,
+    "test-sink": cmd_test_sink,
+    "demo": cmd_demo,
+    "simulate": cmd_simulate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"poller: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StateError as exc:
+        print(f"poller: state error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CredentialsError as exc:
+        print(f"poller: {exc}", file=sys.stderr)
+        return 1
+    except PollerError as exc:
+        print(f"poller: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

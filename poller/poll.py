@@ -1,0 +1,177 @@
+"""One poll of one session: fetch every page, diff against the state, route, commit.
+
+A poll that fails part-way commits nothing for its session; the next poll starts over from
+the same known state, so nothing is lost and nothing is sent twice with different ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+import structlog
+
+from poller import metrics
+from poller.diff import diff, known_after
+from poller.errors import NotFoundError, SourceError
+from poller.events import Event
+from poller.records import FINAL_SESSION_STATUSES, Interaction, parse_time
+from poller.routing import SinkRouting, route
+from poller.state import Store
+
+log = structlog.get_logger(__name__)
+
+FirstRun = Literal["baseline", "notify_all"]
+
+
+class InteractionSource(Protocol):
+    async def list_interactions(self, service_sid: str, session_sid: str) -> list[Interaction]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    first_run: FirstRun
+    settle_seconds: float
+    timeout_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    service_sid: str
+    session_sid: str
+    ok: bool
+    events: int = 0
+    gone: bool = False
+    unsettled: bool = False
+    error: str | None = None
+
+
+def iso_utc(ts: float) -> str:
+    """Format Unix seconds the way Twilio does (``2026-11-27T10:00:00Z``)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class SessionPoller:
+    """Poll sessions and commit what changed, with its events, in one transaction each."""
+
+    def __init__(
+        self,
+        source: InteractionSource,
+        store: Store,
+        settings: PollSettings,
+        sinks: Sequence[SinkRouting],
+        *,
+        clock: Callable[[], float] = time.time,
+        on_events: Callable[[], None] | None = None,
+    ) -> None:
+        self._source = source
+        self._store = store
+        self._settings = settings
+        self._sinks = sinks
+        self._clock = clock
+        self._on_events = on_events
+
+    async def poll(
+        self,
+        service_sid: str,
+        session_sid: str,
+        *,
+        new_traffic: bool = False,
+        activity_marker: str | None = None,
+        status: str | None = None,
+        final: bool = False,
+    ) -> PollOutcome:
+        """Poll one session; never raises for Twilio's errors (they become the outcome).
+
+        ``final``: the session vanished from its Service's list or is closed; after this poll
+        it is marked gone (and pruned after the grace period).
+        """
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(
+            service_sid=service_sid, session_sid=session_sid
+        ):
+            outcome = await self._poll(
+                service_sid, session_sid, new_traffic, activity_marker, status
+            )
+            if outcome.ok and (final or status in FINAL_SESSION_STATUSES):
+                self._store.mark_session_gone(session_sid, self._clock())
+                log.info("session_left", status=status)
+        metrics.POLL_DURATION.observe(time.perf_counter() - started)
+        metrics.POLLS.labels(outcome="ok" if outcome.ok else "gone" if outcome.gone else "error").inc()
+        return outcome
+
+    async def _poll(
+        self,
+        service_sid: str,
+        session_sid: str,
+        new_traffic: bool,
+        activity_marker: str | None,
+        status: str | None,
+    ) -> PollOutcome:
+        state = self._store.ensure_session(
+            service_sid, session_sid, new_traffic=new_traffic, now=self._clock()
+        )
+        try:
+            fetched = await asyncio.wait_for(
+                self._source.list_interactions(service_sid, session_sid),
+                timeout=self._settings.timeout_seconds,
+            )
+        except NotFoundError:
+            log.info("session_gone")
+            self._store.mark_session_gone(session_sid, self._clock())
+            return PollOutcome(service_sid, session_sid, ok=False, gone=True, error="not found")
+        except (SourceError, TimeoutError) as exc:
+            error = str(exc) or type(exc).__name__
+            log.warning("poll_failed", error=error, error_type=type(exc).__name__)
+            self._store.record_failure(session_sid, error, self._clock())
+            return PollOutcome(service_sid, session_sid, ok=False, error=error)
+
+        now = self._clock()
+        notify = state.baselined or state.new_traffic or self._settings.first_run == "notify_all"
+        events: list[Event] = []
+        if notify:
+            events = diff(service_sid, session_sid, self._store.known(session_sid), fetched, iso_utc(now))
+        unsettled_until = self._unsettled_until(fetched, now)
+        self._store.commit_poll(
+            service_sid,
+            session_sid,
+            fetched=known_after(fetched),
+            events=[(event, route(self._sinks, event)) for event in events],
+            now=now,
+            activity_marker=activity_marker,
+            status=status,
+            unsettled_until=unsettled_until,
+        )
+        metrics.LAST_SUCCESSFUL_POLL.set(now)
+        for event in events:
+            metrics.EVENTS.labels(type=event.type.value).inc()
+        if events and self._on_events is not None:
+            self._on_events()
+        if not state.baselined and not notify:
+            log.info("session_baselined", interactions=len(fetched))
+        elif events:
+            log.info("session_changed", events=len(events), interactions=len(fetched))
+        return PollOutcome(
+            service_sid,
+            session_sid,
+            ok=True,
+            events=len(events),
+            unsettled=unsettled_until is not None,
+        )
+
+    def _unsettled_until(self, fetched: Sequence[Interaction], now: float) -> float | None:
+        """Until when to keep polling for status changes of young, unfinished interactions."""
+        settle = self._settings.settle_seconds
+        latest: float | None = None
+        for interaction in fetched:
+            if interaction.is_settled:
+                continue
+            changed = parse_time(interaction.date_updated) or parse_time(interaction.date_created)
+            changed_at = changed.timestamp() if changed else now
+            if changed_at + settle > now:
+                latest = max(latest or 0.0, changed_at + settle)
+        return latest
