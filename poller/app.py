@@ -10,7 +10,9 @@ from dataclasses import dataclass
 import httpx
 
 from poller.config import Config
+from poller.cycle import ServiceCycle
 from poller.delivery import DeliveryPolicy, Dispatcher
+from poller.planner import PlanSettings
 from poller.poll import PollSettings, SessionPoller
 from poller.sinks import Sink, build_sinks
 from poller.state import Store
@@ -26,6 +28,7 @@ class App:
     poller: SessionPoller
     dispatcher: Dispatcher
     wake: asyncio.Event
+    cycles: list[ServiceCycle]
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -68,4 +71,14 @@ def build_app(
     )
     poller = SessionPoller(client, store, settings, config.sinks, clock=clock, on_events=wake.set)
     dispatcher = Dispatcher(store, sinks, delivery_policy(config), clock=clock)
-    return App(config, store, client, sinks, poller, dispatcher, wake)
+    plan = PlanSettings(
+        interval_seconds=config.poll.interval_seconds,
+        full_sweep_seconds=config.poll.full_sweep_seconds,
+    )
+    cycles = [
+        ServiceCycle(
+            watch, client, poller, store, plan, page_size=config.twilio.page_size, clock=clock
+        )
+        for watch in config.watch
+    ]
+    return App(config, store, client, sinks, poller, dispatcher, wake, cycles)

@@ -1,0 +1,154 @@
+"""One polling cycle of one watched Service: find what moved, poll exactly that.
+
+For ``all_sessions`` the Service's Sessions list is read every cycle and fed to the planner.
+An explicit ``sessions:`` list uses the Sessions list too when that is cheaper than polling
+every listed session (the listing costs one request per ``page_size`` sessions of the Service).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from poller import metrics
+from poller.errors import CredentialsError, SourceError
+from poller.planner import Planned, PlanSettings, plan_listed
+from poller.poll import PollOutcome, SessionPoller
+from poller.state import Store
+from poller.records import Session
+
+log = structlog.get_logger(__name__)
+
+
+class SessionSource(Protocol):
+    async def list_sessions(self, service_sid: str) -> list[Session]: ...
+
+
+class WatchLike(Protocol):
+    @property
+    def service_sid(self) -> str: ...
+    @property
+    def sessions(self) -> tuple[str, ...]: ...
+    @property
+    def all_sessions(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    service_sid: str
+    planned: int
+    ok: int
+    failed: int
+    events: int
+    listing_failed: bool = False
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.listing_failed and self.failed == 0
+
+
+class ServiceCycle:
+    """Plan and run the polls of one Service, cycle after cycle (keeps what it learns)."""
+
+    def __init__(
+        self,
+        watch: WatchLike,
+        source: SessionSource,
+        poller: SessionPoller,
+        store: Store,
+        settings: PlanSettings,
+        *,
+        page_size: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.watch = watch
+        self._source = source
+        self._poller = poller
+        self._store = store
+        self._settings = settings
+        self._page_size = page_size
+        self._clock = clock
+        self._service_size: int | None = None  # sessions in the Service at the last listing
+
+    def _listing_pays(self) -> bool:
+        """For an explicit list: is reading the Sessions list cheaper than polling them all?"""
+        if self.watch.all_sessions:
+            return True
+        wanted = len(self.watch.sessions)
+        if self._service_size is None:
+            return wanted >= 10
+        return math.ceil(max(1, self._service_size) / self._page_size) < wanted // 2
+
+    async def plan(self, *, everything: bool = False) -> list[Planned]:
+        now = self._clock()
+        sid = self.watch.service_sid
+        states = {s.session_sid: s for s in self._store.sessions(sid)}
+        if not self._listing_pays():
+            return [
+                Planned(sid, s, "explicit")
+                for s in self.watch.sessions
+                if not (s in states and states[s].gone)
+            ]
+        started_at = self._store.watch_started_at(sid, now)
+        listed = await self._source.list_sessions(sid)
+        self._service_size = len(listed)
+        only = None if self.watch.all_sessions else frozenset(self.watch.sessions)
+        return plan_listed(
+            sid,
+            listed,
+            states,
+            watch_started_at=started_at,
+            now=now,
+            settings=self._settings,
+            only=only,
+            everything=everything,
+        )
+
+    async def run(self, *, everything: bool = False) -> CycleResult:
+        """Poll what moved (``everything``: every session that is not gone)."""
+        sid = self.watch.service_sid
+        with structlog.contextvars.bound_contextvars(service_sid=sid):
+            try:
+                planned = await self.plan(everything=everything)
+            except CredentialsError:
+                raise
+            except SourceError as exc:
+                log.warning("session_list_failed", error=str(exc))
+                return CycleResult(sid, 0, 0, 0, 0, listing_failed=True)
+            outcomes = await asyncio.gather(*(self._poll(p) for p in planned))
+        reasons: dict[str, int] = {}
+        for p in planned:
+            reasons[p.reason] = reasons.get(p.reason, 0) + 1
+        result = CycleResult(
+            sid,
+            planned=len(planned),
+            ok=sum(o.ok for o in outcomes),
+            failed=sum(1 for o in outcomes if not o.ok and not o.gone),
+            events=sum(o.events for o in outcomes),
+            reasons=reasons,
+        )
+        metrics.WATCHED_SESSIONS.set(
+            sum(1 for s in self._store.sessions(None) if not s.gone)
+        )
+        log.debug("cycle_finished", planned=result.planned, failed=result.failed, **reasons)
+        return result
+
+    def _poll(self, p: Planned) -> asyncio.Future[PollOutcome] | asyncio.Task[PollOutcome]:
+        session = p.session
+        return asyncio.ensure_future(
+            self._poller.poll(
+                p.service_sid,
+                p.session_sid,
+                new_traffic=p.new_traffic,
+                activity_marker=session.activity_marker if session else None,
+                status=session.status if session else None,
+                final=p.final,
+            )
+        )

@@ -1,0 +1,227 @@
+"""``poller run``: the daemon.
+
+APScheduler 3.x (``AsyncIOScheduler``, started inside the running loop) fires one cycle job per
+watched Service every ``poll.interval_seconds``, with jitter so Services do not fire together,
+``max_instances=1`` and ``coalesce`` so a slow cycle is never stacked, and a misfire grace time
+of one interval. Deliveries run continuously from the outbox in their own task.
+
+SIGTERM/SIGINT: pause the scheduler, let in-flight cycles and deliveries finish within
+``delivery.shutdown_timeout_seconds``, then cancel what is left (a cancelled poll commits
+nothing, an unacknowledged delivery stays in the outbox: nothing is lost), close, exit 0.
+SIGHUP: reload the config; an invalid one is logged and the old one kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from poller import metrics
+from poller.app import App, build_app
+from poller.config import Config, load_config
+from poller.cycle import ServiceCycle
+from poller.errors import ConfigError, CredentialsError
+from poller.observe import HealthServer, HealthState, configure_logging
+from poller.sdnotify import Notifier
+from poller.state import Store
+
+log = structlog.get_logger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+
+
+class Daemon:
+    """Own the scheduler, the delivery task, the health server and the signals."""
+
+    def __init__(self, config_path: str, config: Config) -> None:
+        self._config_path = config_path
+        self.config = config
+        self.stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._inflight: set[asyncio.Task[object]] = set()
+        self._fatal: BaseException | None = None
+        self.health = HealthState.for_interval(config.poll.interval_seconds)
+        self.notifier = Notifier.from_environment()
+
+    async def run(self) -> int:
+        store = Store.open(self.config.state.path)
+        server = await self._start_health_server()
+        self._install_signals()
+        try:
+            while True:
+                app = build_app(self.config, store=store)
+                await self._serve(app)
+                await self._close_parts(app)
+                if self.stop.is_set() or self._fatal is not None:
+                    break
+                self._reload.clear()
+        finally:
+            self.notifier.notify("STOPPING=1")
+            if server is not None:
+                await server.stop()
+            store.close()
+        if isinstance(self._fatal, CredentialsError):
+            log.error("daemon_stopped", reason=str(self._fatal))
+            return 1
+        log.info("daemon_stopped", reason="signal")
+        return 0
+
+    async def _start_health_server(self) -> HealthServer | None:
+        if self.config.http is None:
+            return None
+        server = HealthServer(self.config.http.host, self.config.http.port, health=self.health)
+        await server.start()
+        log.info("http_listening", host=self.config.http.host, port=server.port)
+        return server
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+
+    def _on_stop(self, sig: signal.Signals) -> None:
+        log.info("shutdown_requested", signal=sig.name)
+        self.stop.set()
+
+    def _on_reload(self) -> None:
+        try:
+            new = load_config(self._config_path)
+        except ConfigError as exc:
+            metrics.CONFIG_ERRORS.inc()
+            log.error("reload_rejected", error=str(exc))
+            return
+        if new.state.path != self.config.state.path:
+            metrics.CONFIG_ERRORS.inc()
+            log.error("reload_rejected", error="state.path cannot change without a restart")
+            return
+        log.info("reload_accepted")
+        self.config = new
+        self._reload.set()
+
+    async def _serve(self, app: App) -> None:
+        """Run polls and deliveries until a stop or a reload is asked for."""
+        scheduler = AsyncIOScheduler()
+        interval = self.config.poll.interval_seconds
+        for cycle in app.cycles:
+            scheduler.add_job(
+                self._cycle_job,
+                IntervalTrigger(seconds=interval, jitter=min(interval / 4, 30.0)),
+                args=[cycle, app],
+                id=f"cycle:{cycle.watch.service_sid}",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(interval)),
+                next_run_time=_now_dt(),
+            )
+        scheduler.add_job(
+            self._heartbeat_job,
+            IntervalTrigger(seconds=HEARTBEAT_SECONDS),
+            args=[app],
+            id="heartbeat",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=_now_dt(),
+        )
+        delivery_stop = asyncio.Event()
+        delivery = asyncio.create_task(app.dispatcher.run_forever(delivery_stop, app.wake))
+        scheduler.start()
+        self.notifier.notify("READY=1")
+        log.info("daemon_started", watches=len(app.cycles), sinks=len(app.sinks))
+        stop_wait = asyncio.create_task(self.stop.wait())
+        reload_wait = asyncio.create_task(self._reload.wait())
+        await asyncio.wait(
+            {stop_wait, reload_wait, delivery}, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in (stop_wait, reload_wait):
+            task.cancel()
+        self.notifier.notify("STOPPING=1" if self.stop.is_set() else "RELOADING=1")
+        scheduler.pause()
+        await self._drain(delivery, delivery_stop)
+        scheduler.shutdown(wait=False)
+
+    async def _drain(self, delivery: asyncio.Task[None], delivery_stop: asyncio.Event) -> None:
+        """Let in-flight work finish within the deadline, then cancel the rest."""
+        delivery_stop.set()
+        pending: set[asyncio.Task[object]] = {*self._inflight}
+        if not delivery.done():
+            pending.add(delivery)  # type: ignore[arg-type]
+        timeout = self.config.delivery.shutdown_timeout_seconds
+        done, late = await asyncio.wait(pending, timeout=timeout) if pending else (set(), set())
+        for task in late:
+            task.cancel()
+        for task in late:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if late:
+            log.warning("drain_deadline_passed", cancelled=len(late))
+        if delivery in done and not delivery.cancelled() and delivery.exception() is not None:
+            log.error("delivery_loop_failed", error=str(delivery.exception()))
+
+    async def _cycle_job(self, cycle: ServiceCycle, app: App) -> None:
+        if self.stop.is_set():
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)  # type: ignore[arg-type]
+        started = time.monotonic()
+        try:
+            result = await asyncio.wait_for(
+                cycle.run(), timeout=max(self.config.poll.timeout_seconds, 1.0) * 2
+            )
+        except CredentialsError as exc:
+            log.error("credentials_rejected", error=str(exc))
+            self._fatal = exc
+            self.stop.set()
+            return
+        except TimeoutError:
+            self.health.poll_failed()
+            log.warning("cycle_timed_out", service_sid=cycle.watch.service_sid)
+            return
+        finally:
+            self._inflight.discard(task)  # type: ignore[arg-type]
+        if result.succeeded:
+            self.health.poll_succeeded()
+        else:
+            self.health.poll_failed()
+        log.debug(
+            "cycle_done",
+            service_sid=result.service_sid,
+            planned=result.planned,
+            failed=result.failed,
+            events=result.events,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    async def _heartbeat_job(self, app: App) -> None:
+        self.health.heartbeat()
+        self.health.set_outbox_oldest(app.store.oldest_pending_enqueued_at())
+        self.notifier.notify("WATCHDOG=1")
+
+    async def _close_parts(self, app: App) -> None:
+        """Close the client and the sinks; the store outlives reloads."""
+        await app.client.aclose()
+        for sink in app.sinks:
+            await sink.aclose()
+
+
+def _now_dt():  # type: ignore[no-untyped-def]
+    from datetime import datetime
+
+    return datetime.now().astimezone()
+
+
+def run_daemon(config_path: str, *, on_config: Callable[[Config], None] | None = None) -> int:
+    """Load the config, configure logging, run until stopped; return the exit status."""
+    config = load_config(config_path)
+    configure_logging(config.log.format, config.log.level)
+    if on_config is not None:
+        on_config(config)
+    return asyncio.run(Daemon(config_path, config).run())

@@ -1,0 +1,125 @@
+"""Pure: which sessions of a Service to poll this cycle (change-driven polling).
+
+Polling every session every cycle would need 5,000 requests per cycle for 5,000 sessions; at
+Proxy's 30 requests/s that is almost three minutes. The Sessions list costs one request per
+1,000 sessions and says which sessions moved. A session is polled when:
+
+- it is new to the state (its baseline, or all of it when it is new traffic);
+- its activity marker (``date_last_interaction``, ``date_updated``, ``status``) moved;
+- it holds young interactions in a non-final status (``unsettled_until`` in the future), since a
+  status change does not move the session's dates;
+- its last poll failed;
+- it is closed (its final poll) or vanished from the list (final poll: 404 marks it gone);
+- it is among the least recently polled, a few each cycle, so that every session is swept
+  once per ``full_sweep_seconds`` as a safety net.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from poller.records import Session, parse_time
+from poller.state import SessionState
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """One session to poll this cycle, and why."""
+
+    service_sid: str
+    session_sid: str
+    reason: str
+    new_traffic: bool = False
+    session: Session | None = None
+    final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSettings:
+    interval_seconds: float
+    full_sweep_seconds: float
+
+
+def sweep_quota(total: int, settings: PlanSettings) -> int:
+    """How many least-recently-polled sessions to add per cycle to sweep all once a period."""
+    if total == 0:
+        return 0
+    cycles = max(1.0, settings.full_sweep_seconds / settings.interval_seconds)
+    return math.ceil(total / cycles)
+
+
+def _reason(state: SessionState | None, session: Session, now: float) -> str | None:
+    if state is None:
+        return "new"
+    if state.consecutive_failures > 0 or not state.baselined:
+        return "retry"
+    if session.is_closed:
+        return "closed"
+    if state.activity_marker != session.activity_marker:
+        return "activity"
+    if state.unsettled_until is not None and state.unsettled_until > now:
+        return "settling"
+    return None
+
+
+def plan_listed(
+    service_sid: str,
+    listed: Sequence[Session],
+    states: Mapping[str, SessionState],
+    *,
+    watch_started_at: float,
+    now: float,
+    settings: PlanSettings,
+    only: frozenset[str] | None = None,
+    everything: bool = False,
+) -> list[Planned]:
+    """Plan a cycle of one Service from its Sessions list and the stored session states.
+
+    ``only``: restrict to these sessions (an explicit ``sessions:`` watch); sessions of it that
+    the list does not show are polled every cycle (the list is the cheap path, not the truth).
+    ``everything``: poll every session that is not gone (``poller once``).
+    """
+    planned: list[Planned] = []
+    idle: list[tuple[float, str, Session]] = []
+    seen: set[str] = set()
+    for session in listed:
+        if only is not None and session.sid not in only:
+            continue
+        seen.add(session.sid)
+        state = states.get(session.sid)
+        if state is not None and state.gone:
+            continue
+        reason = _reason(state, session, now) or ("full" if everything else None)
+        if reason is None:
+            idle.append((state.last_success_at or 0.0 if state else 0.0, session.sid, session))
+            continue
+        created = parse_time(session.date_created)
+        new_traffic = state is None and created is not None and created.timestamp() > watch_started_at
+        planned.append(
+            Planned(
+                service_sid,
+                session.sid,
+                reason,
+                new_traffic=new_traffic,
+                session=session,
+                final=reason == "closed",
+            )
+        )
+    idle.sort(key=lambda item: (item[0], item[1]))
+    for _, sid, session in idle[: sweep_quota(len(seen), settings)]:
+        planned.append(Planned(service_sid, sid, "sweep", session=session))
+    if only is not None:
+        planned += [
+            Planned(service_sid, sid, "unlisted")
+            for sid in sorted(only - seen)
+            if not (sid in states and states[sid].gone)
+        ]
+    else:
+        planned += [
+            Planned(service_sid, sid, "vanished", final=True)
+            for sid, state in sorted(states.items())
+            if sid not in seen and not state.gone
+        ]
+    return planned

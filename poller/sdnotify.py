@@ -1,0 +1,54 @@
+"""systemd's notify protocol (``sd_notify``) in plain Python, without libsystemd.
+
+systemd passes ``NOTIFY_SOCKET`` (a path, or ``@name`` for an abstract socket); each message is
+one datagram of ``KEY=VALUE`` lines. Without ``NOTIFY_SOCKET`` every call is a no-op, so the
+same code runs under systemd, in a container and in a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class Notifier:
+    """Send ``READY=1``, ``WATCHDOG=1``, ``STOPPING=1``... to systemd when it listens."""
+
+    def __init__(self, address: str | None) -> None:
+        self._address: str | bytes | None = None
+        if address:
+            # A leading "@" names a socket in the abstract namespace (a leading NUL byte).
+            self._address = b"\0" + address[1:].encode() if address.startswith("@") else address
+        self._sock: socket.socket | None = None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Notifier:
+        env = os.environ if environ is None else environ
+        return cls(env.get("NOTIFY_SOCKET"))
+
+    @property
+    def enabled(self) -> bool:
+        return self._address is not None
+
+    def notify(self, message: str) -> bool:
+        """Send one message; return whether it was sent. Never raises."""
+        if self._address is None:
+            return False
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.sendto(message.encode(), self._address)
+        except OSError as exc:
+            log.warning("sd_notify_failed", message=message.split("=", 1)[0], error=str(exc))
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
