@@ -211,6 +211,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from poller.observe import configure_logging
+
+    # Until a command configures logging from its config: warnings only, never on stdout.
+    configure_logging("auto", "warning", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

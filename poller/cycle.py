@@ -94,7 +94,7 @@ class ServiceCycle:
             return [
                 Planned(sid, s, "explicit")
                 for s in self.watch.sessions
-                if not (s in states and states[s].gone)
+                if s not in states or states[s].gone_at is None
             ]
         started_at = self._store.watch_started_at(sid, now)
         listed = await self._source.list_sessions(sid)
@@ -134,9 +134,7 @@ class ServiceCycle:
             events=sum(o.events for o in outcomes),
             reasons=reasons,
         )
-        metrics.WATCHED_SESSIONS.set(
-            sum(1 for s in self._store.sessions(None) if not s.gone)
-        )
+        metrics.WATCHED_SESSIONS.set(self._store.watched_count())
         log.debug("cycle_finished", planned=result.planned, failed=result.failed, **reasons)
         return result
 

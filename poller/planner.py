@@ -89,14 +89,16 @@ def plan_listed(
             continue
         seen.add(session.sid)
         state = states.get(session.sid)
-        if state is not None and state.gone:
+        if state is not None and state.gone_at is not None:
             continue
         reason = _reason(state, session, now) or ("full" if everything else None)
         if reason is None:
             idle.append((state.last_success_at or 0.0 if state else 0.0, session.sid, session))
             continue
         created = parse_time(session.date_created)
-        new_traffic = state is None and created is not None and created.timestamp() > watch_started_at
+        new_traffic = (
+            state is None and created is not None and created.timestamp() > watch_started_at
+        )
         planned.append(
             Planned(
                 service_sid,
@@ -114,12 +116,12 @@ def plan_listed(
         planned += [
             Planned(service_sid, sid, "unlisted")
             for sid in sorted(only - seen)
-            if not (sid in states and states[sid].gone)
+            if sid not in states or states[sid].gone_at is None
         ]
     else:
         planned += [
             Planned(service_sid, sid, "vanished", final=True)
             for sid, state in sorted(states.items())
-            if sid not in seen and not state.gone
+            if sid not in seen and state.gone_at is None
         ]
     return planned

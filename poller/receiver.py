@@ -29,6 +29,8 @@ class Received:
     event_type: str
     body: dict[str, Any]
     signed: bool
+    raw: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -87,6 +89,8 @@ class Receiver:
             event_type=str(body.get("type")),
             body=body,
             signed=signed,
+            raw=raw,
+            headers=tuple((k.lower(), v) for k, v in request.headers.items()),
         )
         s.received.append(item)
         if s.on_event is not None:

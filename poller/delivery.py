@@ -1,0 +1,410 @@
+"""The delivery dispatcher: due outbox rows -> sink -> ack, retry later or dead letter.
+
+Every sink is drained on its own task, so a slow or failing sink never holds back another.
+Within a sink, the store hands out only the head of each session's queue; heads of different
+sessions are sent concurrently (bounded by ``concurrency``), and a session's next event becomes
+due only once its head is acked, so each session is delivered strictly in order.
+
+    success                   -> ack
+    RetryableDeliveryError    -> retry later (backoff, Retry-After), dead letter past the limits
+    PermanentDeliveryError    -> dead letter at once
+    SinkDisabledError         -> stop using the sink; its deliveries stay pending
+    any other exception       -> treated as retryable (a bug in a sink must not lose events)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from poller.backoff import Backoff
+from poller.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    SinkDisabledError,
+)
+from poller.metrics import DEAD_LETTERS, DELIVERIES, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
+from poller.sinks import Sink
+
+if TYPE_CHECKING:
+    from poller.config import DeliveryConfig
+    from poller.state import Delivery
+
+log = structlog.get_logger(__name__)
+
+BACKOFF_FACTOR = 2.0
+BATCH_SIZE = 100
+# Without a wake-up, look for deliveries whose retry timer ran out this often.
+IDLE_POLL_SECONDS = 1.0
+
+
+class OutboxStore(Protocol):
+    """The part of ``poller.state.Store`` the dispatcher uses."""
+
+    def due(self, sink: str, now: float | None, limit: int) -> list[Delivery]: ...
+
+    def ack(self, delivery_ids: Sequence[int]) -> None: ...
+
+    def retry_later(
+        self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+    ) -> None: ...
+
+    def dead_letter(
+        self, delivery_id: int, *, error: str, status: int | None, now: float
+    ) -> None: ...
+
+    def pending_count(self, sink: str | None = None) -> int: ...
+
+    def oldest_pending_enqueued_at(self) -> float | None: ...
+
+    def counts_by_sink(self, state: str) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """When to retry a delivery and when to give up on it."""
+
+    max_attempts: int = 20
+    max_age_seconds: float = 3 * 86400.0
+    initial_backoff_seconds: float = 5.0
+    max_backoff_seconds: float = 6 * 3600.0
+    concurrency: int = 4
+
+    @classmethod
+    def from_config(cls, config: DeliveryConfig) -> DeliveryPolicy:
+        return cls(
+            max_attempts=config.max_attempts,
+            max_age_seconds=config.max_age_seconds,
+            initial_backoff_seconds=config.initial_backoff_seconds,
+            max_backoff_seconds=config.max_backoff_seconds,
+            concurrency=config.concurrency,
+        )
+
+    def next_delay(
+        self, attempts: int, retry_after: float | None, rng: random.Random | None = None
+    ) -> float:
+        """Return the seconds to wait after ``attempts`` failed attempts.
+
+        The first retry is immediate (most failures are blips); later ones back off
+        exponentially from ``initial_backoff_seconds`` with jitter. ``Retry-After`` means "not
+        before", so the longer of the hint and the schedule wins; ``max_backoff_seconds`` caps
+        both, so a receiver cannot park an event for days.
+        """
+        scheduled = 0.0
+        if attempts > 1:
+            backoff = Backoff(
+                base=self.initial_backoff_seconds,
+                factor=BACKOFF_FACTOR,
+                cap=max(self.max_backoff_seconds, self.initial_backoff_seconds),
+                jitter="equal",
+            )
+            scheduled = backoff.delay(attempts - 2, rng)
+        if retry_after is not None:
+            scheduled = max(scheduled, retry_after)
+        return min(scheduled, self.max_backoff_seconds)
+
+
+@dataclass(frozen=True)
+class SinkResult:
+    """What one ``run_once`` did for one sink."""
+
+    delivered: int = 0
+    failed: int = 0  # attempts that failed and were scheduled again
+    dead: int = 0
+    pending_left: int = 0
+    disabled: bool = False
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one ``run_once`` did, per sink and in total."""
+
+    sinks: Mapping[str, SinkResult] = field(default_factory=dict)
+
+    @property
+    def delivered(self) -> int:
+        return sum(r.delivered for r in self.sinks.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.sinks.values())
+
+    @property
+    def dead(self) -> int:
+        return sum(r.dead for r in self.sinks.values())
+
+    @property
+    def pending_left(self) -> int:
+        return sum(r.pending_left for r in self.sinks.values())
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed, died or is still waiting."""
+        return self.failed == 0 and self.dead == 0 and self.pending_left == 0
+
+
+@dataclass
+class _Tally:
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The bounds of one pass: timers ignored or not, a deadline, a stop signal."""
+
+    ignore_timers: bool
+    deadline: float | None
+    stop: asyncio.Event | None
+
+
+class Dispatcher:
+    """Deliver the outbox to the sinks.
+
+    ``clock`` is the wall clock the outbox times are in; ``monotonic`` measures deadlines.
+    """
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        sinks: Sequence[Sink],
+        policy: DeliveryPolicy,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        batch_size: int = BATCH_SIZE,
+        idle_poll_seconds: float = IDLE_POLL_SECONDS,
+    ) -> None:
+        self._store = store
+        self._sinks = list(sinks)
+        self._policy = policy
+        self._clock = clock
+        self._monotonic = monotonic
+        self._rng = rng if rng is not None else random.Random()
+        self._batch_size = batch_size
+        self._idle_poll_seconds = idle_poll_seconds
+        self._disabled: set[str] = set()
+
+    @property
+    def disabled_sinks(self) -> frozenset[str]:
+        """Names of the sinks whose receiver asked to stop (410); their events stay pending."""
+        return frozenset(self._disabled)
+
+    async def run_once(
+        self, *, ignore_timers: bool = False, deadline: float | None = None
+    ) -> RunResult:
+        """Deliver what is due until nothing is, or ``deadline`` (``monotonic`` time) passes.
+
+        With ``ignore_timers`` every pending delivery is due, and each is attempted at most once.
+        """
+        return await self._run(_Run(ignore_timers, deadline, None))
+
+    async def run_forever(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
+        """Deliver continuously: on ``wake`` (new events) and when retry timers run out.
+
+        Returns once ``stop`` is set and the sends in flight have finished.
+        """
+        self._refresh_dead_letters(self._sinks)
+        while not stop.is_set():
+            wake.clear()
+            await self._run(_Run(ignore_timers=False, deadline=None, stop=stop))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._idle_poll_seconds):
+                    await _wait_any((stop, wake))
+
+    async def _run(self, run: _Run) -> RunResult:
+        tallies = {sink.name: _Tally() for sink in self._sinks}
+        active = [sink for sink in self._sinks if sink.name not in self._disabled]
+        await _gather_all(self._drain(sink, tallies[sink.name], run) for sink in active)
+        self._update_gauges(self._sinks)
+        return RunResult(
+            {
+                name: SinkResult(
+                    delivered=tally.delivered,
+                    failed=tally.failed,
+                    dead=tally.dead,
+                    pending_left=self._store.pending_count(name),
+                    disabled=name in self._disabled,
+                )
+                for name, tally in tallies.items()
+            }
+        )
+
+    def _stopping(self, run: _Run) -> bool:
+        if run.stop is not None and run.stop.is_set():
+            return True
+        return run.deadline is not None and self._monotonic() >= run.deadline
+
+    async def _drain(self, sink: Sink, tally: _Tally, run: _Run) -> None:
+        attempted: set[int] = set()
+        limiter = asyncio.Semaphore(self._policy.concurrency)
+        while sink.name not in self._disabled and not self._stopping(run):
+            due = self._due(sink.name, run, attempted)
+            if not due:
+                return
+            attempted.update(d.id for d in due)
+            dead_before = tally.dead
+            threshold = sink.digest_threshold
+            if threshold is not None and len(due) > threshold:
+                await self._deliver_digest(sink, due, tally)
+            else:
+                await _gather_all(self._deliver_limited(sink, d, tally, run, limiter) for d in due)
+            self._update_gauges([sink])
+            if tally.dead != dead_before:
+                self._refresh_dead_letters([sink])
+
+    def _due(self, sink: str, run: _Run, attempted: set[int]) -> list[Delivery]:
+        if not run.ignore_timers:
+            return self._store.due(sink, self._clock(), self._batch_size)
+        # Timers ignored: failed heads stay due, so look past the ones already tried.
+        rows = self._store.due(sink, None, self._batch_size + len(attempted))
+        return [d for d in rows if d.id not in attempted][: self._batch_size]
+
+    async def _deliver_limited(
+        self, sink: Sink, delivery: Delivery, tally: _Tally, run: _Run, limiter: asyncio.Semaphore
+    ) -> None:
+        async with limiter:
+            if sink.name in self._disabled or self._stopping(run):
+                return
+            await self._deliver(sink, delivery, tally)
+
+    async def _deliver(self, sink: Sink, delivery: Delivery, tally: _Tally) -> None:
+        bound = log.bind(sink=sink.name, event_id=delivery.event.id)
+        try:
+            await sink.send(delivery.event)
+        except Exception as exc:  # one delivery's boundary: classify all
+            self._settle_failure(sink, [delivery], exc, tally)
+            return
+        self._store.ack([delivery.id])
+        tally.delivered += 1
+        DELIVERIES.labels(sink=sink.name, outcome="success").inc()
+        bound.debug("delivery_succeeded", attempts=delivery.attempts + 1)
+
+    async def _deliver_digest(self, sink: Sink, due: Sequence[Delivery], tally: _Tally) -> None:
+        try:
+            await sink.send_digest([d.event for d in due])
+        except Exception as exc:  # one delivery's boundary: classify all
+            self._settle_failure(sink, due, exc, tally)
+            return
+        self._store.ack([d.id for d in due])
+        tally.delivered += len(due)
+        DELIVERIES.labels(sink=sink.name, outcome="success").inc(len(due))
+        log.debug("digest_delivered", sink=sink.name, events=len(due))
+
+    def _settle_failure(
+        self, sink: Sink, deliveries: Sequence[Delivery], exc: Exception, tally: _Tally
+    ) -> None:
+        if isinstance(exc, SinkDisabledError):
+            self._disable(sink, exc, len(deliveries))
+            return
+        if not isinstance(exc, DeliveryError):
+            # A sink bug: keep the event, and never log the exception's text (it may hold
+            # whatever the sink was handling).
+            log.error("sink_raised", sink=sink.name, error_type=type(exc).__name__)
+        error = str(exc) if isinstance(exc, DeliveryError) else f"sink raised {type(exc).__name__}"
+        status = exc.status if isinstance(exc, DeliveryError) else None
+        retry_after = exc.retry_after if isinstance(exc, RetryableDeliveryError) else None
+        permanent = isinstance(exc, PermanentDeliveryError)
+        for delivery in deliveries:
+            self._settle_one(sink, delivery, error, status, retry_after, permanent, tally)
+
+    def _settle_one(
+        self,
+        sink: Sink,
+        delivery: Delivery,
+        error: str,
+        status: int | None,
+        retry_after: float | None,
+        permanent: bool,
+        tally: _Tally,
+    ) -> None:
+        bound = log.bind(sink=sink.name, event_id=delivery.event.id)
+        now = self._clock()
+        attempts = delivery.attempts + 1
+        reason = self._give_up_reason(delivery, attempts, now, permanent)
+        if reason is not None:
+            self._store.dead_letter(delivery.id, error=error, status=status, now=now)
+            tally.dead += 1
+            DELIVERIES.labels(sink=sink.name, outcome="dead").inc()
+            bound.error(
+                "delivery_dead_lettered",
+                status=status,
+                attempts=attempts,
+                reason=reason,
+                error=error,
+            )
+            return
+        delay = self._policy.next_delay(attempts, retry_after, self._rng)
+        self._store.retry_later(
+            delivery.id, next_attempt_at=now + delay, error=error, status=status
+        )
+        tally.failed += 1
+        DELIVERIES.labels(sink=sink.name, outcome="retry").inc()
+        bound.warning(
+            "delivery_failed",
+            status=status,
+            attempts=attempts,
+            next_attempt_in=round(delay, 3),
+            error=error,
+        )
+
+    def _give_up_reason(
+        self, delivery: Delivery, attempts: int, now: float, permanent: bool
+    ) -> str | None:
+        if permanent:
+            return "permanent"
+        if attempts >= self._policy.max_attempts:
+            return "max_attempts"
+        if now - delivery.enqueued_at >= self._policy.max_age_seconds:
+            return "max_age"
+        return None
+
+    def _disable(self, sink: Sink, exc: SinkDisabledError, count: int) -> None:
+        if sink.name not in self._disabled:
+            self._disabled.add(sink.name)
+            log.error("sink_disabled", sink=sink.name, status=exc.status, error=str(exc))
+        DELIVERIES.labels(sink=sink.name, outcome="disabled").inc(count)
+
+    def _update_gauges(self, sinks: Iterable[Sink]) -> None:
+        for sink in sinks:
+            OUTBOX_PENDING.labels(sink=sink.name).set(self._store.pending_count(sink.name))
+        oldest = self._store.oldest_pending_enqueued_at()
+        OUTBOX_OLDEST_AGE.set(0.0 if oldest is None else max(0.0, self._clock() - oldest))
+
+    def _refresh_dead_letters(self, sinks: Iterable[Sink]) -> None:
+        dead = self._store.counts_by_sink("dead")
+        for sink in sinks:
+            DEAD_LETTERS.labels(sink=sink.name).set(dead.get(sink.name, 0))
+
+
+async def _gather_all(jobs: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run ``jobs`` concurrently; once all have ended, re-raise the first failure.
+
+    Only the store can fail here (sinks' errors are settled per delivery); waiting for every
+    job first means nothing is left running behind the caller's back.
+    """
+    outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+async def _wait_any(events: Sequence[asyncio.Event]) -> None:
+    """Return when any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

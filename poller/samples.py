@@ -1,0 +1,65 @@
+"""A realistic sample event, for ``poller test-sink NAME`` (and documentation).
+
+It is shaped like Twilio's own Interaction fixture: a text message from a customer's
+participant to an agent's, relayed through a Proxy Session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+
+from poller.diff import sort_key
+from poller.events import Event, EventType, event_id
+from poller.records import Interaction
+
+SAMPLE_ACCOUNT_SID = "AC" + "a" * 32
+SAMPLE_SERVICE_SID = "KS" + "a" * 32
+SAMPLE_SESSION_SID = "KC" + "a" * 32
+SAMPLE_BODY = "Hi! This is a test message from twilio-proxy-poller. Your driver is 2 minutes away."
+
+
+def sample_event(now: datetime | None = None) -> Event:
+    """Return an ``interaction.created`` event for a message sent at ``now`` (default: now).
+
+    The interaction SID (so the event id) is derived from ``now``: two tests are two events,
+    and a receiver that drops duplicate ids still shows the second one.
+    """
+    moment = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    sid = "KI" + hashlib.sha256(stamp.encode()).hexdigest()[:32]
+    session_url = f"https://proxy.twilio.com/v1/Services/{SAMPLE_SERVICE_SID}/Sessions"
+    raw = {
+        "account_sid": SAMPLE_ACCOUNT_SID,
+        "service_sid": SAMPLE_SERVICE_SID,
+        "session_sid": SAMPLE_SESSION_SID,
+        "sid": sid,
+        "type": "message",
+        "data": json.dumps({"body": SAMPLE_BODY}),
+        "date_created": stamp,
+        "date_updated": stamp,
+        "inbound_participant_sid": "KP" + "a" * 32,
+        "inbound_resource_sid": "SM" + "a" * 32,
+        "inbound_resource_status": "received",
+        "inbound_resource_type": "Message",
+        "inbound_resource_url": None,
+        "outbound_participant_sid": "KP" + "b" * 32,
+        "outbound_resource_sid": "SM" + "b" * 32,
+        "outbound_resource_status": "sent",
+        "outbound_resource_type": "Message",
+        "outbound_resource_url": None,
+        "url": f"{session_url}/{SAMPLE_SESSION_SID}/Interactions/{sid}",
+    }
+    interaction = Interaction.from_api(raw)
+    assert interaction is not None  # the record above has a sid
+    return Event(
+        id=event_id(EventType.CREATED, sid, None, interaction.fingerprint),
+        type=EventType.CREATED,
+        service_sid=SAMPLE_SERVICE_SID,
+        session_sid=SAMPLE_SESSION_SID,
+        interaction_sid=sid,
+        interaction=raw,
+        timestamp=stamp,
+        sort_key=sort_key(interaction),
+    )

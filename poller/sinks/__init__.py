@@ -1,0 +1,99 @@
+"""Sinks: where events go. The ``Sink`` protocol and the registry that builds sinks from config.
+
+Each sink module is imported only when a config names its type, so one sink's dependencies
+never load for another's users.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import httpx
+
+from poller.events import Event
+
+if TYPE_CHECKING:
+    from poller.config import SlackSinkConfig, WebhookSinkConfig
+
+    SinkConfig = WebhookSinkConfig | SlackSinkConfig
+
+
+class Sink(Protocol):
+    """A destination for events; ``send`` raises ``poller.errors.DeliveryError`` subclasses."""
+
+    name: str
+    include_data: bool
+    digest_threshold: int | None  # None: never digest
+
+    async def send(self, event: Event) -> None: ...
+
+    async def send_digest(self, events: Sequence[Event]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ThreadStore(Protocol):
+    """What a sink may keep in the state: the Slack thread of each session."""
+
+    def thread_ts(self, sink: str, session_sid: str) -> str | None: ...
+
+    def set_thread_ts(self, sink: str, session_sid: str, ts: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SinkDeps:
+    """What the registry hands every sink factory besides its config."""
+
+    store: ThreadStore
+    clock: Callable[[], float]
+    transport: httpx.AsyncBaseTransport | None
+
+
+SinkFactory = Callable[["SinkConfig", SinkDeps], Sink]
+
+
+def _webhook(config: SinkConfig, deps: SinkDeps) -> Sink:
+    from poller.config import WebhookSinkConfig
+    from poller.sinks.webhook import WebhookSink
+
+    if not isinstance(config, WebhookSinkConfig):
+        raise TypeError(f"sink {config.name!r}: expected a webhook config")
+    return WebhookSink(config, transport=deps.transport, clock=deps.clock)
+
+
+def _slack(config: SinkConfig, deps: SinkDeps) -> Sink:
+    from poller.config import SlackSinkConfig
+    from poller.sinks.slack import SlackSink
+
+    if not isinstance(config, SlackSinkConfig):
+        raise TypeError(f"sink {config.name!r}: expected a slack config")
+    # Slack paces itself on a monotonic clock of its own; the wall clock is not for it.
+    return SlackSink(config, store=deps.store, transport=deps.transport)
+
+
+SINK_TYPES: Mapping[str, SinkFactory] = {"webhook": _webhook, "slack": _slack}
+
+
+def build_sinks(
+    configs: Sequence[SinkConfig],
+    *,
+    store: ThreadStore,
+    clock: Callable[[], float] = time.time,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[Sink]:
+    """Build one sink per config, in config order; the caller owns each sink's ``aclose()``.
+
+    ``transport`` replaces every sink's HTTP transport (tests); ``clock`` is the wall clock
+    that stamps webhook attempts.
+    """
+    deps = SinkDeps(store=store, clock=clock, transport=transport)
+    sinks: list[Sink] = []
+    for config in configs:
+        factory = SINK_TYPES.get(config.type)
+        if factory is None:
+            raise ValueError(f"sink {config.name!r}: unknown type {config.type!r}")
+        sinks.append(factory(config, deps))
+    return sinks

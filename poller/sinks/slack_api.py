@@ -1,0 +1,311 @@
+"""Talking to Slack: incoming webhooks and ``chat.postMessage``, paced, answers classified.
+
+Every post waits its turn in a :class:`Pacer` (Slack allows about one message per second per
+webhook or channel). How an answer is classified (the dispatcher decides what happens next;
+"disabled" means :class:`SinkDisabledError`, as the message can never get through any more):
+
+Incoming webhook (plain-text error body):
+
+    2xx                                 success
+    429                                 retry, after Slack's ``Retry-After``
+    5xx (``rollup_error``, any body)    retry
+    invalid_payload (400)               permanent: Slack could not read the message
+    too_many_attachments (400)          permanent
+    user_not_found (400)                permanent
+    action_prohibited (403)             permanent: an admin restricts posting there
+    posting_to_general_channel_denied   permanent: only admins may post in #general
+    channel_not_found (404)             permanent: requeue with ``poller outbox retry`` once fixed
+    channel_is_archived (410)           permanent: unarchive, then ``poller outbox retry``
+    no_service (404)                    disabled: the webhook was removed or revoked
+    no_service_id (400)                 disabled: the webhook URL is incomplete
+    no_team (404)                       disabled: the workspace in the URL does not exist
+    team_disabled (403)                 disabled: the workspace was disabled
+    invalid_token (403)                 disabled: the token in the webhook URL is not valid
+    other 410                           disabled (Gone)
+    408, 425, 3xx (never followed)      retry
+    other 4xx                           permanent
+    timeout, transport failure          retry
+
+Web API (``{"ok": false, "error": "..."}``, usually with HTTP 200):
+
+    ok: true                            success (``ts`` returned for threads)
+    ratelimited, HTTP 429               retry, after Slack's ``Retry-After``
+    HTTP 5xx, internal_error, ...       retry
+    channel_not_found, not_in_channel,  permanent
+    is_archived, msg_too_long, no_text,
+    invalid_blocks(_format), invalid_arguments, too_many_attachments, restricted_action
+    invalid_auth, not_authed,           disabled: the token no longer works
+    account_inactive, token_revoked, token_expired, missing_scope
+    any other error                     retry (Slack adds errors; an unknown one may pass)
+    a 2xx answer that is not JSON       retry
+
+Permanent channel errors are dead letters rather than a disabled sink so that the events are
+kept and can be requeued; revoked credentials disable the sink, because every later message
+would fail the same way. Errors and logs name the sink, the status and Slack's error code, never
+the webhook URL, the token or a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+import httpx
+import structlog
+
+from poller import __version__
+from poller.backoff import parse_retry_after
+from poller.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    SinkDisabledError,
+)
+
+log = structlog.get_logger(__name__)
+
+Outcome = Literal["retry", "permanent", "disabled"]
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+USER_AGENT = f"twilio-proxy-poller/{__version__}"
+MESSAGE_INTERVAL_SECONDS = 1.0
+MAX_WAIT_SECONDS = 5.0
+_MAX_ANSWER_BYTES = 1024 * 1024
+_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+
+WEBHOOK_ERRORS: Mapping[str, tuple[Outcome, str]] = {
+    "invalid_payload": ("permanent", "Slack could not read the message; it is dead-lettered"),
+    "too_many_attachments": ("permanent", "the message has more attachments than Slack allows"),
+    "user_not_found": ("permanent", "the user the webhook posts to does not exist"),
+    "action_prohibited": (
+        "permanent",
+        "a workspace admin restricts posting in this channel; ask them, then requeue",
+    ),
+    "posting_to_general_channel_denied": (
+        "permanent",
+        "only admins may post in #general; point the webhook at another channel",
+    ),
+    "channel_not_found": (
+        "permanent",
+        "the webhook's channel does not exist; create a webhook for an existing channel",
+    ),
+    "channel_is_archived": (
+        "permanent",
+        "the channel was archived; unarchive it or point the webhook elsewhere, then requeue",
+    ),
+    "no_service": (
+        "disabled",
+        "the webhook was removed or revoked, or its URL is wrong; create a new one",
+    ),
+    "no_service_id": ("disabled", "the webhook URL is incomplete; copy it again from Slack"),
+    "no_team": ("disabled", "the workspace in the webhook URL does not exist any more"),
+    "team_disabled": ("disabled", "the Slack workspace was disabled"),
+    "invalid_token": ("disabled", "the token in the webhook URL is not valid (revoked?)"),
+}
+
+API_ERRORS: Mapping[str, tuple[Outcome, str]] = {
+    "ratelimited": ("retry", "Slack rate-limits this app; the message waits its turn"),
+    "internal_error": ("retry", "Slack had an internal error"),
+    "fatal_error": ("retry", "Slack had an internal error"),
+    "service_unavailable": ("retry", "Slack is unavailable"),
+    "request_timeout": ("retry", "Slack timed out"),
+    "channel_not_found": ("permanent", "the channel does not exist or the app cannot see it"),
+    "not_in_channel": ("permanent", "invite the app to the channel (/invite), then requeue"),
+    "is_archived": ("permanent", "the channel was archived; unarchive it, then requeue"),
+    "msg_too_long": ("permanent", "Slack found the message too long"),
+    "no_text": ("permanent", "Slack found the message empty"),
+    "invalid_blocks": ("permanent", "Slack rejected the message's blocks"),
+    "invalid_blocks_format": ("permanent", "Slack rejected the message's blocks"),
+    "invalid_arguments": ("permanent", "Slack rejected the request's arguments"),
+    "too_many_attachments": ("permanent", "the message has more attachments than Slack allows"),
+    "restricted_action": ("permanent", "a workspace preference forbids the app to post there"),
+    "invalid_auth": ("disabled", "the token is not valid; set a new one"),
+    "not_authed": ("disabled", "no token reached Slack; set one"),
+    "account_inactive": ("disabled", "the token's user or workspace was deleted"),
+    "token_revoked": ("disabled", "the token was revoked; set a new one"),
+    "token_expired": ("disabled", "the token expired; set a new one"),
+    "missing_scope": ("disabled", "the token lacks the chat:write scope"),
+}
+
+
+class Pacer:
+    """Let callers through at most once per ``interval`` seconds of ``clock``, in turn.
+
+    A caller never sleeps longer than ``max_wait``: when Slack asked for a longer pause
+    (``Retry-After``), :meth:`wait` returns the time left instead, so a delivery worker is not
+    held for minutes and the dispatcher schedules the retry.
+    """
+
+    def __init__(
+        self, interval: float, *, clock: Clock, sleep: Sleep, max_wait: float = MAX_WAIT_SECONDS
+    ) -> None:
+        self._interval = interval
+        self._max_wait = max_wait
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+        self._next = float("-inf")
+
+    async def wait(self) -> float:
+        """Return 0 when the next message may go out (counted as gone), else the seconds the
+        caller should come back after."""
+        async with self._lock:
+            delay = self._next - self._clock()
+            if delay > self._max_wait:
+                return delay
+            if delay > 0:
+                await self._sleep(delay)
+            self._next = max(self._clock(), self._next) + self._interval
+            return 0.0
+
+    def hold_off(self, seconds: float) -> None:
+        """Let nobody through for ``seconds`` from now (Slack said ``Retry-After``)."""
+        self._next = max(self._next, self._clock() + seconds)
+
+
+class SlackClient:
+    """HTTP to Slack for one sink: every post paced, every failure a ``DeliveryError``."""
+
+    def __init__(
+        self,
+        sink: str,
+        *,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None,
+        clock: Clock,
+        sleep: Sleep,
+        interval: float = MESSAGE_INTERVAL_SECONDS,
+    ) -> None:
+        self._sink = sink
+        self._timeout = timeout
+        self._pacer = Pacer(interval, clock=clock, sleep=sleep)
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=timeout,
+            follow_redirects=False,
+            headers={"user-agent": USER_AGENT},
+        )
+
+    async def post_webhook(self, url: str, message: Mapping[str, Any]) -> None:
+        """POST ``message`` to an incoming webhook; raise unless Slack took it."""
+        response, answer = await self._post(url, message, headers={})
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        code = _error_code(answer.decode(errors="replace").strip())
+        raise self._failure(response, code, WEBHOOK_ERRORS.get(code or ""))
+
+    async def post_message(
+        self, url: str, token: str, body: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        """POST ``body`` to ``chat.postMessage``; return Slack's answer when ``ok`` is true."""
+        headers = {"authorization": f"Bearer {token}"}
+        response, answer = await self._post(url, body, headers=headers)
+        try:
+            parsed = json.loads(answer)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            code = None
+        elif parsed.get("ok") is True and 200 <= response.status_code < 300:
+            return parsed
+        else:
+            code = _error_code(str(parsed.get("error", "")))
+        known = API_ERRORS.get(code or "")
+        if known is None and code is not None and response.status_code < 300:
+            known = ("retry", "Slack answered an error this version does not know")
+        if known is None and response.status_code < 300:
+            known = ("retry", "Slack's answer was not the JSON of chat.postMessage")
+        raise self._failure(response, code, known)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _post(
+        self, url: str, payload: Mapping[str, Any], *, headers: Mapping[str, str]
+    ) -> tuple[httpx.Response, bytes]:
+        content = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        all_headers = {"content-type": "application/json; charset=utf-8", **headers}
+        held = await self._pacer.wait()
+        if held:
+            raise RetryableDeliveryError(
+                f"slack sink {self._sink!r}: Slack asked for a pause, {held:.0f} s left",
+                retry_after=held,
+            )
+        try:
+            async with self._client.stream(
+                "POST", url, content=content, headers=all_headers
+            ) as response:
+                answer = await _read_bounded(response)
+        except httpx.TimeoutException as exc:
+            log.warning("slack_timeout", sink=self._sink, timeout_seconds=self._timeout)
+            raise RetryableDeliveryError(
+                f"slack sink {self._sink!r}: no answer within {self._timeout:g} s "
+                f"({type(exc).__name__})"
+            ) from exc
+        except httpx.RequestError as exc:
+            log.warning("slack_transport_error", sink=self._sink, error=type(exc).__name__)
+            raise RetryableDeliveryError(
+                f"slack sink {self._sink!r}: transport failure ({type(exc).__name__})"
+            ) from exc
+        return response, answer
+
+    def _failure(
+        self, response: httpx.Response, code: str | None, known: tuple[Outcome, str] | None
+    ) -> DeliveryError:
+        status = response.status_code
+        retry_after = None
+        outcome: Outcome
+        if status == 429 or code == "ratelimited":
+            retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+            self._pacer.hold_off(MESSAGE_INTERVAL_SECONDS if retry_after is None else retry_after)
+            outcome, meaning = "retry", "Slack rate-limits this sink; the message waits its turn"
+        elif status >= 500:
+            outcome, meaning = "retry", "Slack had a server error"
+        else:
+            outcome, meaning = known or _by_status(status)
+        log.warning(
+            "slack_delivery_failed",
+            sink=self._sink,
+            status=status,
+            error=code,
+            outcome=outcome,
+            meaning=meaning,
+        )
+        what = f"slack sink {self._sink!r}: Slack answered HTTP {status}"
+        what += f" {code}" if code else ""
+        what += f" ({meaning})"
+        if outcome == "disabled":
+            return SinkDisabledError(what, status=status)
+        if outcome == "permanent":
+            return PermanentDeliveryError(what, status=status)
+        return RetryableDeliveryError(what, status=status, retry_after=retry_after)
+
+
+def _by_status(status: int) -> tuple[Outcome, str]:
+    if status == 410:
+        return "disabled", "Gone: Slack asked never to be called at this URL again"
+    if status in (408, 425) or 300 <= status < 400:
+        return "retry", "an answer that may change (redirects are never followed)"
+    if 400 <= status < 500:
+        return "permanent", "Slack refused the message"
+    return "retry", "an unexpected answer"
+
+
+def _error_code(text: str) -> str | None:
+    """Return Slack's error code when ``text`` is one (safe to log), else None."""
+    return text if _ERROR_CODE.fullmatch(text) else None
+
+
+async def _read_bounded(response: httpx.Response) -> bytes:
+    received = bytearray()
+    async for chunk in response.aiter_bytes():
+        received += chunk
+        if len(received) >= _MAX_ANSWER_BYTES:
+            break
+    return bytes(received)

@@ -1,0 +1,146 @@
+"""The webhook sink: one signed ``POST`` per event (Standard Webhooks v1).
+
+How an answer is classified (the dispatcher decides what happens next):
+
+    2xx                          success
+    3xx                          RetryableDeliveryError (redirects are never followed)
+    410 Gone                     SinkDisabledError: the receiver asked never to be called again
+    408, 425, 429, 5xx           RetryableDeliveryError, with the receiver's ``Retry-After``
+    any other 4xx                PermanentDeliveryError: dead-letter the event
+    timeout, transport failure   RetryableDeliveryError
+
+Errors and logs name the sink and the status, never the secret, the URL or a body; the
+receiver's answer is logged at debug level only, cut to 200 characters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import httpx
+import structlog
+from standardwebhooks.webhooks import Webhook
+
+from poller import __version__
+from poller.backoff import parse_retry_after
+from poller.config import WebhookSinkConfig
+from poller.errors import (
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    SinkDisabledError,
+)
+from poller.events import Event
+
+log = structlog.get_logger(__name__)
+
+USER_AGENT = f"twilio-proxy-poller/{__version__}"
+RETRYABLE_4XX = frozenset({408, 425, 429})
+# Read at most this much of an answer: enough to log and to keep a pooled connection reusable,
+# never so much that a misbehaving receiver can fill memory.
+_MAX_ANSWER_BYTES = 64 * 1024
+_LOGGED_ANSWER_CHARS = 200
+
+
+def encode_body(event: Event, *, include_data: bool) -> bytes:
+    """Return the contract body of ``event``: compact UTF-8 JSON."""
+    payload = event.payload(include_data=include_data)
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class WebhookSink:
+    """Deliver events to one HTTP receiver over a pooled client."""
+
+    digest_threshold: int | None = None
+
+    def __init__(
+        self,
+        config: WebhookSinkConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = config.name
+        self.include_data = config.include_data
+        self._config = config
+        self._clock = clock
+        self._signer = (
+            Webhook(config.secret.get_secret_value()) if config.secret is not None else None
+        )
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=config.timeout_seconds,
+            follow_redirects=False,
+            headers={"user-agent": USER_AGENT},
+        )
+
+    async def send(self, event: Event) -> None:
+        """POST ``event``; raise a ``DeliveryError`` subclass unless the receiver took it."""
+        body = encode_body(event, include_data=self.include_data)
+        now = self._clock()
+        headers = self._headers(event.id, int(now), body)
+        try:
+            async with self._client.stream(
+                "POST", self._config.url, content=body, headers=headers
+            ) as response:
+                answer = await _read_bounded(response)
+        except httpx.TimeoutException as exc:
+            raise RetryableDeliveryError(
+                f"webhook sink {self.name!r}: no answer within "
+                f"{self._config.timeout_seconds:g} s ({type(exc).__name__})"
+            ) from exc
+        except httpx.RequestError as exc:
+            raise RetryableDeliveryError(
+                f"webhook sink {self.name!r}: transport failure ({type(exc).__name__})"
+            ) from exc
+        self._classify(response, answer, now)
+
+    async def send_digest(self, events: Sequence[Event]) -> None:
+        """Webhooks take every event on its own (``digest_threshold`` is None)."""
+        raise NotImplementedError("webhook sinks deliver every event on its own")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _headers(self, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+        headers = dict(self._config.headers)
+        headers["content-type"] = "application/json"
+        headers["webhook-id"] = msg_id
+        headers["webhook-timestamp"] = str(timestamp)
+        if self._signer is not None:
+            when = datetime.fromtimestamp(timestamp, tz=UTC)
+            headers["webhook-signature"] = self._signer.sign(msg_id, when, body.decode())
+        return headers
+
+    def _classify(self, response: httpx.Response, answer: str, now: float) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        log.debug("webhook_answer", sink=self.name, status=status, answer=answer)
+        what = f"webhook sink {self.name!r}: receiver answered HTTP {status}"
+        if 300 <= status < 400:
+            log.warning("webhook_redirect_not_followed", sink=self.name, status=status)
+            raise RetryableDeliveryError(
+                f"{what} (a redirect; redirects are not followed, configure the final URL)",
+                status=status,
+            )
+        if status == 410:
+            raise SinkDisabledError(f"{what} (Gone: the receiver asked to stop)", status=status)
+        if status in RETRYABLE_4XX or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("retry-after"), now)
+            raise RetryableDeliveryError(what, status=status, retry_after=retry_after)
+        if 400 <= status < 500:
+            raise PermanentDeliveryError(f"{what} (the event will not be retried)", status=status)
+        raise RetryableDeliveryError(f"{what} (unexpected status)", status=status)
+
+
+async def _read_bounded(response: httpx.Response) -> str:
+    """Read up to ``_MAX_ANSWER_BYTES`` of the answer; return its start for debug logs."""
+    received = bytearray()
+    async for chunk in response.aiter_bytes():
+        received += chunk
+        if len(received) >= _MAX_ANSWER_BYTES:
+            break
+    return received[: _LOGGED_ANSWER_CHARS * 4].decode(errors="replace")[:_LOGGED_ANSWER_CHARS]

@@ -1,0 +1,57 @@
+"""What the store hands out: frozen snapshots of sessions and deliveries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from poller.events import Event
+
+ERROR_MAX_CHARS = 300
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """One watched session as the store knows it."""
+
+    service_sid: str
+    session_sid: str
+    baselined: bool
+    new_traffic: bool
+    last_success_at: float | None
+    consecutive_failures: int
+    last_error: str | None
+    activity_marker: str | None
+    status: str | None
+    unsettled_until: float | None
+    last_failure_at: float | None = None
+    # When the session was closed, deleted or unwatched; None while it is watched.
+    gone_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One (event, sink) row of the outbox."""
+
+    id: int
+    sink: str
+    event: Event
+    attempts: int
+    enqueued_at: float
+    next_attempt_at: float
+    last_error: str | None
+    last_status: int | None
+
+
+@dataclass(frozen=True)
+class DeadLetter(Delivery):
+    """A delivery given up on; kept until requeued or purged."""
+
+    dead_at: float
+
+
+def short_error(error: str) -> str:
+    """Return ``error`` on one line, cut to a length that fits a status display."""
+    line = " ".join(error.split())
+    if len(line) <= ERROR_MAX_CHARS:
+        return line
+    return line[: ERROR_MAX_CHARS - 3] + "..."

@@ -1,0 +1,217 @@
+"""The durable outbox: one row per (event, sink) until the sink accepts the event.
+
+Each (sink, session) pair is a queue delivered strictly in enqueue order; ``queue_heads``
+(kept by triggers, see ``schema.py``) holds the first pending row of every queue, so finding
+what is due costs one row per queue however long the queues behind failing heads grow.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from poller.events import Event
+from poller.state.db import Database
+from poller.state.models import DeadLetter, Delivery, short_error
+
+# SQLite's default limit on bound parameters is 999 in older builds.
+_CHUNK = 500
+_REQUEUED = "state = 'pending', attempts = 0, dead_at = NULL, next_attempt_at = ?"
+
+
+class Outbox:
+    """The outbox half of the store."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def due(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
+        """Return up to ``limit`` deliveries of ``sink`` ready now, in enqueue order.
+
+        Only the first pending row of each session's queue can be due (its ``next_attempt_at``
+        <= ``now``; ``now=None`` ignores timers). Dead rows never block a queue.
+        """
+        if limit <= 0:
+            return []
+        rows = self._db.read(
+            "SELECT d.*, e.body FROM queue_heads h "
+            "JOIN deliveries d ON d.id = h.delivery_id JOIN events e ON e.id = d.event_id "
+            "WHERE h.sink = ?1 AND (?2 IS NULL OR h.next_attempt_at <= ?2) "
+            "ORDER BY h.delivery_id LIMIT ?3",
+            (sink, now, limit),
+        )
+        return [_delivery(row) for row in rows]
+
+    def ack(self, delivery_ids: Sequence[int]) -> None:
+        """Delete delivered rows, and each event no other delivery still needs."""
+        if not delivery_ids:
+            return
+        with self._db.transaction() as conn:
+            for chunk in _chunks(delivery_ids):
+                _delete_where(conn, f"id IN ({_marks(chunk)})", chunk)
+
+    def retry_later(
+        self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+    ) -> None:
+        """Count one failed attempt and hold the row (and its queue) until ``next_attempt_at``."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?, "
+                "last_error = ?, last_status = ? WHERE id = ? AND state = 'pending'",
+                (next_attempt_at, short_error(error), status, delivery_id),
+            )
+
+    def dead_letter(self, delivery_id: int, *, error: str, status: int | None, now: float) -> None:
+        """Count one failed attempt and give up: the row stops blocking its queue."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, dead_at = ?, "
+                "last_error = ?, last_status = ? WHERE id = ? AND state = 'pending'",
+                (now, short_error(error), status, delivery_id),
+            )
+
+    def dead_letters(self, sink: str | None = None) -> list[DeadLetter]:
+        """Return dead-lettered deliveries (of one sink, or all), oldest first."""
+        rows = self._db.read(
+            "SELECT d.*, e.body FROM deliveries d JOIN events e ON e.id = d.event_id "
+            "WHERE d.state = 'dead' AND (?1 IS NULL OR d.sink = ?1) ORDER BY d.id",
+            (sink,),
+        )
+        return [_dead_letter(row) for row in rows]
+
+    def requeue(
+        self, ids: Sequence[int] | None = None, *, sink: str | None = None, now: float
+    ) -> int:
+        """Make dead rows pending again, due at ``now`` with no attempts; return how many.
+
+        ``ids=None`` means every dead row (of ``sink`` when given).
+        """
+        with self._db.transaction() as conn:
+            changed = 0
+            for where, params in _selection(ids, sink, state="dead"):
+                # ``where`` holds fixed text and "?" placeholders only.
+                update = f"UPDATE deliveries SET {_REQUEUED} WHERE {where}"  # noqa: S608
+                cursor = conn.execute(update, (now, *params))
+                changed += cursor.rowcount
+        return changed
+
+    def purge(self, ids: Sequence[int] | None = None, *, sink: str | None = None) -> int:
+        """Delete dead rows (and the events nothing needs any more); return how many."""
+        with self._db.transaction() as conn:
+            return sum(
+                _delete_where(conn, where, params)
+                for where, params in _selection(ids, sink, state="dead")
+            )
+
+    def pending_count(self, sink: str | None = None) -> int:
+        rows = self._db.read(
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND (?1 IS NULL OR sink = ?1)",
+            (sink,),
+        )
+        return int(rows[0][0])
+
+    def oldest_pending_enqueued_at(self) -> float | None:
+        rows = self._db.read("SELECT MIN(enqueued_at) FROM deliveries WHERE state = 'pending'")
+        value = rows[0][0]
+        return None if value is None else float(value)
+
+    def counts_by_sink(self, state: str) -> dict[str, int]:
+        """Return ``{sink: rows}`` for ``state`` ('pending' or 'dead')."""
+        rows = self._db.read(
+            "SELECT sink, COUNT(*) FROM deliveries WHERE state = ? GROUP BY sink ORDER BY sink",
+            (state,),
+        )
+        return {str(sink): int(n) for sink, n in rows}
+
+
+def enqueue(
+    conn: sqlite3.Connection, events: Sequence[tuple[Event, Sequence[str]]], now: float
+) -> None:
+    """Store each event once and one pending row per sink; a re-detected event adds nothing."""
+    event_rows: list[tuple[str, str, str, str]] = []
+    delivery_rows: list[tuple[str, str, str, float, float]] = []
+    for event, sinks in events:
+        if isinstance(sinks, str):
+            raise TypeError(f"sinks of event {event.id} must be a sequence of names, not a str")
+        if sinks:
+            event_rows.append((event.id, event.service_sid, event.session_sid, event.to_json()))
+            delivery_rows += [(event.id, sink, event.session_sid, now, now) for sink in sinks]
+    # ON CONFLICT DO NOTHING (not INSERT OR IGNORE) so that only a duplicate is skipped and
+    # any other constraint failure aborts the whole commit.
+    conn.executemany(
+        "INSERT INTO events (id, service_sid, session_sid, body) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (id) DO NOTHING",
+        event_rows,
+    )
+    conn.executemany(
+        "INSERT INTO deliveries (event_id, sink, session_sid, enqueued_at, next_attempt_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id, sink) DO NOTHING",
+        delivery_rows,
+    )
+
+
+def _delete_where(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> int:
+    """Delete the deliveries matching ``where``, then the events left without any."""
+    # ``where`` is built here from fixed text and "?" placeholders only.
+    select = f"SELECT DISTINCT event_id FROM deliveries WHERE {where}"  # noqa: S608
+    event_ids = [(str(row[0]),) for row in conn.execute(select, params)]
+    delete = f"DELETE FROM deliveries WHERE {where}"  # noqa: S608
+    deleted = conn.execute(delete, params).rowcount
+    conn.executemany(
+        "DELETE FROM events WHERE id = ?1 "
+        "AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1)",
+        event_ids,
+    )
+    return deleted
+
+
+def _selection(
+    ids: Sequence[int] | None, sink: str | None, *, state: str
+) -> Iterator[tuple[str, Sequence[Any]]]:
+    """Yield (``WHERE`` clause, parameters) pairs covering the chosen rows in chunks."""
+    clause = "state = ?" if sink is None else "state = ? AND sink = ?"
+    params: tuple[Any, ...] = (state,) if sink is None else (state, sink)
+    if ids is None:
+        yield clause, params
+        return
+    for chunk in _chunks(ids):
+        yield f"{clause} AND id IN ({_marks(chunk)})", (*params, *chunk)
+
+
+def _marks(chunk: Sequence[Any]) -> str:
+    return ", ".join("?" * len(chunk))
+
+
+def _chunks(ids: Sequence[Any]) -> Iterator[list[Any]]:
+    items = list(ids)
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
+    return Delivery(
+        id=int(row["id"]),
+        sink=str(row["sink"]),
+        event=Event.from_json(row["body"]),
+        attempts=int(row["attempts"]),
+        enqueued_at=float(row["enqueued_at"]),
+        next_attempt_at=float(row["next_attempt_at"]),
+        last_error=row["last_error"],
+        last_status=row["last_status"],
+    )
+
+
+def _dead_letter(row: sqlite3.Row) -> DeadLetter:
+    base = _delivery(row)
+    return DeadLetter(
+        id=base.id,
+        sink=base.sink,
+        event=base.event,
+        attempts=base.attempts,
+        enqueued_at=base.enqueued_at,
+        next_attempt_at=base.next_attempt_at,
+        last_error=base.last_error,
+        last_status=base.last_status,
+        dead_at=float(row["dead_at"]),
+    )

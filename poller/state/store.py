@@ -1,0 +1,283 @@
+"""The state store: watched sessions, the interactions known in each, and the outbox.
+
+Everything a poll changes is committed in one transaction, so after a crash the known set and
+the outbox always agree: an event is either not yet detected, or waiting for every sink.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from poller.events import Event
+from poller.records import Fingerprint
+from poller.state.db import open_database
+from poller.state.models import SessionState, short_error
+from poller.state.outbox import Outbox, enqueue
+
+
+class Store(Outbox):
+    """The poller's SQLite state file, held exclusively by one process.
+
+    Times are Unix seconds. Every call is one short statement or transaction, made from the
+    event loop's thread.
+    """
+
+    @classmethod
+    def open(cls, path: Path | str) -> Store:
+        """Lock, check, create (mode 0600) and migrate the state file at ``path``.
+
+        Raises StateLockedError (another process has it), StateCorruptError (not a poller
+        state file; left untouched) or StateError (newer schema, I/O errors).
+        """
+        return cls(open_database(Path(path)))
+
+    @property
+    def path(self) -> Path:
+        return self._db.path
+
+    def close(self) -> None:
+        """Close the file and release the lock; closing twice is harmless."""
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # watches
+
+    def watch_started_at(self, service_sid: str, now: float) -> float:
+        """Return when watching ``service_sid`` began, recording ``now`` the first time."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO watches (service_sid, started_at) VALUES (?, ?) "
+                "ON CONFLICT (service_sid) DO NOTHING",
+                (service_sid, now),
+            )
+            row = conn.execute(
+                "SELECT started_at FROM watches WHERE service_sid = ?", (service_sid,)
+            ).fetchone()
+        return float(row[0])
+
+    # sessions
+
+    def session(self, session_sid: str) -> SessionState | None:
+        rows = self._db.read("SELECT * FROM sessions WHERE session_sid = ?", (session_sid,))
+        return _session(rows[0]) if rows else None
+
+    def sessions(self, service_sid: str | None = None) -> list[SessionState]:
+        """Return every stored session (of one Service), gone ones included, by SID."""
+        rows = self._db.read(
+            "SELECT * FROM sessions WHERE ?1 IS NULL OR service_sid = ?1 ORDER BY session_sid",
+            (service_sid,),
+        )
+        return [_session(row) for row in rows]
+
+    def watched_count(self) -> int:
+        """Return how many stored sessions are watched (not gone)."""
+        rows = self._db.read("SELECT COUNT(*) FROM sessions WHERE gone_at IS NULL")
+        return int(rows[0][0])
+
+    def ensure_session(
+        self, service_sid: str, session_sid: str, *, new_traffic: bool, now: float
+    ) -> SessionState:
+        """Track a session (``new_traffic`` counts only when it is new); revive a gone one."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO sessions (service_sid, session_sid, new_traffic, added_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (session_sid) DO UPDATE SET gone_at = NULL",
+                (service_sid, session_sid, int(new_traffic), now),
+            )
+            row = conn.execute(
+                "SELECT * FROM sessions WHERE session_sid = ?", (session_sid,)
+            ).fetchone()
+        return _session(row)
+
+    def known(self, session_sid: str) -> dict[str, Fingerprint]:
+        """Return the fingerprint of every interaction known in the session, by SID."""
+        try:
+            return _known(self._db.conn, session_sid)
+        except sqlite3.Error as exc:
+            raise self._db.error(exc) from exc
+
+    def commit_poll(
+        self,
+        service_sid: str,
+        session_sid: str,
+        *,
+        fetched: Mapping[str, Fingerprint],
+        events: Sequence[tuple[Event, Sequence[str]]],
+        now: float,
+        activity_marker: str | None = None,
+        status: str | None = None,
+        unsettled_until: float | None = None,
+    ) -> None:
+        """Record one successful poll in ONE transaction.
+
+        The known set becomes ``fetched`` (only the rows that changed are written), the
+        session is baselined with no failures and ``last_success_at = now``, its
+        ``activity_marker``, ``status`` and ``unsettled_until`` become the values given, and
+        each event is stored with one outbox row per sink it goes to. Events already in the
+        outbox (re-detected after a crash) are not added twice.
+        """
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO sessions (service_sid, session_sid, baselined, last_success_at, "
+                "added_at, activity_marker, status, unsettled_until) "
+                "VALUES (?1, ?2, 1, ?3, ?3, ?4, ?5, ?6) ON CONFLICT (session_sid) DO UPDATE SET "
+                "baselined = 1, consecutive_failures = 0, last_success_at = ?3, "
+                "activity_marker = ?4, status = ?5, unsettled_until = ?6",
+                (service_sid, session_sid, now, activity_marker, status, unsettled_until),
+            )
+            _write_delta(conn, session_sid, _known(conn, session_sid), fetched)
+            enqueue(conn, events, now)
+
+    def record_failure(self, session_sid: str, error: str, now: float) -> None:
+        """Count one more failed poll in a row and keep a short form of ``error``.
+
+        ``error`` is ``str(exc)`` of a poller error (which never holds a secret); a session the
+        store does not know is ignored.
+        """
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE sessions SET consecutive_failures = consecutive_failures + 1, "
+                "last_error = ?, last_failure_at = ? WHERE session_sid = ?",
+                (short_error(error), now, session_sid),
+            )
+
+    def mark_session_gone(self, session_sid: str, now: float) -> None:
+        """Note that the session is closed, deleted or unwatched (the first time counts)."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE sessions SET gone_at = COALESCE(gone_at, ?) WHERE session_sid = ?",
+                (now, session_sid),
+            )
+
+    def prune(self, now: float, grace_seconds: float) -> int:
+        """Forget sessions gone longer than ``grace_seconds`` with nothing left to deliver."""
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT session_sid FROM sessions s WHERE gone_at < ? AND NOT EXISTS ("
+                "SELECT 1 FROM deliveries d "
+                "WHERE d.session_sid = s.session_sid AND d.state = 'pending')",
+                (now - grace_seconds,),
+            ).fetchall()
+            sids = [(str(row[0]),) for row in rows]
+            conn.executemany("DELETE FROM slack_threads WHERE session_sid = ?", sids)
+            # interactions go with their session (ON DELETE CASCADE)
+            conn.executemany("DELETE FROM sessions WHERE session_sid = ?", sids)
+        return len(sids)
+
+    # slack threads (Web API mode)
+
+    def thread_ts(self, sink: str, session_sid: str) -> str | None:
+        rows = self._db.read(
+            "SELECT ts FROM slack_threads WHERE sink = ? AND session_sid = ?", (sink, session_sid)
+        )
+        return str(rows[0][0]) if rows else None
+
+    def set_thread_ts(self, sink: str, session_sid: str, ts: str) -> None:
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO slack_threads (sink, session_sid, ts) VALUES (?, ?, ?) "
+                "ON CONFLICT (sink, session_sid) DO UPDATE SET ts = excluded.ts",
+                (sink, session_sid, ts),
+            )
+
+    # introspection
+
+    def summary(self, now: float | None = None) -> dict[str, object]:
+        """Return a JSON-able overview for ``poller state show``."""
+        now = time.time() if now is None else now
+        sessions = self._db.read(
+            "SELECT COUNT(*) FILTER (WHERE gone_at IS NULL), "
+            "COUNT(*) FILTER (WHERE gone_at IS NULL AND baselined), "
+            "COUNT(*) FILTER (WHERE gone_at IS NOT NULL), "
+            "COUNT(*) FILTER (WHERE gone_at IS NULL AND consecutive_failures > 0) "
+            "FROM sessions"
+        )[0]
+        oldest = self.oldest_pending_enqueued_at()
+        watches = self._db.read("SELECT service_sid, started_at FROM watches ORDER BY service_sid")
+        version = self._db.read("PRAGMA user_version")[0][0]
+        return {
+            "path": str(self.path),
+            "schema_version": int(version),
+            "sessions": {
+                "watched": int(sessions[0]),
+                "baselined": int(sessions[1]),
+                "gone": int(sessions[2]),
+                "failing": int(sessions[3]),
+            },
+            "interactions_tracked": int(self._db.read("SELECT COUNT(*) FROM interactions")[0][0]),
+            "outbox": {
+                "pending": self.counts_by_sink("pending"),
+                "dead": self.counts_by_sink("dead"),
+                "oldest_pending_age_seconds": None if oldest is None else max(0.0, now - oldest),
+            },
+            "watches": [
+                {"service_sid": str(sid), "started_at": float(started)} for sid, started in watches
+            ],
+        }
+
+
+def _known(conn: sqlite3.Connection, session_sid: str) -> dict[str, Fingerprint]:
+    rows = conn.execute(
+        "SELECT sid, date_updated, inbound_status, outbound_status FROM interactions "
+        "WHERE session_sid = ?",
+        (session_sid,),
+    )
+    return {str(row[0]): Fingerprint(row[1], row[2], row[3]) for row in rows}
+
+
+def _write_delta(
+    conn: sqlite3.Connection,
+    session_sid: str,
+    stored: Mapping[str, Fingerprint],
+    fetched: Mapping[str, Fingerprint],
+) -> None:
+    """Make the stored known set equal ``fetched``, writing only the rows that differ."""
+    conn.executemany(
+        "INSERT INTO interactions "
+        "(session_sid, sid, date_updated, inbound_status, outbound_status) VALUES (?, ?, ?, ?, ?)",
+        [(session_sid, sid, *fp) for sid, fp in fetched.items() if sid not in stored],
+    )
+    conn.executemany(
+        "UPDATE interactions SET date_updated = ?, inbound_status = ?, outbound_status = ? "
+        "WHERE session_sid = ? AND sid = ?",
+        [
+            (*fp, session_sid, sid)
+            for sid, fp in fetched.items()
+            if sid in stored and tuple(stored[sid]) != tuple(fp)
+        ],
+    )
+    conn.executemany(
+        "DELETE FROM interactions WHERE session_sid = ? AND sid = ?",
+        [(session_sid, sid) for sid in stored if sid not in fetched],
+    )
+
+
+def _session(row: sqlite3.Row) -> SessionState:
+    return SessionState(
+        service_sid=str(row["service_sid"]),
+        session_sid=str(row["session_sid"]),
+        baselined=bool(row["baselined"]),
+        new_traffic=bool(row["new_traffic"]),
+        last_success_at=row["last_success_at"],
+        consecutive_failures=int(row["consecutive_failures"]),
+        last_error=row["last_error"],
+        activity_marker=row["activity_marker"],
+        status=row["status"],
+        unsettled_until=row["unsettled_until"],
+        last_failure_at=row["last_failure_at"],
+        gone_at=row["gone_at"],
+    )

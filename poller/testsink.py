@@ -1,0 +1,40 @@
+"""``poller test-sink NAME``: send one sample event to one sink and report its answer."""
+
+from __future__ import annotations
+
+import sys
+
+from poller.config import Config
+from poller.errors import ConfigError, DeliveryError
+from poller.samples import sample_event
+from poller.sinks import build_sinks
+
+
+class _NoThreads:
+    """Test messages never start or join a session's Slack thread."""
+
+    def thread_ts(self, sink: str, session_sid: str) -> str | None:
+        return None
+
+    def set_thread_ts(self, sink: str, session_sid: str, ts: str) -> None:
+        return None
+
+
+async def test_sink(config: Config, name: str) -> int:
+    """Return 0 when the sink accepted the sample event, 1 when it refused it."""
+    chosen = [s for s in config.sinks if s.name == name]
+    if not chosen:
+        names = ", ".join(s.name for s in config.sinks)
+        raise ConfigError(f"sinks: no sink named {name!r} (configured: {names})")
+    (sink,) = build_sinks(chosen, store=_NoThreads())
+    event = sample_event()
+    try:
+        await sink.send(event)
+    except DeliveryError as exc:
+        status = f" (HTTP {exc.status})" if exc.status is not None else ""
+        print(f"sink {name}: refused{status}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await sink.aclose()
+    print(f"sink {name}: accepted event {event.id} ({event.type.value})")
+    return 0

@@ -1,0 +1,83 @@
+"""Shared helpers for integration tests: configs, the CLI as a real process, waiting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from poller.simulator import SimulatorThread
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(
+    folder: Path,
+    sim: SimulatorThread,
+    receiver_url: str,
+    *,
+    watch: list[dict[str, Any]] | None = None,
+    sinks: list[dict[str, Any]] | None = None,
+    **sections: Mapping[str, Any],
+) -> Path:
+    """Write a config pointing at the simulator and the receiver; sections override defaults."""
+    s = sim.simulator
+    config: dict[str, Any] = {
+        "twilio": {
+            "account_sid": s.account_sid,
+            "auth_token": s.auth_token,
+            "base_url": sim.base_url,
+            "page_size": 50,
+            "max_requests_per_second": 25,
+            "retry_deadline_seconds": 5,
+        },
+        "state": {"path": str(folder / "state.db")},
+        "poll": {"interval_seconds": 1, "first_run": "baseline"},
+        "watch": watch
+        or [{"service_sid": sid, "all_sessions": True} for sid in s.service_sids()],
+        "sinks": sinks
+        or [
+            {
+                "name": "ops",
+                "type": "webhook",
+                "url": f"{receiver_url}/hooks/ops",
+                "secret": SECRET,
+                "timeout_seconds": 5,
+            }
+        ],
+        "log": {"format": "json", "level": "info"},
+    }
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value}
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def poller_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "poller", *args]
+
+
+def run_poller(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a child process and return its result."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("POLLER_CONFIG", None)
+    return subprocess.run(
+        poller_cmd(*args), capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    """Wait until ``condition()`` is true (checked every 20 ms), or fail the test."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)

@@ -1,0 +1,137 @@
+"""`poller once` end to end: the real CLI against the simulator and a real receiver."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from poller.receiver import ReceiverState, ReceiverThread
+from poller.simulator import SimulatorThread
+from tests.support import SECRET, run_poller, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorThread]:
+    with SimulatorThread(seed=7) as running:
+        service = running.simulator.add_service()["sid"]
+        for _ in range(2):
+            session = running.simulator.add_session(service)["sid"]
+            for _ in range(3):
+                running.simulator.add_interaction(service, session, body="before the watch")
+        yield running
+
+
+@pytest.fixture
+def receiver() -> Iterator[ReceiverThread]:
+    with ReceiverThread(ReceiverState(secret=SECRET)) as running:
+        yield running
+
+
+def _sessions(sim: SimulatorThread) -> tuple[str, list[str]]:
+    service = sim.simulator.service_sids()[0]
+    return service, sorted(sim.simulator.session_sids(service))
+
+
+def test_once_baselines_then_delivers_exactly_the_changes(
+    sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path
+) -> None:
+    config = str(write_config(tmp_path, sim, receiver.base_url))
+    first = run_poller("once", "-c", config)
+    assert first.returncode == 0, first.stderr
+    assert receiver.received() == []
+
+    service, sessions = _sessions(sim)
+    existing = sim.simulator.interaction_sids(sessions[0])[0]
+    for n in range(4):
+        sim.simulator.add_interaction(service, sessions[n % 2], body=f"new {n}")
+    sim.simulator.set_status(existing, outbound="failed")
+
+    second = run_poller("once", "-c", config)
+    assert second.returncode == 0, second.stderr
+    got = receiver.received()
+    assert sorted(r.event_type for r in got) == ["interaction.created"] * 4 + [
+        "interaction.updated"
+    ]
+    assert all(r.signed for r in got)
+    updated = next(r for r in got if r.event_type == "interaction.updated")
+    assert updated.body["data"]["interaction"]["sid"] == existing
+    assert updated.body["data"]["changes"]["outbound_resource_status"][1] == "failed"
+
+    third = run_poller("once", "-c", config)
+    assert third.returncode == 0, third.stderr
+    assert len(receiver.received()) == 5
+
+
+def test_signature_verifies_with_the_reference_library(
+    sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path
+) -> None:
+    config = str(write_config(tmp_path, sim, receiver.base_url))
+    assert run_poller("once", "-c", config).returncode == 0
+    service, sessions = _sessions(sim)
+    sim.simulator.add_interaction(service, sessions[0], body="signed")
+    assert run_poller("once", "-c", config).returncode == 0
+    (item,) = receiver.received()
+    headers = dict(item.headers)
+    assert headers["webhook-id"] == item.webhook_id and item.webhook_id.startswith("evt_")
+    assert headers["content-type"] == "application/json"
+    assert Webhook(SECRET).verify(item.raw, headers) == item.body
+    other = "whsec_" + "A" * 32
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other).verify(item.raw, headers)
+
+
+def test_receiver_down_keeps_events_pending_until_a_later_once(
+    sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path
+) -> None:
+    config = str(write_config(tmp_path, sim, receiver.base_url))
+    assert run_poller("once", "-c", config).returncode == 0
+    service, sessions = _sessions(sim)
+    sim.simulator.add_interaction(service, sessions[1], body="while the receiver is down")
+    receiver.call(lambda: setattr(receiver.state, "status", 503))
+
+    down = run_poller("once", "-c", config)
+    assert down.returncode == 1
+    state = json.loads(run_poller("state", "show", "-c", config).stdout)
+    assert state["outbox"]["pending"] == {"ops": 1}
+
+    receiver.call(lambda: setattr(receiver.state, "status", 204))
+    up = run_poller("once", "-c", config)
+    assert up.returncode == 0, up.stderr
+    (item,) = receiver.received()
+    assert item.event_type == "interaction.created"
+    state = json.loads(run_poller("state", "show", "-c", config).stdout)
+    assert state["outbox"]["pending"] == {}
+
+
+def test_dead_letter_is_listed_and_requeued(
+    sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path
+) -> None:
+    config = str(write_config(tmp_path, sim, receiver.base_url))
+    assert run_poller("once", "-c", config).returncode == 0
+    service, sessions = _sessions(sim)
+    sim.simulator.add_interaction(service, sessions[0], body="refused")
+    receiver.call(lambda: setattr(receiver.state, "status", 400))
+
+    refused = run_poller("once", "-c", config)
+    assert refused.returncode == 1
+    listed = run_poller("outbox", "list", "-c", config)
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert len(rows) == 1 and rows[0]["sink"] == "ops" and rows[0]["last_status"] == 400
+    assert "refused" not in listed.stdout  # no message body in the listing
+
+    # A dead letter is not retried by `once`.
+    receiver.call(lambda: setattr(receiver.state, "status", 204))
+    assert run_poller("once", "-c", config).returncode == 0
+    assert receiver.received() == []
+
+    requeued = run_poller("outbox", "retry", "-c", config)
+    assert requeued.returncode == 0 and "requeued 1" in requeued.stdout
+    assert run_poller("once", "-c", config).returncode == 0
+    (item,) = receiver.received()
+    assert item.webhook_id == rows[0]["event_id"]
