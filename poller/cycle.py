@@ -96,9 +96,13 @@ class ServiceCycle:
                 for s in self.watch.sessions
                 if s not in states or states[s].gone_at is None
             ]
-        started_at = self._store.watch_started_at(sid, now)
         listed = await self._source.list_sessions(sid)
         self._service_size = len(listed)
+        started_at: float | None = None
+        if self.watch.all_sessions:
+            started_at = self._store.watch_begun(sid)
+            if started_at is None:
+                self._store.begin_watch(sid, [s.sid for s in listed], now)
         only = None if self.watch.all_sessions else frozenset(self.watch.sessions)
         return plan_listed(
             sid,

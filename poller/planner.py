@@ -24,6 +24,10 @@ from poller.records import Session, parse_time
 from poller.state import SessionState
 
 
+# How far Twilio's clock and ours may disagree when telling new sessions from old ones.
+CLOCK_SKEW_SECONDS = 300.0
+
+
 @dataclass(frozen=True, slots=True)
 class Planned:
     """One session to poll this cycle, and why."""
@@ -50,6 +54,20 @@ def sweep_quota(total: int, settings: PlanSettings) -> int:
     return math.ceil(total / cycles)
 
 
+def _created_since(session: Session, started_at: float) -> bool:
+    """Could this unknown session have been created after its watch began?
+
+    Unknown to a watch that has listed its Service before means created since; the clock
+    check (with room for skew between Twilio's clock and ours) only guards against a session
+    that an earlier listing missed, whose whole history would otherwise be sent. A closed
+    session is never new traffic.
+    """
+    if session.is_closed:
+        return False
+    created = parse_time(session.date_created)
+    return created is None or created.timestamp() >= started_at - CLOCK_SKEW_SECONDS
+
+
 def _reason(state: SessionState | None, session: Session, now: float) -> str | None:
     if state is None:
         return "new"
@@ -69,7 +87,7 @@ def plan_listed(
     listed: Sequence[Session],
     states: Mapping[str, SessionState],
     *,
-    watch_started_at: float,
+    watch_started_at: float | None,
     now: float,
     settings: PlanSettings,
     only: frozenset[str] | None = None,
@@ -80,6 +98,8 @@ def plan_listed(
     ``only``: restrict to these sessions (an explicit ``sessions:`` watch); sessions of it that
     the list does not show are polled every cycle (the list is the cheap path, not the truth).
     ``everything``: poll every session that is not gone (``poller once``).
+    ``watch_started_at``: None when no session can be new traffic (an explicit list, or the
+    listing that began the watch, whose sessions are what already existed).
     """
     planned: list[Planned] = []
     idle: list[tuple[float, str, Session]] = []
@@ -95,9 +115,10 @@ def plan_listed(
         if reason is None:
             idle.append((state.last_success_at or 0.0 if state else 0.0, session.sid, session))
             continue
-        created = parse_time(session.date_created)
         new_traffic = (
-            state is None and created is not None and created.timestamp() > watch_started_at
+            state is None
+            and watch_started_at is not None
+            and _created_since(session, watch_started_at)
         )
         planned.append(
             Planned(

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 import structlog
 
-from poller import metrics
+from poller import crashpoints, metrics
 from poller.diff import diff, known_after
 from poller.errors import NotFoundError, SourceError
 from poller.events import Event
@@ -130,6 +130,7 @@ class SessionPoller:
             self._store.record_failure(session_sid, error, self._clock())
             return PollOutcome(service_sid, session_sid, ok=False, error=error)
 
+        crashpoints.reached("after_fetch")
         now = self._clock()
         notify = state.baselined or state.new_traffic or self._settings.first_run == "notify_all"
         events: list[Event] = []
@@ -146,6 +147,7 @@ class SessionPoller:
             status=status,
             unsettled_until=unsettled_until,
         )
+        crashpoints.reached("after_commit")
         metrics.LAST_SUCCESSFUL_POLL.set(now)
         for event in events:
             metrics.EVENTS.labels(type=event.type.value).inc()

@@ -15,6 +15,10 @@ from collections.abc import Awaitable, Callable
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
+# Float refills land a hair below a whole token (0.1 * 10 == 0.9999...); without this slack an
+# acquirer would sleep for 1e-17 s on a clock that cannot advance that little, for ever.
+_EPSILON = 1e-9
+
 
 class TokenBucket:
     """A token bucket: ``rate`` tokens per second, at most ``burst`` saved up.
@@ -69,8 +73,8 @@ class TokenBucket:
                     await self._sleep(self._paused_until - now)
                     continue
                 self._refill(now)
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                if self._tokens >= 1 - _EPSILON:
+                    self._tokens = max(0.0, self._tokens - 1)
                     return
                 await self._sleep((1 - self._tokens) / self._rate)
 

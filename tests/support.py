@@ -81,3 +81,65 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "co
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.02)
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class DaemonProcess:
+    """``poller run`` as a real child process, its log kept in a file for failures."""
+
+    def __init__(self, config: Path, log_path: Path, env: Mapping[str, str] | None = None):
+        self.config = config
+        self.log_path = log_path
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> DaemonProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            poller_cmd("run", "-c", str(self.config)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=ROOT,
+        )
+        log.close()
+        return self
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text(errors="replace").splitlines()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; return the exit status."""
+        import signal as _signal
+
+        if not self.running():
+            assert self.proc is not None
+            return int(self.proc.returncode)
+        self.signal(_signal.SIGTERM)
+        return self.wait()
+
+    def kill(self) -> None:
+        import signal as _signal
+
+        if self.running():
+            self.signal(_signal.SIGKILL)
+            self.wait()

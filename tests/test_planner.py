@@ -109,7 +109,7 @@ def test_expired_settle_window_stops_polling() -> None:
 def test_session_created_after_watch_began_is_new_traffic() -> None:
     old = session(0, created="2026-01-01T00:00:00Z")
     new = session(1, created="2027-03-01T00:00:00Z")
-    started = 1_790_000_000.0  # 2026-09-21
+    started = 1_790_000_000.0  # 2026-09-21T14:13:20Z
     planned = {
         p.session_sid: p
         for p in plan_listed(
@@ -181,3 +181,28 @@ def test_sweep_quota_covers_every_session_once_per_period() -> None:
     assert sweep_quota(5000, settings) == 14
     assert sweep_quota(0, settings) == 0
     assert sweep_quota(3, PlanSettings(10, 5)) == 3
+
+
+def test_no_session_is_new_traffic_in_the_listing_that_begins_the_watch() -> None:
+    new = session(1, created="2027-03-01T00:00:00Z")
+    (planned,) = plan_listed(SERVICE, [new], {}, watch_started_at=None, now=NOW, settings=SETTINGS)
+    assert planned.reason == "new" and not planned.new_traffic
+
+
+def test_unknown_session_created_within_clock_skew_of_the_start_is_new_traffic() -> None:
+    started = 1_790_000_000.0
+    just_before = session(2, created="2026-09-21T14:11:00Z")  # 140 s before the start
+    long_before = session(3, created="2026-09-21T13:00:00Z")
+    closed = session(4, created="2027-01-01T00:00:00Z", status="closed")
+    planned = {
+        p.session_sid: p.new_traffic
+        for p in plan_listed(
+            SERVICE,
+            [just_before, long_before, closed],
+            {},
+            watch_started_at=started,
+            now=NOW,
+            settings=SETTINGS,
+        )
+    }
+    assert planned == {sid(2): True, sid(3): False, sid(4): False}

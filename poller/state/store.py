@@ -69,6 +69,35 @@ class Store(Outbox):
             ).fetchone()
         return float(row[0])
 
+    def watch_begun(self, service_sid: str) -> float | None:
+        """Return when watching ``service_sid`` began, or None if it never did."""
+        rows = self._db.read("SELECT started_at FROM watches WHERE service_sid = ?", (service_sid,))
+        return float(rows[0][0]) if rows else None
+
+    def begin_watch(self, service_sid: str, session_sids: Sequence[str], now: float) -> float:
+        """Record that the watch began with these sessions (to baseline), in one transaction.
+
+        What a Service held when its watch began is "what already exists": those sessions are
+        baselined, whatever the clocks say. Returns when the watch began (the first call's
+        ``now``; later calls change nothing).
+        """
+        with self._db.transaction() as conn:
+            inserted = conn.execute(
+                "INSERT INTO watches (service_sid, started_at) VALUES (?, ?) "
+                "ON CONFLICT (service_sid) DO NOTHING",
+                (service_sid, now),
+            ).rowcount
+            if inserted:
+                conn.executemany(
+                    "INSERT INTO sessions (service_sid, session_sid, new_traffic, added_at) "
+                    "VALUES (?, ?, 0, ?) ON CONFLICT (session_sid) DO NOTHING",
+                    [(service_sid, sid, now) for sid in session_sids],
+                )
+            row = conn.execute(
+                "SELECT started_at FROM watches WHERE service_sid = ?", (service_sid,)
+            ).fetchone()
+        return float(row[0])
+
     # sessions
 
     def session(self, session_sid: str) -> SessionState | None:

@@ -1,0 +1,314 @@
+"""The frozen pydantic models of the configuration, from ``Config`` down to each sink."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SecretStr,
+    model_validator,
+)
+
+from poller.config.messages import _NO_VALUE, _invalid
+from poller.config.validators import (
+    _base_url,
+    _events,
+    _filter_values,
+    _headers,
+    _integer,
+    _listen,
+    _number,
+    _one_of,
+    _secret_text,
+    _sid,
+    _sid_like,
+    _slack_webhook_url,
+    _split_listen,
+    _state_path,
+    _target_url,
+    _template,
+    _text,
+    _webhook_secret,
+)
+from poller.events import EVENT_TYPES
+
+SECRET_KEYS: frozenset[str] = frozenset(
+    {"auth_token", "api_key_secret", "secret", "webhook_url", "token"}
+)
+# The spec's enums (twilio_proxy_v1.json: interaction_enum_type, interaction_enum_resource_status).
+INTERACTION_TYPES = frozenset({"message", "voice", "unknown"})
+RESOURCE_STATUSES = frozenset(
+    {
+        "accepted", "answered", "busy", "canceled", "completed", "deleted", "delivered",
+        "delivery-unknown", "failed", "in-progress", "initiated", "no-answer", "queued",
+        "received", "receiving", "ringing", "scheduled", "sending", "sent", "undelivered",
+        "unknown",
+    }
+)  # fmt: skip
+_SINK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+Secret = Annotated[SecretStr, AfterValidator(_secret_text)]
+Seconds = Annotated[float, _number()]
+AccountSid = Annotated[str, _sid("AC")]
+ServiceSid = Annotated[str, _sid("KS")]
+SessionSid = Annotated[str, _sid("KC")]
+BaseUrl = Annotated[str, PlainValidator(_base_url)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TwilioConfig(_Model):
+    """How to reach Twilio Proxy, and how hard to push it."""
+
+    account_sid: AccountSid
+    auth_token: Secret | None = None
+    api_key_sid: Annotated[str, _sid("SK")] | None = None
+    api_key_secret: Secret | None = None
+    base_url: BaseUrl = "https://proxy.twilio.com"
+    page_size: Annotated[int, _integer(1, 1000)] = 1000
+    max_requests_per_second: Annotated[float, _number(high=150)] = 25.0
+    max_concurrency: Annotated[int, _integer(1, 256)] = 8
+    timeout_seconds: Seconds = 20.0
+    retry_deadline_seconds: Seconds = 120.0
+
+    @model_validator(mode="after")
+    def _one_kind_of_auth(self) -> TwilioConfig:
+        api_key = self.api_key_sid is not None or self.api_key_secret is not None
+        if self.auth_token is not None and api_key:
+            raise _invalid(
+                "expected auth_token or api_key_sid + api_key_secret, not both",
+                at=("auth_token",),
+                got=_NO_VALUE,
+            )
+        if self.auth_token is None and not api_key:
+            raise _invalid(
+                "missing: set auth_token, or api_key_sid + api_key_secret",
+                at=("auth_token",),
+                got=_NO_VALUE,
+            )
+        if api_key and self.api_key_sid is None:
+            raise _invalid("missing: api_key_secret needs api_key_sid", at=("api_key_sid",))
+        if api_key and self.api_key_secret is None:
+            raise _invalid(
+                "missing: api_key_sid needs api_key_secret", at=("api_key_secret",), got=_NO_VALUE
+            )
+        return self
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """The HTTP Basic (username, password): the API key if set, else the account."""
+        if self.api_key_sid is not None and self.api_key_secret is not None:
+            return self.api_key_sid, self.api_key_secret.get_secret_value()
+        assert self.auth_token is not None  # the validator guarantees one kind of auth
+        return self.account_sid, self.auth_token.get_secret_value()
+
+
+class StateConfig(_Model):
+    """Where the SQLite state lives and how long gone sessions are kept."""
+
+    path: Annotated[Path, PlainValidator(_state_path)] = Path("state.db")
+    prune_after_seconds: Seconds = 7 * 24 * 3600.0
+
+
+class PollConfig(_Model):
+    """When sessions are polled."""
+
+    interval_seconds: Annotated[float, _number(minimum=1, inclusive=True)] = 30.0
+    first_run: Literal["baseline", "notify_all"] = "baseline"
+    settle_seconds: Seconds = 900.0
+    full_sweep_seconds: Seconds = 3600.0
+    timeout_seconds: Seconds = 120.0
+
+
+class DeliveryConfig(_Model):
+    """Retries, backoff and deadlines of deliveries to sinks."""
+
+    max_attempts: Annotated[int, _integer(1)] = 20
+    max_age_seconds: Seconds = 3 * 24 * 3600.0
+    initial_backoff_seconds: Seconds = 5.0
+    max_backoff_seconds: Seconds = 6 * 3600.0
+    concurrency: Annotated[int, _integer(1, 256)] = 4
+    shutdown_timeout_seconds: Seconds = 10.0
+    once_deadline_seconds: Seconds = 60.0
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> DeliveryConfig:
+        if self.initial_backoff_seconds > self.max_backoff_seconds:
+            raise _invalid(
+                f"expected at most max_backoff_seconds ({self.max_backoff_seconds:g})",
+                at=("initial_backoff_seconds",),
+                got=self.initial_backoff_seconds,
+            )
+        return self
+
+
+class WatchConfig(_Model):
+    """One Proxy Service: either the listed sessions or all of its sessions."""
+
+    service_sid: ServiceSid
+    sessions: tuple[SessionSid, ...] = ()
+    all_sessions: bool = False
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> WatchConfig:
+        if self.all_sessions and self.sessions:
+            raise _invalid(
+                "expected either sessions or all_sessions: true, not both",
+                at=("all_sessions",),
+                got=_NO_VALUE,
+            )
+        if not self.all_sessions and not self.sessions:
+            raise _invalid(
+                "expected a non-empty sessions list or all_sessions: true", at=("sessions",)
+            )
+        return self
+
+
+class SinkFilter(_Model):
+    """Which interactions a sink takes; every key optional, a list means "any of"."""
+
+    type: Annotated[
+        tuple[str, ...] | None,
+        _filter_values(_one_of(INTERACTION_TYPES), "message, voice or unknown"),
+    ] = None
+    inbound_resource_status: Annotated[
+        tuple[str, ...] | None, _filter_values(_one_of(RESOURCE_STATUSES), "a resource status")
+    ] = None
+    outbound_resource_status: Annotated[
+        tuple[str, ...] | None, _filter_values(_one_of(RESOURCE_STATUSES), "a resource status")
+    ] = None
+    service_sid: Annotated[
+        tuple[str, ...] | None, _filter_values(_sid_like("KS"), "a Service SID (KS...)")
+    ] = None
+    session_sid: Annotated[
+        tuple[str, ...] | None, _filter_values(_sid_like("KC"), "a Session SID (KC...)")
+    ] = None
+
+
+class _SinkCommon(_Model):
+    name: Annotated[str, _text("a name of 1 to 64 letters, digits, '_', '.', '-'", _SINK_NAME)]
+    events: Annotated[tuple[str, ...], PlainValidator(_events)] = EVENT_TYPES
+    filter: SinkFilter | None = None
+    include_data: bool = True
+
+
+class WebhookSinkConfig(_SinkCommon):
+    """An HTTP endpoint receiving Standard-Webhooks-signed JSON events."""
+
+    type: Literal["webhook"]
+    url: Annotated[str, PlainValidator(_target_url)]
+    secret: Annotated[SecretStr, AfterValidator(_webhook_secret)] | None = None
+    timeout_seconds: Seconds = 10.0
+    headers: Annotated[dict[str, str], PlainValidator(_headers)] = Field(default_factory=dict)
+
+
+class SlackSinkConfig(_SinkCommon):
+    """A Slack incoming webhook, or the Web API (token + channel, one thread per session)."""
+
+    type: Literal["slack"]
+    webhook_url: Annotated[SecretStr, AfterValidator(_slack_webhook_url)] | None = None
+    token: Secret | None = None
+    channel: Annotated[str, _text("a Slack channel id or name")] | None = None
+    digest_threshold: Annotated[int, _integer(1)] = 5
+    template: Annotated[str, PlainValidator(_template)] | None = None
+    api_base_url: BaseUrl = "https://slack.com/api"
+    timeout_seconds: Seconds = 10.0
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> SlackSinkConfig:
+        if self.webhook_url is not None and (self.token is not None or self.channel is not None):
+            raise _invalid(
+                "expected webhook_url or token + channel, not both",
+                at=("webhook_url",),
+                got=_NO_VALUE,
+            )
+        if self.webhook_url is None and self.token is None and self.channel is None:
+            raise _invalid(
+                "missing: set webhook_url, or token + channel", at=("webhook_url",), got=_NO_VALUE
+            )
+        if self.webhook_url is None and self.token is None:
+            raise _invalid("missing: channel needs token", at=("token",), got=_NO_VALUE)
+        if self.webhook_url is None and self.channel is None:
+            raise _invalid("missing: token needs channel", at=("channel",), got=_NO_VALUE)
+        return self
+
+
+SinkConfig = Annotated[WebhookSinkConfig | SlackSinkConfig, Field(discriminator="type")]
+
+
+class HttpConfig(_Model):
+    """The /healthz, /readyz and /metrics listener."""
+
+    listen: Annotated[str, PlainValidator(_listen)]
+
+    @property
+    def host(self) -> str:
+        split = _split_listen(self.listen)
+        assert split is not None  # validated
+        return split[0]
+
+    @property
+    def port(self) -> int:
+        split = _split_listen(self.listen)
+        assert split is not None  # validated
+        return split[1]
+
+
+class LogConfig(_Model):
+    """Log rendering and threshold."""
+
+    format: Literal["json", "console", "auto"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(_Model):
+    """The whole validated configuration."""
+
+    twilio: TwilioConfig
+    state: StateConfig = Field(default_factory=StateConfig)
+    poll: PollConfig = Field(default_factory=PollConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    watch: tuple[WatchConfig, ...] = Field(min_length=1)
+    sinks: tuple[SinkConfig, ...] = Field(min_length=1)
+    http: HttpConfig | None = None
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        services: dict[str, int] = {}
+        sessions: dict[str, int] = {}
+        for i, watch in enumerate(self.watch):
+            if watch.service_sid in services:
+                raise _invalid(
+                    f"expected a Service not already in watch[{services[watch.service_sid]}]",
+                    at=("watch", i, "service_sid"),
+                    got=watch.service_sid,
+                )
+            services[watch.service_sid] = i
+            for j, sid in enumerate(watch.sessions):
+                if sid in sessions:
+                    raise _invalid(
+                        f"expected a session not already watched (watch[{sessions[sid]}])",
+                        at=("watch", i, "sessions", j),
+                        got=sid,
+                    )
+                sessions[sid] = i
+        names: dict[str, int] = {}
+        for i, sink in enumerate(self.sinks):
+            if sink.name in names:
+                raise _invalid(
+                    f"expected a name not already used by sinks[{names[sink.name]}]",
+                    at=("sinks", i, "name"),
+                    got=sink.name,
+                )
+            names[sink.name] = i
+        return self

@@ -1,0 +1,82 @@
+"""The human summary of a validated configuration, for ``poller check-config``."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from poller.config.models import Config, SlackSinkConfig, WebhookSinkConfig
+
+
+def _mask(secret: SecretStr | None) -> str:
+    """``****`` and at most the last 4 characters (fewer for short secrets)."""
+    if secret is None:
+        return "none"
+    text = secret.get_secret_value()
+    keep = min(4, len(text) // 4)
+    return "****" + (text[-keep:] if keep else "")
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+
+
+def _sink_lines(sink: WebhookSinkConfig | SlackSinkConfig) -> list[str]:
+    if isinstance(sink, WebhookSinkConfig):
+        signed = f"signed, secret {_mask(sink.secret)}" if sink.secret else "unsigned"
+        target = f"{_host(sink.url)} ({signed})"
+        extra = f"headers {', '.join(sink.headers) or 'none'}"
+    elif sink.webhook_url is not None:
+        target = f"incoming webhook {_mask(sink.webhook_url)}"
+        extra = f"digest over {sink.digest_threshold}"
+    else:
+        target = f"{_host(sink.api_base_url)} channel {sink.channel} (token {_mask(sink.token)})"
+        extra = f"digest over {sink.digest_threshold}"
+    if isinstance(sink, SlackSinkConfig) and sink.template is not None:
+        extra += ", custom template"
+    flt = sink.filter
+    terms = [] if flt is None else [
+        f"{key}={'|'.join(values)}" for key, values in flt.model_dump().items() if values
+    ]  # fmt: skip
+    return [
+        f"  {sink.name} ({sink.type}) -> {target}",
+        f"    events {', '.join(sink.events)}; filter {' '.join(terms) or 'none'}; "
+        f"include_data {str(sink.include_data).lower()}; timeout {sink.timeout_seconds:g}s; "
+        f"{extra}",
+    ]
+
+
+def summarize(config: Config) -> str:
+    """A human summary for ``poller check-config``; secrets masked."""
+    tw, poll, dl = config.twilio, config.poll, config.delivery
+    if tw.auth_token is not None:
+        auth = f"auth token {_mask(tw.auth_token)}"
+    else:
+        auth = f"API key {tw.api_key_sid} secret {_mask(tw.api_key_secret)}"
+    lines = [
+        f"twilio: {tw.base_url} account {tw.account_sid}, {auth}",
+        f"  page_size {tw.page_size}, {tw.max_requests_per_second:g} requests/s per Service, "
+        f"concurrency {tw.max_concurrency}, timeout {tw.timeout_seconds:g}s, "
+        f"retry deadline {tw.retry_deadline_seconds:g}s",
+        f"state: {config.state.path} (prune gone sessions after "
+        f"{config.state.prune_after_seconds:g}s)",
+        f"poll: every {poll.interval_seconds:g}s, first_run {poll.first_run}, "
+        f"settle {poll.settle_seconds:g}s, full sweep {poll.full_sweep_seconds:g}s, "
+        f"timeout {poll.timeout_seconds:g}s",
+        f"delivery: max {dl.max_attempts} attempts within {dl.max_age_seconds:g}s, backoff "
+        f"{dl.initial_backoff_seconds:g}s to {dl.max_backoff_seconds:g}s, concurrency "
+        f"{dl.concurrency}, shutdown {dl.shutdown_timeout_seconds:g}s, "
+        f"once deadline {dl.once_deadline_seconds:g}s",
+        "watch:",
+    ]
+    for watch in config.watch:
+        what = "all sessions" if watch.all_sessions else ", ".join(watch.sessions)
+        lines.append(f"  {watch.service_sid}: {what}")
+    lines.append("sinks:")
+    for sink in config.sinks:
+        lines += _sink_lines(sink)
+    lines.append(f"http: {config.http.listen if config.http else 'disabled'}")
+    lines.append(f"log: format {config.log.format}, level {config.log.level}")
+    return "\n".join(lines)
