@@ -12,10 +12,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from poller import __version__
 from poller.errors import ConfigError, CredentialsError, PollerError, StateError
+
+if TYPE_CHECKING:
+    from poller.config import Config
+    from poller.state import DeadLetter, Store
 
 EXIT_USAGE = 2
 
@@ -37,7 +41,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="poller",
-        description="Poll Twilio Proxy Interactions and deliver every change to webhooks and Slack.",
+        description="Poll Twilio Proxy Interactions; deliver every change to webhooks and Slack.",
     )
     parser.add_argument("--version", action="version", version=f"poller {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -88,7 +92,7 @@ def _require_config(args: argparse.Namespace) -> str:
     return str(args.config)
 
 
-def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _load(args: argparse.Namespace) -> Config:
     from poller.config import load_config
 
     return load_config(_require_config(args))
@@ -128,10 +132,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(config_path)
 
 
-def _open_store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _open_store(args: argparse.Namespace) -> Store:
     from poller.state import Store
 
-    return Store.open(_load(args).state.path)
+    return Store.open(_load(args).state.path, shared=True)
 
 
 def cmd_state(args: argparse.Namespace) -> int:
@@ -162,20 +166,22 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dead_letter_row(dead: object) -> dict[str, object]:
-    d = dead.__dict__ if hasattr(dead, "__dict__") else {}
-    event = getattr(dead, "event", None)
+def _dead_letter_row(dead: DeadLetter) -> dict[str, object]:
+    """One dead letter as a JSON object: what an operator needs, never the message body."""
+    event = dead.event
     return {
-        "id": getattr(dead, "id", None),
-        "sink": getattr(dead, "sink", None),
-        "event_id": getattr(event, "id", None),
-        "type": getattr(getattr(event, "type", None), "value", None),
-        "session_sid": getattr(event, "session_sid", None),
-        "interaction_sid": getattr(event, "interaction_sid", None),
-        "attempts": getattr(dead, "attempts", None),
-        "last_status": getattr(dead, "last_status", None),
-        "last_error": getattr(dead, "last_error", None),
-        "dead_at": getattr(dead, "dead_at", d.get("dead_at")),
+        "id": dead.id,
+        "sink": dead.sink,
+        "event_id": event.id,
+        "type": event.type.value,
+        "service_sid": event.service_sid,
+        "session_sid": event.session_sid,
+        "interaction_sid": event.interaction_sid,
+        "attempts": dead.attempts,
+        "last_status": dead.last_status,
+        "last_error": dead.last_error,
+        "enqueued_at": dead.enqueued_at,
+        "dead_at": dead.dead_at,
     }
 
 
@@ -231,3 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `poller state show | head`: the reader left; say nothing more.
+        sys.stderr.close()
+        return 0

@@ -20,8 +20,8 @@ from poller import metrics
 from poller.errors import CredentialsError, SourceError
 from poller.planner import Planned, PlanSettings, plan_listed
 from poller.poll import PollOutcome, SessionPoller
-from poller.state import Store
 from poller.records import Session
+from poller.state import Store
 
 log = structlog.get_logger(__name__)
 
@@ -126,7 +126,10 @@ class ServiceCycle:
             except SourceError as exc:
                 log.warning("session_list_failed", error=str(exc))
                 return CycleResult(sid, 0, 0, 0, 0, listing_failed=True)
-            outcomes = await asyncio.gather(*(self._poll(p) for p in planned))
+            gathered = await asyncio.gather(
+                *(self._poll(p) for p in planned), return_exceptions=True
+            )
+        outcomes = _outcomes(gathered)
         reasons: dict[str, int] = {}
         for p in planned:
             reasons[p.reason] = reasons.get(p.reason, 0) + 1
@@ -154,3 +157,11 @@ class ServiceCycle:
                 final=p.final,
             )
         )
+
+
+def _outcomes(gathered: list[PollOutcome | BaseException]) -> list[PollOutcome]:
+    """Re-raise the first error a poll let through (credentials, a state failure)."""
+    for item in gathered:
+        if isinstance(item, BaseException):
+            raise item
+    return [item for item in gathered if isinstance(item, PollOutcome)]

@@ -18,6 +18,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -35,6 +36,7 @@ from poller.state import Store
 log = structlog.get_logger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
+PRUNE_SECONDS = 3600.0
 
 
 class Daemon:
@@ -102,6 +104,9 @@ class Daemon:
             metrics.CONFIG_ERRORS.inc()
             log.error("reload_rejected", error="state.path cannot change without a restart")
             return
+        if new.http != self.config.http:
+            log.warning("reload_ignored_key", key="http.listen", reason="needs a restart")
+        configure_logging(new.log.format, new.log.level)
         log.info("reload_accepted")
         self.config = new
         self._reload.set()
@@ -130,6 +135,15 @@ class Daemon:
             coalesce=True,
             next_run_time=_now_dt(),
         )
+        scheduler.add_job(
+            self._prune_job,
+            IntervalTrigger(seconds=PRUNE_SECONDS),
+            args=[app],
+            id="prune",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=_now_dt(),
+        )
         delivery_stop = asyncio.Event()
         delivery = asyncio.create_task(app.dispatcher.run_forever(delivery_stop, app.wake))
         scheduler.start()
@@ -137,9 +151,7 @@ class Daemon:
         log.info("daemon_started", watches=len(app.cycles), sinks=len(app.sinks))
         stop_wait = asyncio.create_task(self.stop.wait())
         reload_wait = asyncio.create_task(self._reload.wait())
-        await asyncio.wait(
-            {stop_wait, reload_wait, delivery}, return_when=asyncio.FIRST_COMPLETED
-        )
+        await asyncio.wait({stop_wait, reload_wait, delivery}, return_when=asyncio.FIRST_COMPLETED)
         for task in (stop_wait, reload_wait):
             task.cancel()
         self.notifier.notify("STOPPING=1" if self.stop.is_set() else "RELOADING=1")
@@ -152,7 +164,7 @@ class Daemon:
         delivery_stop.set()
         pending: set[asyncio.Task[object]] = {*self._inflight}
         if not delivery.done():
-            pending.add(delivery)  # type: ignore[arg-type]
+            pending.add(delivery)
         timeout = self.config.delivery.shutdown_timeout_seconds
         done, late = await asyncio.wait(pending, timeout=timeout) if pending else (set(), set())
         for task in late:
@@ -170,7 +182,7 @@ class Daemon:
             return
         task = asyncio.current_task()
         assert task is not None
-        self._inflight.add(task)  # type: ignore[arg-type]
+        self._inflight.add(task)
         started = time.monotonic()
         try:
             result = await asyncio.wait_for(
@@ -186,7 +198,7 @@ class Daemon:
             log.warning("cycle_timed_out", service_sid=cycle.watch.service_sid)
             return
         finally:
-            self._inflight.discard(task)  # type: ignore[arg-type]
+            self._inflight.discard(task)
         if result.succeeded:
             self.health.poll_succeeded()
         else:
@@ -205,6 +217,11 @@ class Daemon:
         self.health.set_outbox_oldest(app.store.oldest_pending_enqueued_at())
         self.notifier.notify("WATCHDOG=1")
 
+    async def _prune_job(self, app: App) -> None:
+        pruned = app.store.prune(time.time(), self.config.state.prune_after_seconds)
+        if pruned:
+            log.info("sessions_pruned", sessions=pruned)
+
     async def _close_parts(self, app: App) -> None:
         """Close the client and the sinks; the store outlives reloads."""
         await app.client.aclose()
@@ -212,9 +229,7 @@ class Daemon:
             await sink.aclose()
 
 
-def _now_dt():  # type: ignore[no-untyped-def]
-    from datetime import datetime
-
+def _now_dt() -> datetime:
     return datetime.now().astimezone()
 
 

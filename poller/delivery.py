@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from poller import crashpoints
 from poller.backoff import Backoff
 from poller.errors import (
     DeliveryError,
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 BACKOFF_FACTOR = 2.0
+# One digest summarises at most this many events; a larger backlog takes several.
+DIGEST_MAX_EVENTS = 1000
 BATCH_SIZE = 100
 # Without a wake-up, look for deliveries whose retry timer ran out this often.
 IDLE_POLL_SECONDS = 1.0
@@ -50,6 +53,8 @@ class OutboxStore(Protocol):
     """The part of ``poller.state.Store`` the dispatcher uses."""
 
     def due(self, sink: str, now: float | None, limit: int) -> list[Delivery]: ...
+
+    def backlog(self, sink: str, now: float | None, limit: int) -> list[Delivery]: ...
 
     def ack(self, delivery_ids: Sequence[int]) -> None: ...
 
@@ -249,19 +254,35 @@ class Dispatcher:
         attempted: set[int] = set()
         limiter = asyncio.Semaphore(self._policy.concurrency)
         while sink.name not in self._disabled and not self._stopping(run):
-            due = self._due(sink.name, run, attempted)
+            threshold = sink.digest_threshold
+            backlog = self._backlog(sink.name, run, attempted, threshold)
+            due = backlog or self._due(sink.name, run, attempted)
             if not due:
                 return
             attempted.update(d.id for d in due)
             dead_before = tally.dead
-            threshold = sink.digest_threshold
-            if threshold is not None and len(due) > threshold:
+            if backlog:
                 await self._deliver_digest(sink, due, tally)
             else:
                 await _gather_all(self._deliver_limited(sink, d, tally, run, limiter) for d in due)
             self._update_gauges([sink])
             if tally.dead != dead_before:
                 self._refresh_dead_letters([sink])
+
+    def _backlog(
+        self, sink: str, run: _Run, attempted: set[int], threshold: int | None
+    ) -> list[Delivery]:
+        """For a digesting sink: its whole due backlog when that passes the threshold.
+
+        Counted over every pending row, not only queue heads, so one session's burst of
+        events is one digest too.
+        """
+        if threshold is None:
+            return []
+        now = None if run.ignore_timers else self._clock()
+        rows = self._store.backlog(sink, now, DIGEST_MAX_EVENTS + len(attempted))
+        rows = [d for d in rows if d.id not in attempted][:DIGEST_MAX_EVENTS]
+        return rows if len(rows) > threshold else []
 
     def _due(self, sink: str, run: _Run, attempted: set[int]) -> list[Delivery]:
         if not run.ignore_timers:
@@ -285,7 +306,9 @@ class Dispatcher:
         except Exception as exc:  # one delivery's boundary: classify all
             self._settle_failure(sink, [delivery], exc, tally)
             return
+        crashpoints.reached("after_send")
         self._store.ack([delivery.id])
+        crashpoints.reached("after_ack")
         tally.delivered += 1
         DELIVERIES.labels(sink=sink.name, outcome="success").inc()
         bound.debug("delivery_succeeded", attempts=delivery.attempts + 1)
@@ -296,7 +319,9 @@ class Dispatcher:
         except Exception as exc:  # one delivery's boundary: classify all
             self._settle_failure(sink, due, exc, tally)
             return
+        crashpoints.reached("after_send")
         self._store.ack([d.id for d in due])
+        crashpoints.reached("after_ack")
         tally.delivered += len(due)
         DELIVERIES.labels(sink=sink.name, outcome="success").inc(len(due))
         log.debug("digest_delivered", sink=sink.name, events=len(due))

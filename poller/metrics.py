@@ -10,9 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-POLLS = Counter(
-    "poller_polls", "Polls of one session, by outcome.", ["outcome"], registry=REGISTRY
-)
+POLLS = Counter("poller_polls", "Polls of one session, by outcome.", ["outcome"], registry=REGISTRY)
 POLL_DURATION = Histogram(
     "poller_poll_duration_seconds",
     "Time to poll one session (fetch every page, diff, commit).",
@@ -47,7 +45,9 @@ DELIVERIES = Counter(
     registry=REGISTRY,
 )
 OUTBOX_PENDING = Gauge(
-    "poller_outbox_pending", "Deliveries waiting in the outbox, by sink.", ["sink"],
+    "poller_outbox_pending",
+    "Deliveries waiting in the outbox, by sink.",
+    ["sink"],
     registry=REGISTRY,
 )
 OUTBOX_OLDEST_AGE = Gauge(

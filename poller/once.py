@@ -25,6 +25,7 @@ async def run_once(app: App) -> int:
     failed = sum(r.failed + r.listing_failed for r in results)
     delivery = await app.dispatcher.run_once(ignore_timers=True, deadline=deadline)
     pending = app.store.pending_count()
+    app.store.prune(time.time(), app.config.state.prune_after_seconds)
     log.info(
         "once_finished",
         polled=sum(r.planned for r in results),

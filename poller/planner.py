@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from poller.records import Session, parse_time
 from poller.state import SessionState
 
-
 # How far Twilio's clock and ours may disagree when telling new sessions from old ones.
 CLOCK_SKEW_SECONDS = 300.0
 

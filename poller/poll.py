@@ -17,10 +17,10 @@ import structlog
 
 from poller import crashpoints, metrics
 from poller.diff import diff, known_after
-from poller.errors import NotFoundError, SourceError
+from poller.errors import CredentialsError, NotFoundError, SourceError
 from poller.events import Event
 from poller.records import FINAL_SESSION_STATUSES, Interaction, parse_time
-from poller.routing import SinkRouting, route
+from poller.routing import NamedSinkRouting, route
 from poller.state import Store
 
 log = structlog.get_logger(__name__)
@@ -63,7 +63,7 @@ class SessionPoller:
         source: InteractionSource,
         store: Store,
         settings: PollSettings,
-        sinks: Sequence[SinkRouting],
+        sinks: Sequence[NamedSinkRouting],
         *,
         clock: Callable[[], float] = time.time,
         on_events: Callable[[], None] | None = None,
@@ -101,7 +101,9 @@ class SessionPoller:
                 self._store.mark_session_gone(session_sid, self._clock())
                 log.info("session_left", status=status)
         metrics.POLL_DURATION.observe(time.perf_counter() - started)
-        metrics.POLLS.labels(outcome="ok" if outcome.ok else "gone" if outcome.gone else "error").inc()
+        metrics.POLLS.labels(
+            outcome="ok" if outcome.ok else "gone" if outcome.gone else "error"
+        ).inc()
         return outcome
 
     async def _poll(
@@ -124,6 +126,8 @@ class SessionPoller:
             log.info("session_gone")
             self._store.mark_session_gone(session_sid, self._clock())
             return PollOutcome(service_sid, session_sid, ok=False, gone=True, error="not found")
+        except CredentialsError:
+            raise  # not this session's problem: the caller stops everything
         except (SourceError, TimeoutError) as exc:
             error = str(exc) or type(exc).__name__
             log.warning("poll_failed", error=error, error_type=type(exc).__name__)
@@ -135,7 +139,9 @@ class SessionPoller:
         notify = state.baselined or state.new_traffic or self._settings.first_run == "notify_all"
         events: list[Event] = []
         if notify:
-            events = diff(service_sid, session_sid, self._store.known(session_sid), fetched, iso_utc(now))
+            events = diff(
+                service_sid, session_sid, self._store.known(session_sid), fetched, iso_utc(now)
+            )
         unsettled_until = self._unsettled_until(fetched, now)
         self._store.commit_poll(
             service_sid,

@@ -80,8 +80,10 @@ class TokenBucket:
 
     def _refill(self, now: float) -> None:
         if self._updated < self._paused_until:
-            # Restart from at most one token: a full burst right after a 429 invites another.
-            self._tokens = min(self._tokens, 1.0)
+            # Refill up to the pause's end but keep at most one token: a full burst right after
+            # a 429 invites another.
+            earned = self._tokens + (self._paused_until - self._updated) * self._rate
+            self._tokens = min(earned, 1.0)
             self._updated = self._paused_until
         elapsed = max(0.0, now - self._updated)
         self._tokens = min(self._burst, self._tokens + elapsed * self._rate)

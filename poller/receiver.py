@@ -140,9 +140,9 @@ async def start_receiver(
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server
-    assert server is not None
-    bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    bound = next(
+        int(address[1]) for address in runner.addresses if isinstance(address, tuple)
+    )
     return RunningReceiver(runner, receiver, bound, host)
 
 

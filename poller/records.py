@@ -14,8 +14,15 @@ from typing import Any, NamedTuple
 # Statuses after which an interaction's resource no longer changes.
 FINAL_STATUSES = frozenset(
     {
-        "delivered", "undelivered", "failed", "canceled", "completed", "busy", "no-answer",
-        "deleted", "received",
+        "delivered",
+        "undelivered",
+        "failed",
+        "canceled",
+        "completed",
+        "busy",
+        "no-answer",
+        "deleted",
+        "received",
     }
 )
 # Session statuses after which no new interaction can appear.
@@ -92,9 +99,7 @@ class Interaction:
     @property
     def is_settled(self) -> bool:
         """True when no known status can still change (both ends final or absent)."""
-        statuses = [
-            s for s in (self.inbound_resource_status, self.outbound_resource_status) if s
-        ]
+        statuses = [s for s in (self.inbound_resource_status, self.outbound_resource_status) if s]
         return all(s in FINAL_STATUSES for s in statuses)
 
 

@@ -40,8 +40,7 @@ def write_config(
         },
         "state": {"path": str(folder / "state.db")},
         "poll": {"interval_seconds": 1, "first_run": "baseline"},
-        "watch": watch
-        or [{"service_sid": sid, "all_sessions": True} for sid in s.service_sids()],
+        "watch": watch or [{"service_sid": sid, "all_sessions": True} for sid in s.service_sids()],
         "sinks": sinks
         or [
             {

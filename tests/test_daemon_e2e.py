@@ -53,9 +53,7 @@ def port() -> int:
 def daemon_factory(
     sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path, port: int
 ) -> Iterator[DaemonProcess]:
-    config = write_config(
-        tmp_path, sim, receiver.base_url, http={"listen": f"127.0.0.1:{port}"}
-    )
+    config = write_config(tmp_path, sim, receiver.base_url, http={"listen": f"127.0.0.1:{port}"})
     daemon = DaemonProcess(config, tmp_path / "daemon.log")
     yield daemon
     daemon.kill()
@@ -127,8 +125,11 @@ def test_sigterm_mid_traffic_drains_and_a_restart_delivers_everything(
     assert all(r.signed for r in received)
     for key, ids in _delivered(received).items():
         assert len(ids) == 1, f"{key} was delivered under several ids: {ids}"
-    created = {r.body["data"]["interaction"]["sid"] for r in received
-               if r.event_type == "interaction.created"}
+    created = {
+        r.body["data"]["interaction"]["sid"]
+        for r in received
+        if r.event_type == "interaction.created"
+    }
     assert created == {c.interaction_sid for c in sim.simulator.change_log(mark)}
 
 
@@ -145,8 +146,9 @@ def test_all_sessions_follows_sessions_appearing_closing_and_vanishing(
     new = s.add_session(service)["sid"]
     new_records = [s.add_interaction(service, new, body=f"n{n}")["sid"] for n in range(3)]
     wait_for(
-        lambda: {r.body["data"]["interaction"]["sid"] for r in receiver.received()}
-        >= set(new_records),
+        lambda: (
+            {r.body["data"]["interaction"]["sid"] for r in receiver.received()} >= set(new_records)
+        ),
         what="the new session's interactions",
     )
     # Closing: its last interaction still arrives (final poll), then it is left.
@@ -209,8 +211,10 @@ def test_sighup_keeps_the_old_config_when_the_new_one_is_invalid(
     good = daemon.config.read_text()
     daemon.config.write_text(good.replace("page_size: 50", "page_size: 0"))
     daemon.signal(signal.SIGHUP)
-    wait_for(lambda: any('"reload_rejected"' in line for line in daemon.log_lines()),
-             what="the reload to be rejected")
+    wait_for(
+        lambda: any('"reload_rejected"' in line for line in daemon.log_lines()),
+        what="the reload to be rejected",
+    )
     assert not any("page_size: 0" in line and "auth_token" in line for line in daemon.log_lines())
     s = sim.simulator
     service = s.service_sids()[0]
@@ -219,8 +223,10 @@ def test_sighup_keeps_the_old_config_when_the_new_one_is_invalid(
 
     daemon.config.write_text(good.replace("/hooks/ops", "/hooks/reloaded"))
     daemon.signal(signal.SIGHUP)
-    wait_for(lambda: any('"reload_accepted"' in line for line in daemon.log_lines()),
-             what="the reload to be accepted")
+    wait_for(
+        lambda: any('"reload_accepted"' in line for line in daemon.log_lines()),
+        what="the reload to be accepted",
+    )
     s.add_interaction(service, s.session_sids(service)[1], body="after a good reload")
     wait_for(lambda: len(receiver.received()) == 2, what="delivery on the new config")
     assert receiver.received()[1].path == "/hooks/reloaded"

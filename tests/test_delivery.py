@@ -82,6 +82,17 @@ class MemoryOutbox:
         ]
         return sorted(ready, key=lambda d: d.id)[:limit]
 
+    def backlog(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
+        due_sessions = {
+            self.rows[d.id].session_sid for d in self.due(sink, now, len(self.rows) + 1)
+        }
+        rows = sorted(self.rows.values(), key=lambda r: r.delivery.id)
+        return [
+            r.delivery
+            for r in rows
+            if r.delivery.sink == sink and not r.dead and r.session_sid in due_sessions
+        ][:limit]
+
     def ack(self, delivery_ids: Sequence[int]) -> None:
         for delivery_id in delivery_ids:
             del self.rows[delivery_id]
@@ -553,6 +564,18 @@ async def test_more_due_than_the_threshold_goes_out_as_one_digest(store: StoreUn
     assert sink.sent == []
     assert result.sinks["chat"] == SinkResult(delivered=4)
     assert store.pending_count("chat") == 0
+
+
+async def test_one_sessions_burst_past_the_threshold_is_one_digest_in_order(
+    store: StoreUnderTest,
+) -> None:
+    clock = Clock()
+    events = [make_event(session_sid=session(1)) for _ in range(6)]
+    enqueue(store, events, ["chat"], T0)
+    sink = ScriptedSink("chat", digest_threshold=3)
+    result = await dispatcher(store, [sink], clock).run_once()
+    assert sink.digests == [[e.id for e in events]]
+    assert result.sinks["chat"] == SinkResult(delivered=6)
 
 
 async def test_up_to_the_threshold_events_go_out_one_by_one(store: StoreUnderTest) -> None:

@@ -78,9 +78,7 @@ def test_every_registered_metric_has_a_row_with_its_type_and_labels(
 
 def test_every_poller_name_in_the_docs_is_a_registered_series(text: str) -> None:
     known = {
-        name + suffix
-        for name, metric in _metrics().items()
-        for suffix in SUFFIXES[_kind(metric)]
+        name + suffix for name, metric in _metrics().items() for suffix in SUFFIXES[_kind(metric)]
     }
     unknown = sorted(set(NAME.findall(text)) - known)
     assert unknown == [], f"docs/operations.md names metrics that do not exist: {unknown}"

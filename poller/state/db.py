@@ -29,10 +29,11 @@ _LEFT_UNTOUCHED = "it was left untouched"
 class Database:
     """One open state file: its connection, its lock, and short transactions."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, lock_fd: int) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock_fd: int | None) -> None:
         self.path = path
         self.conn = conn
         self._lock_fd: int | None = lock_fd
+        self._closed = False
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -65,25 +66,39 @@ class Database:
 
     @property
     def closed(self) -> bool:
-        return self._lock_fd is None
+        return self._closed
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL), then release the lock."""
-        if self._lock_fd is None:
+        if self._closed:
             return
+        self._closed = True
         try:
             self.conn.close()
         finally:
-            _release_lock(self._lock_fd)
-            self._lock_fd = None
+            if self._lock_fd is not None:
+                _release_lock(self._lock_fd)
+                self._lock_fd = None
 
 
-def open_database(path: Path, migrations: Sequence[str] = schema.MIGRATIONS) -> Database:
-    """Lock, check, create (mode 0600) and migrate the state file at ``path``."""
+def open_database(
+    path: Path, migrations: Sequence[str] = schema.MIGRATIONS, *, shared: bool = False
+) -> Database:
+    """Lock, check, create (mode 0600) and migrate the state file at ``path``.
+
+    ``shared``: for operator commands (``state show``, ``outbox``) while a daemon runs: when
+    another process holds the lock, open the existing, current file without it (SQLite's own
+    locking keeps each short transaction safe) instead of failing.
+    """
     path = Path(path)
     if not path.parent.is_dir():
         raise StateError(f"state file {path}: directory {path.parent} does not exist")
-    lock_fd = _acquire_lock(path)
+    try:
+        lock_fd = _acquire_lock(path)
+    except StateLockedError:
+        if not shared:
+            raise
+        return _open_beside_owner(path, schema.latest_version(migrations))
     try:
         _check_existing(path, schema.latest_version(migrations))
         _create(path)
@@ -101,6 +116,23 @@ def open_database(path: Path, migrations: Sequence[str] = schema.MIGRATIONS) -> 
         raise
     log.debug("state_opened", path=str(path), schema_version=version)
     return Database(path, conn, lock_fd)
+
+
+def _open_beside_owner(path: Path, latest: int) -> Database:
+    if not path.exists():
+        raise StateError(f"state file {path} does not exist")
+    _check_existing(path, latest)
+    _, version, _ = _inspect_read_only(path)
+    if version != latest:
+        raise StateLockedError(
+            f"state file {path} is in use by another poller process and has schema version "
+            f"{version}, not {latest}; stop that process first"
+        )
+    try:
+        conn = _connect(path)
+    except sqlite3.Error as exc:
+        raise StateError(f"state file {path}: {exc}") from exc
+    return Database(path, conn, None)
 
 
 def lock_path(path: Path) -> Path:

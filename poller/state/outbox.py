@@ -43,6 +43,24 @@ class Outbox:
         )
         return [_delivery(row) for row in rows]
 
+    def backlog(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
+        """Return up to ``limit`` pending deliveries of ``sink``, whole queues, in enqueue order.
+
+        Every pending row of each session whose queue head is due (``now=None``: all), for
+        sinks that send a backlog as one digest; a digest keeps each session's order inside.
+        """
+        if limit <= 0:
+            return []
+        rows = self._db.read(
+            "SELECT d.*, e.body FROM queue_heads h "
+            "JOIN deliveries d ON d.sink = h.sink AND d.session_sid = h.session_sid "
+            "AND d.state = 'pending' JOIN events e ON e.id = d.event_id "
+            "WHERE h.sink = ?1 AND (?2 IS NULL OR h.next_attempt_at <= ?2) "
+            "ORDER BY d.id LIMIT ?3",
+            (sink, now, limit),
+        )
+        return [_delivery(row) for row in rows]
+
     def ack(self, delivery_ids: Sequence[int]) -> None:
         """Delete delivered rows, and each event no other delivery still needs."""
         if not delivery_ids:

@@ -27,13 +27,14 @@ class Store(Outbox):
     """
 
     @classmethod
-    def open(cls, path: Path | str) -> Store:
+    def open(cls, path: Path | str, *, shared: bool = False) -> Store:
         """Lock, check, create (mode 0600) and migrate the state file at ``path``.
 
         Raises StateLockedError (another process has it), StateCorruptError (not a poller
-        state file; left untouched) or StateError (newer schema, I/O errors).
+        state file; left untouched) or StateError (newer schema, I/O errors). ``shared``:
+        an operator's command may open the file while a daemon holds it.
         """
-        return cls(open_database(Path(path)))
+        return cls(open_database(Path(path), shared=shared))
 
     @property
     def path(self) -> Path:
