@@ -82,3 +82,20 @@ def build_app(
         for watch in config.watch
     ]
     return App(config, store, client, sinks, poller, dispatcher, wake, cycles)
+
+
+def retire_unwatched(app: App, now: float) -> int:
+    """Mark gone the stored sessions the config no longer watches (pruned after the grace).
+
+    Their pending deliveries stay and are still delivered; only polling stops.
+    """
+    watches = {w.service_sid: w for w in app.config.watch}
+    retired = 0
+    for state in app.store.sessions(None):
+        if state.gone_at is not None:
+            continue
+        watch = watches.get(state.service_sid)
+        if watch is None or (not watch.all_sessions and state.session_sid not in watch.sessions):
+            app.store.mark_session_gone(state.session_sid, now)
+            retired += 1
+    return retired

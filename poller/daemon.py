@@ -25,7 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from poller import metrics
-from poller.app import App, build_app
+from poller.app import App, build_app, retire_unwatched
 from poller.config import Config, load_config
 from poller.cycle import ServiceCycle
 from poller.errors import ConfigError, CredentialsError
@@ -113,6 +113,9 @@ class Daemon:
 
     async def _serve(self, app: App) -> None:
         """Run polls and deliveries until a stop or a reload is asked for."""
+        retired = retire_unwatched(app, time.time())
+        if retired:
+            log.info("sessions_unwatched", sessions=retired)
         scheduler = AsyncIOScheduler()
         interval = self.config.poll.interval_seconds
         for cycle in app.cycles:

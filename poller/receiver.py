@@ -140,9 +140,7 @@ async def start_receiver(
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = next(
-        int(address[1]) for address in runner.addresses if isinstance(address, tuple)
-    )
+    bound = next(int(address[1]) for address in runner.addresses if isinstance(address, tuple))
     return RunningReceiver(runner, receiver, bound, host)
 
 

@@ -262,15 +262,11 @@ class ProxyClient:
             log.warning("twilio_foreign_next_page", path=current.path, host=host)
             raise ForeignURLError(
                 f"Twilio's answer to GET {current.path} has a next_page_url on"
-                f" {scheme}://{host}:{port}, outside twilio.base_url {self._origin_text()};"
+                f" {scheme}://{host}:{port}, outside twilio.base_url {self._base};"
                 " not followed (credentials go only to base_url)",
                 url=current.path,
             )
         return url
-
-    def _origin_text(self) -> str:
-        scheme, host, port = self._origin
-        return f"{scheme}://{host}:{port}"
 
     # one page, with retries
 
@@ -285,11 +281,9 @@ class ProxyClient:
                 raise self._exhausted(failure, url, attempt, started) from failure.error
             try:
                 response = await self._send(url)
-            except httpx.DecodingError:
+            except httpx.DecodingError as exc:
                 TWILIO_REQUESTS.labels(status="error").inc()
-                raise self._malformed(
-                    url, "bad_json", "has a body that cannot be decoded"
-                ) from None
+                raise self._malformed(url, "bad_json", "has an undecodable body") from exc
             except _TRANSPORT_ERRORS as exc:
                 TWILIO_REQUESTS.labels(status="error").inc()
                 failure = _Failure(None, error=exc)

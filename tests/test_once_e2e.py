@@ -135,3 +135,19 @@ def test_dead_letter_is_listed_and_requeued(
     assert run_poller("once", "-c", config).returncode == 0
     (item,) = receiver.received()
     assert item.webhook_id == rows[0]["event_id"]
+
+
+def test_sessions_dropped_from_the_config_are_retired(
+    sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path
+) -> None:
+    service, sessions = _sessions(sim)
+    watch_both = [{"service_sid": service, "sessions": sessions}]
+    config = str(write_config(tmp_path, sim, receiver.base_url, watch=watch_both))
+    assert run_poller("once", "-c", config).returncode == 0
+    watch_one = [{"service_sid": service, "sessions": sessions[:1]}]
+    config = str(write_config(tmp_path, sim, receiver.base_url, watch=watch_one))
+    sim.simulator.add_interaction(service, sessions[1], body="nobody watches this")
+    assert run_poller("once", "-c", config).returncode == 0
+    state = json.loads(run_poller("state", "show", "-c", config).stdout)
+    assert state["sessions"]["gone"] == 1
+    assert receiver.received() == []
