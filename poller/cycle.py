@@ -51,7 +51,12 @@ class CycleResult:
 
     @property
     def succeeded(self) -> bool:
-        return not self.listing_failed and self.failed == 0
+        """Twilio answered: the listing worked and not every poll failed.
+
+        One session that keeps failing (counted in its own metrics and logs) must not make
+        the whole daemon unready.
+        """
+        return not self.listing_failed and (self.failed == 0 or self.ok > 0)
 
 
 class ServiceCycle:
@@ -152,7 +157,7 @@ class ServiceCycle:
                 p.service_sid,
                 p.session_sid,
                 new_traffic=p.new_traffic,
-                activity_marker=session.activity_marker if session else None,
+                activity_marker=p.marker,
                 status=session.status if session else None,
                 final=p.final,
             )

@@ -5,7 +5,9 @@ Proxy's 30 requests/s that is almost three minutes. The Sessions list costs one 
 1,000 sessions and says which sessions moved. A session is polled when:
 
 - it is new to the state (its baseline, or all of it when it is new traffic);
-- its activity marker (``date_last_interaction``, ``date_updated``, ``status``) moved;
+- its activity marker (``date_last_interaction``, ``date_updated``, ``status``) moved, and
+  once more in the next cycle ("confirm"): Twilio's dates have one-second resolution, so an
+  interaction added in the same second as the one a poll saw leaves the marker unmoved;
 - it holds young interactions in a non-final status (``unsettled_until`` in the future), since a
   status change does not move the session's dates;
 - its last poll failed;
@@ -23,6 +25,9 @@ from dataclasses import dataclass
 from poller.records import Session, parse_time
 from poller.state import SessionState
 
+UNCONFIRMED = "?"
+_NEEDS_CONFIRMATION = frozenset({"new", "retry", "activity"})
+
 # How far Twilio's clock and ours may disagree when telling new sessions from old ones.
 CLOCK_SKEW_SECONDS = 300.0
 
@@ -37,6 +42,8 @@ class Planned:
     new_traffic: bool = False
     session: Session | None = None
     final: bool = False
+    # The activity marker to store after this poll (see ``_marker_after``).
+    marker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,30 @@ def sweep_quota(total: int, settings: PlanSettings) -> int:
         return 0
     cycles = max(1.0, settings.full_sweep_seconds / settings.interval_seconds)
     return math.ceil(total / cycles)
+
+
+def _marker_after(reason: str, session: Session, now: float) -> str:
+    """The activity marker to store after polling ``session`` for ``reason``.
+
+    After a poll caused by recent activity (or a session's first poll), the marker is stored
+    with a ``?`` in front, "seen, not confirmed", so that the next cycle polls once more: an
+    interaction added later in the same second as the marker leaves the marker unmoved. A
+    session whose last activity is older than the clock skew we allow needs no confirmation.
+    """
+    listed = session.activity_marker
+    if reason not in _NEEDS_CONFIRMATION:
+        return listed
+    latest = max(
+        (
+            t.timestamp()
+            for t in (parse_time(session.date_last_interaction), parse_time(session.date_updated))
+            if t is not None
+        ),
+        default=None,
+    )
+    if latest is not None and latest < now - CLOCK_SKEW_SECONDS:
+        return listed
+    return UNCONFIRMED + listed
 
 
 def _created_since(session: Session, started_at: float) -> bool:
@@ -74,6 +105,8 @@ def _reason(state: SessionState | None, session: Session, now: float) -> str | N
         return "retry"
     if session.is_closed:
         return "closed"
+    if state.activity_marker == UNCONFIRMED + session.activity_marker:
+        return "confirm"
     if state.activity_marker != session.activity_marker:
         return "activity"
     if state.unsettled_until is not None and state.unsettled_until > now:
@@ -127,11 +160,14 @@ def plan_listed(
                 new_traffic=new_traffic,
                 session=session,
                 final=reason == "closed",
+                marker=_marker_after(reason, session, now),
             )
         )
     idle.sort(key=lambda item: (item[0], item[1]))
     for _, sid, session in idle[: sweep_quota(len(seen), settings)]:
-        planned.append(Planned(service_sid, sid, "sweep", session=session))
+        planned.append(
+            Planned(service_sid, sid, "sweep", session=session, marker=session.activity_marker)
+        )
     if only is not None:
         planned += [
             Planned(service_sid, sid, "unlisted")

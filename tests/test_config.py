@@ -330,7 +330,7 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "line 2",
     ),
     ("http-no-port", edit("http", {"listen": "127.0.0.1"}), "http.listen", "host:port"),
-    ("http-port-range", edit("http", {"listen": "127.0.0.1:70000"}), "http.listen", "1 to 65535"),
+    ("http-port-range", edit("http", {"listen": "127.0.0.1:70000"}), "http.listen", "to 65535"),
     ("http-bad-ipv6", edit("http", {"listen": "[::zz]:80"}), "http.listen", "host:port"),
     ("log-format", edit("log", {"format": "xml"}), "log.format", "'json', 'console' or 'auto'"),
     ("log-level", edit("log", {"level": "trace"}), "log.level", "got 'trace'"),

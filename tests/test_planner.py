@@ -206,3 +206,40 @@ def test_unknown_session_created_within_clock_skew_of_the_start_is_new_traffic()
         )
     }
     assert planned == {sid(2): True, sid(3): False, sid(4): False}
+
+
+def test_recent_activity_is_confirmed_by_one_more_poll() -> None:
+    # Twilio's dates have one-second resolution: an interaction added in the same second as
+    # the one a poll saw leaves the marker unmoved, so recent activity is polled twice.
+    recent = session(0, last="2027-01-15T08:00:00Z")  # NOW is 2027-01-15T08:00:00Z
+    states = {recent.sid: state(session(0))}
+    (first,) = plan_listed(
+        SERVICE, [recent], states, watch_started_at=0, now=NOW, settings=PlanSettings(10, 10_000)
+    )
+    assert first.reason == "activity" and first.marker == "?" + recent.activity_marker
+    states = {recent.sid: state(recent, activity_marker=first.marker)}
+    (second,) = plan_listed(
+        SERVICE,
+        [recent],
+        states,
+        watch_started_at=0,
+        now=NOW + 10,
+        settings=PlanSettings(10, 10_000),
+    )
+    assert second.reason == "confirm" and second.marker == recent.activity_marker
+    states = {recent.sid: state(recent, activity_marker=second.marker)}
+    third = plan_listed(
+        SERVICE,
+        [recent],
+        states,
+        watch_started_at=0,
+        now=NOW + 20,
+        settings=PlanSettings(10, 10_000),
+    )
+    assert [p.reason for p in third] == ["sweep"]  # idle now: only the sweep's share (1 of 1)
+
+
+def test_old_activity_needs_no_confirmation() -> None:
+    old = session(0, last="2026-11-27T10:00:00Z")
+    (planned,) = plan_listed(SERVICE, [old], {}, watch_started_at=None, now=NOW, settings=SETTINGS)
+    assert planned.reason == "new" and planned.marker == old.activity_marker

@@ -423,19 +423,32 @@ async def test_pacer_lets_concurrent_callers_through_one_per_interval() -> None:
     passed: list[float] = []
 
     async def caller() -> None:
-        assert await pacer.wait() == 0.0
-        passed.append(clock())
+        async with pacer.turn() as held:
+            assert held == 0.0
+            passed.append(clock())
 
     await asyncio.gather(*(caller() for _ in range(5)))
     assert [t - passed[0] for t in passed] == [0, 1, 2, 3, 4]
 
 
+async def test_pacer_counts_the_interval_from_the_end_of_a_slow_post() -> None:
+    clock = FakeClock()
+    pacer = Pacer(1.0, clock=clock, sleep=clock.sleep)
+    async with pacer.turn():
+        await clock.sleep(0.4)  # the answer took 0.4 s
+    ended = clock()
+    async with pacer.turn():
+        assert clock() - ended == pytest.approx(1.0)
+
+
 async def test_pacer_returns_a_long_pause_instead_of_sleeping() -> None:
     clock = FakeClock()
     pacer = Pacer(1.0, clock=clock, sleep=clock.sleep, max_wait=5.0)
-    assert await pacer.wait() == 0.0
+    async with pacer.turn() as held:
+        assert held == 0.0
     pacer.hold_off(120.0)
-    assert await pacer.wait() == pytest.approx(120.0)
+    async with pacer.turn() as held:
+        assert held == pytest.approx(120.0)
     assert clock.slept == []
 
 

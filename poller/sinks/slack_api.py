@@ -48,10 +48,11 @@ the webhook URL, the token or a message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -151,17 +152,24 @@ class Pacer:
         self._lock = asyncio.Lock()
         self._next = float("-inf")
 
-    async def wait(self) -> float:
-        """Return 0 when the next message may go out (counted as gone), else the seconds the
-        caller should come back after."""
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[float]:
+        """Hold the turn for one post; the next starts ``interval`` after this one ENDS.
+
+        Slack stamps a message before it answers, so counting from the answer (not from when
+        the request left) keeps a slow request from bringing the next one within the second.
+        """
         async with self._lock:
             delay = self._next - self._clock()
             if delay > self._max_wait:
-                return delay
+                yield delay
+                return
             if delay > 0:
                 await self._sleep(delay)
-            self._next = max(self._clock(), self._next) + self._interval
-            return 0.0
+            try:
+                yield 0.0
+            finally:
+                self._next = max(self._next, self._clock() + self._interval)
 
     def hold_off(self, seconds: float) -> None:
         """Let nobody through for ``seconds`` from now (Slack said ``Retry-After``)."""
@@ -231,15 +239,20 @@ class SlackClient:
     ) -> tuple[httpx.Response, bytes]:
         content = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         all_headers = {"content-type": "application/json; charset=utf-8", **headers}
-        held = await self._pacer.wait()
-        if held:
-            raise RetryableDeliveryError(
-                f"slack sink {self._sink!r}: Slack asked for a pause, {held:.0f} s left",
-                retry_after=held,
-            )
+        async with self._pacer.turn() as held:
+            if held:
+                raise RetryableDeliveryError(
+                    f"slack sink {self._sink!r}: Slack asked for a pause, {held:.0f} s left",
+                    retry_after=held,
+                )
+            return await self._send(url, content, all_headers)
+
+    async def _send(
+        self, url: str, content: bytes, headers: Mapping[str, str]
+    ) -> tuple[httpx.Response, bytes]:
         try:
             async with self._client.stream(
-                "POST", url, content=content, headers=all_headers
+                "POST", url, content=content, headers=headers
             ) as response:
                 answer = await _read_bounded(response)
         except httpx.TimeoutException as exc:
