@@ -11,9 +11,10 @@ import httpx
 
 from poller.config import Config
 from poller.cycle import ServiceCycle
-from poller.delivery import DeliveryPolicy, Dispatcher
+from poller.delivery import Dispatcher
 from poller.planner import PlanSettings
 from poller.poll import PollSettings, SessionPoller
+from poller.retry_policy import DeliveryPolicy
 from poller.sinks import Sink, build_sinks
 from poller.state import Store
 from poller.twilio import ProxyClient
@@ -35,17 +36,6 @@ class App:
         for sink in self.sinks:
             await sink.aclose()
         self.store.close()
-
-
-def delivery_policy(config: Config) -> DeliveryPolicy:
-    d = config.delivery
-    return DeliveryPolicy(
-        max_attempts=d.max_attempts,
-        max_age_seconds=d.max_age_seconds,
-        initial_backoff_seconds=d.initial_backoff_seconds,
-        max_backoff_seconds=d.max_backoff_seconds,
-        concurrency=d.concurrency,
-    )
 
 
 def build_app(
@@ -70,7 +60,7 @@ def build_app(
         timeout_seconds=config.poll.timeout_seconds,
     )
     poller = SessionPoller(client, store, settings, config.sinks, clock=clock, on_events=wake.set)
-    dispatcher = Dispatcher(store, sinks, delivery_policy(config), clock=clock)
+    dispatcher = Dispatcher(store, sinks, DeliveryPolicy.from_config(config.delivery), clock=clock)
     plan = PlanSettings(
         interval_seconds=config.poll.interval_seconds,
         full_sweep_seconds=config.poll.full_sweep_seconds,

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from poller import crashpoints
-from poller.backoff import Backoff
 from poller.errors import (
     DeliveryError,
     PermanentDeliveryError,
@@ -33,15 +32,14 @@ from poller.errors import (
     SinkDisabledError,
 )
 from poller.metrics import DEAD_LETTERS, DELIVERIES, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
+from poller.retry_policy import DeliveryPolicy as DeliveryPolicy
 from poller.sinks import Sink
 
 if TYPE_CHECKING:
-    from poller.config import DeliveryConfig
     from poller.state import Delivery
 
 log = structlog.get_logger(__name__)
 
-BACKOFF_FACTOR = 2.0
 # One digest summarises at most this many events; a larger backlog takes several.
 DIGEST_MAX_EVENTS = 1000
 BATCH_SIZE = 100
@@ -71,50 +69,6 @@ class OutboxStore(Protocol):
     def oldest_pending_enqueued_at(self) -> float | None: ...
 
     def counts_by_sink(self, state: str) -> dict[str, int]: ...
-
-
-@dataclass(frozen=True)
-class DeliveryPolicy:
-    """When to retry a delivery and when to give up on it."""
-
-    max_attempts: int = 20
-    max_age_seconds: float = 3 * 86400.0
-    initial_backoff_seconds: float = 5.0
-    max_backoff_seconds: float = 6 * 3600.0
-    concurrency: int = 4
-
-    @classmethod
-    def from_config(cls, config: DeliveryConfig) -> DeliveryPolicy:
-        return cls(
-            max_attempts=config.max_attempts,
-            max_age_seconds=config.max_age_seconds,
-            initial_backoff_seconds=config.initial_backoff_seconds,
-            max_backoff_seconds=config.max_backoff_seconds,
-            concurrency=config.concurrency,
-        )
-
-    def next_delay(
-        self, attempts: int, retry_after: float | None, rng: random.Random | None = None
-    ) -> float:
-        """Return the seconds to wait after ``attempts`` failed attempts.
-
-        The first retry is immediate (most failures are blips); later ones back off
-        exponentially from ``initial_backoff_seconds`` with jitter. ``Retry-After`` means "not
-        before", so the longer of the hint and the schedule wins; ``max_backoff_seconds`` caps
-        both, so a receiver cannot park an event for days.
-        """
-        scheduled = 0.0
-        if attempts > 1:
-            backoff = Backoff(
-                base=self.initial_backoff_seconds,
-                factor=BACKOFF_FACTOR,
-                cap=max(self.max_backoff_seconds, self.initial_backoff_seconds),
-                jitter="equal",
-            )
-            scheduled = backoff.delay(attempts - 2, rng)
-        if retry_after is not None:
-            scheduled = max(scheduled, retry_after)
-        return min(scheduled, self.max_backoff_seconds)
 
 
 @dataclass(frozen=True)
@@ -231,14 +185,14 @@ class Dispatcher:
         tallies = {sink.name: _Tally() for sink in self._sinks}
         active = [sink for sink in self._sinks if sink.name not in self._disabled]
         await _gather_all(self._drain(sink, tallies[sink.name], run) for sink in active)
-        self._update_gauges(self._sinks)
+        pending = self._update_gauges(self._sinks)
         return RunResult(
             {
                 name: SinkResult(
                     delivered=tally.delivered,
                     failed=tally.failed,
                     dead=tally.dead,
-                    pending_left=self._store.pending_count(name),
+                    pending_left=pending.get(name, 0),
                     disabled=name in self._disabled,
                 )
                 for name, tally in tallies.items()
@@ -400,11 +354,14 @@ class Dispatcher:
             log.error("sink_disabled", sink=sink.name, status=exc.status, error=str(exc))
         DELIVERIES.labels(sink=sink.name, outcome="disabled").inc(count)
 
-    def _update_gauges(self, sinks: Iterable[Sink]) -> None:
+    def _update_gauges(self, sinks: Iterable[Sink]) -> dict[str, int]:
+        """Set the outbox gauges; return the pending count of every sink (one query)."""
+        pending = self._store.counts_by_sink("pending")
         for sink in sinks:
-            OUTBOX_PENDING.labels(sink=sink.name).set(self._store.pending_count(sink.name))
+            OUTBOX_PENDING.labels(sink=sink.name).set(pending.get(sink.name, 0))
         oldest = self._store.oldest_pending_enqueued_at()
         OUTBOX_OLDEST_AGE.set(0.0 if oldest is None else max(0.0, self._clock() - oldest))
+        return pending
 
     def _refresh_dead_letters(self, sinks: Iterable[Sink]) -> None:
         dead = self._store.counts_by_sink("dead")
