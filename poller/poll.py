@@ -87,8 +87,8 @@ class SessionPoller:
     ) -> PollOutcome:
         """Poll one session; never raises for Twilio's errors (they become the outcome).
 
-        ``final``: the session vanished from its Service's list or is closed; after this poll
-        it is marked gone (and pruned after the grace period).
+        ``final``: the session vanished from its Service's list or is closed; after a poll
+        that finds nothing left to settle it is marked gone (and pruned after the grace).
         """
         started = time.perf_counter()
         with structlog.contextvars.bound_contextvars(
@@ -97,7 +97,10 @@ class SessionPoller:
             outcome = await self._poll(
                 service_sid, session_sid, new_traffic, activity_marker, status
             )
-            if outcome.ok and (final or status in FINAL_SESSION_STATUSES):
+            # A closed session can still report status changes (a message queued before the
+            # close is delivered after it): it leaves once nothing in it can change.
+            leaving = final or status in FINAL_SESSION_STATUSES
+            if outcome.ok and leaving and not outcome.unsettled:
                 self._store.mark_session_gone(session_sid, self._clock())
                 log.info("session_left", status=status)
         metrics.POLL_DURATION.observe(time.perf_counter() - started)

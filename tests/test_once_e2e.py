@@ -151,3 +151,28 @@ def test_sessions_dropped_from_the_config_are_retired(
     state = json.loads(run_poller("state", "show", "-c", config).stdout)
     assert state["sessions"]["gone"] == 1
     assert receiver.received() == []
+
+
+def test_status_change_after_a_session_closes_is_still_delivered(
+    sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path
+) -> None:
+    service, sessions = _sessions(sim)
+    for earlier in sim.simulator.interaction_sids(sessions[0]):
+        sim.simulator.set_status(earlier, inbound="delivered", outbound="delivered")
+    config = str(write_config(tmp_path, sim, receiver.base_url))
+    assert run_poller("once", "-c", config).returncode == 0
+    queued = sim.simulator.add_interaction(
+        service, sessions[0], body="sent just before the close", outbound_status="queued"
+    )["sid"]
+    assert run_poller("once", "-c", config).returncode == 0
+    sim.simulator.close_session(sessions[0])
+    assert run_poller("once", "-c", config).returncode == 0  # closed, but not settled
+    sim.simulator.set_status(queued, outbound="delivered")
+    assert run_poller("once", "-c", config).returncode == 0
+    got = [
+        (r.event_type, r.body["data"]["interaction"]["outbound_resource_status"])
+        for r in receiver.received()
+    ]
+    assert got == [("interaction.created", "queued"), ("interaction.updated", "delivered")]
+    state = json.loads(run_poller("state", "show", "-c", config).stdout)
+    assert state["sessions"]["gone"] == 1  # settled now: it left

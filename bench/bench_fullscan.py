@@ -1,0 +1,259 @@
+"""Full scan with nothing new: 1,000 sessions x 50 interactions, every session read once.
+
+Three clients read the same simulator (its own process, rate limit off), each in a child
+process of its own so its CPU (``wait4`` rusage, and ``time.process_time`` around the work
+alone) is its own:
+
+- baseline: the loop people write with the official ``twilio`` SDK (``sessions.stream`` then
+  ``interactions.stream(page_size=1000)`` per session, a JSON file of seen interactions);
+- floor: a bare aiohttp loop fetching and parsing the same pages, 8 at a time;
+- the poller: ``poller once`` semantics on a baselined state (every session polled, diffed and
+  committed, nothing new), with ``max_requests_per_second: 150`` (the highest the config
+  accepts) and, to show what that ceiling costs, once more with the limiter lifted in-process.
+
+    python bench/bench_fullscan.py [--quick] [--sessions N] [--interactions N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    PYTHON,
+    Finished,
+    Lab,
+    LabOptions,
+    check_json_child,
+    machine,
+    ratio_line,
+    run_child,
+    table,
+    write_config,
+)
+
+CONCURRENCY = 8
+ROLE_TIMEOUT = 600.0
+
+
+# -- roles (each runs in its own child process) ---------------------------------------------------
+
+
+def role_sdk(args: argparse.Namespace) -> dict[str, Any]:
+    from twilio.rest import Client
+
+    started_wall, started_cpu = time.monotonic(), time.process_time()
+    client = Client(args.account, os.environ["BENCH_TWILIO_AUTH_TOKEN"])
+    # The SDK has no base-URL option; its Proxy domain keeps the host in ``base_url``.
+    client.proxy.base_url = args.url
+    seen_path = Path(args.seen)
+    seen: dict[str, list[Any]] = json.loads(seen_path.read_text()) if seen_path.exists() else {}
+    service = client.proxy.v1.services(args.service)
+    new = changed = 0
+    for session in service.sessions.stream(page_size=1000):
+        for interaction in service.sessions(session.sid).interactions.stream(page_size=1000):
+            fingerprint = [
+                str(interaction.date_updated),
+                interaction.inbound_resource_status,
+                interaction.outbound_resource_status,
+            ]
+            before = seen.get(interaction.sid)
+            if before is None:
+                new += 1
+            elif before != fingerprint:
+                changed += 1
+            seen[interaction.sid] = fingerprint
+    seen_path.write_text(json.dumps(seen))
+    return {
+        "wall": time.monotonic() - started_wall,
+        "cpu": time.process_time() - started_cpu,
+        "new": new,
+        "changed": changed,
+        "tracked": len(seen),
+    }
+
+
+async def _floor(args: argparse.Namespace) -> dict[str, Any]:
+    import aiohttp
+
+    auth = aiohttp.BasicAuth(args.account, os.environ["BENCH_TWILIO_AUTH_TOKEN"])
+    pages = records = 0
+    async with aiohttp.ClientSession(
+        auth=auth, connector=aiohttp.TCPConnector(limit=CONCURRENCY)
+    ) as http:
+
+        async def read_all(url: str, key: str) -> list[dict[str, Any]]:
+            nonlocal pages
+            items: list[dict[str, Any]] = []
+            next_url: str | None = url
+            while next_url:
+                async with http.get(next_url) as response:
+                    response.raise_for_status()
+                    body = json.loads(await response.read())
+                pages += 1
+                items += body[key]
+                next_url = body["meta"]["next_page_url"]
+            return items
+
+        base = f"{args.url}/v1/Services/{args.service}/Sessions"
+        sessions = await read_all(f"{base}?PageSize=1000", "sessions")
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        for session in sessions:
+            queue.put_nowait(session["sid"])
+
+        async def worker() -> None:
+            nonlocal records
+            while not queue.empty():
+                sid = queue.get_nowait()
+                items = await read_all(f"{base}/{sid}/Interactions?PageSize=1000", "interactions")
+                records += len(items)
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return {"pages": pages, "records": records}
+
+
+def role_floor(args: argparse.Namespace) -> dict[str, Any]:
+    started_wall, started_cpu = time.monotonic(), time.process_time()
+    result = asyncio.run(_floor(args))
+    return {
+        "wall": time.monotonic() - started_wall,
+        "cpu": time.process_time() - started_cpu,
+        **result,
+    }
+
+
+def role_poller(args: argparse.Namespace) -> dict[str, Any]:
+    from poller.app import build_app
+    from poller.config import load_config
+    from poller.observe import configure_logging
+    from poller.once import run_once
+
+    started_wall, started_cpu = time.monotonic(), time.process_time()
+    started_thread = time.thread_time()
+    config = load_config(args.config)
+    if args.unthrottled:
+        # Past what the config accepts (150/s): only to show the limiter's share of the wall.
+        twilio = config.twilio.model_copy(update={"max_requests_per_second": 1e6})
+        config = config.model_copy(update={"twilio": twilio})
+    configure_logging(config.log.format, config.log.level, stream=sys.stderr)
+
+    async def main() -> int:
+        app = build_app(config)
+        try:
+            return await run_once(app)
+        finally:
+            await app.aclose()
+
+    code = asyncio.run(main())
+    if code != 0:
+        sys.exit(f"poller once exited {code}")
+    return {
+        "wall": time.monotonic() - started_wall,
+        "cpu": time.process_time() - started_cpu,
+        "main_thread_cpu": time.thread_time() - started_thread,
+    }
+
+
+ROLES = {"sdk": role_sdk, "floor": role_floor, "poller": role_poller}
+
+
+# -- the benchmark ------------------------------------------------------------------------------
+
+
+def _role(role: str, env: dict[str, str], *extra: str) -> tuple[Finished, dict[str, Any]]:
+    argv = [PYTHON, __file__, "--role", role, *extra]
+    finished = run_child(argv, env=env, timeout=ROLE_TIMEOUT)
+    return finished, check_json_child(finished, role)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="200 sessions: a smoke run")
+    parser.add_argument("--sessions", type=int, default=None)
+    parser.add_argument("--interactions", type=int, default=50)
+    parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--account", help=argparse.SUPPRESS)
+    parser.add_argument("--service", help=argparse.SUPPRESS)
+    parser.add_argument("--seen", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--unthrottled", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role is not None:
+        print(json.dumps(ROLES[args.role](args)))
+        return
+    sessions = args.sessions or (200 if args.quick else 1000)
+    run(sessions, args.interactions)
+
+
+def run(sessions: int, interactions: int) -> None:
+    print(f"bench_fullscan: {sessions} sessions x {interactions} interactions, nothing new")
+    print(f"machine: {machine()}")
+    options = LabOptions(rate_limit=None, sessions=sessions, interactions_per_session=interactions)
+    with Lab(options) as lab, tempfile.TemporaryDirectory(prefix="bench-fullscan-") as tmp:
+        folder = Path(tmp)
+        info = lab.info
+        config, env = write_config(folder, info, rate=150.0, concurrency=CONCURRENCY)
+        common = ["--url", info.base_url, "--account", info.account_sid]
+        common += ["--service", info.service_sid]
+        results: dict[str, tuple[Finished, dict[str, Any]]] = {}
+
+        seen = str(folder / "seen.json")
+        try:
+            import twilio  # noqa: F401
+
+            _role("sdk", env, *common, "--seen", seen)  # first run: fills the seen file
+            results["twilio SDK loop (baseline)"] = _role("sdk", env, *common, "--seen", seen)
+        except ImportError:
+            print("the twilio SDK is not installed: `pip install twilio` for the baseline")
+        results["bare aiohttp, 8 at a time (floor)"] = _role("floor", env, *common)
+        _role("poller", env, "--config", str(config))  # the baseline poll: not measured
+        results["poller once (150 req/s cap)"] = _role("poller", env, "--config", str(config))
+        results["poller once (limiter lifted)"] = _role(
+            "poller", env, "--config", str(config), "--unthrottled"
+        )
+        stats = lab.call("stats")
+    _report(results, stats)
+
+
+def _report(results: dict[str, tuple[Finished, dict[str, Any]]], stats: dict[str, Any]) -> None:
+    rows = [
+        [name, work["wall"], work["cpu"], proc.wall, proc.cpu, round(proc.max_rss_mb, 1)]
+        for name, (proc, work) in results.items()
+    ]
+    print()
+    print(
+        table(
+            rows,
+            ["client", "wall s", "cpu s", "process wall s", "process cpu s", "peak RSS MiB"],
+        )
+    )
+    print(f"simulator requests served in total: {stats['total_requests']}")
+    print("(wall/cpu: the work alone; process: the whole child, interpreter start and imports)")
+    print()
+    poller = results["poller once (150 req/s cap)"][1]
+    lifted = results["poller once (limiter lifted)"][1]
+    floor = results["bare aiohttp, 8 at a time (floor)"][1]
+    sdk = results.get("twilio SDK loop (baseline)")
+    if sdk is not None:
+        print(ratio_line("poller/SDK cpu", poller["cpu"] / sdk[1]["cpu"], "<= 0.4"))
+        print(ratio_line("poller/SDK wall", poller["wall"] / sdk[1]["wall"], "<= 0.25"))
+    print(ratio_line("poller/floor cpu", poller["cpu"] / floor["cpu"], "<= 2"))
+    print(ratio_line("poller/floor wall", poller["wall"] / floor["wall"], "<= 1.5"))
+    print(ratio_line("poller (limiter lifted)/floor cpu", lifted["cpu"] / floor["cpu"], "<= 2"))
+    print(
+        ratio_line("poller (limiter lifted)/floor wall", lifted["wall"] / floor["wall"], "<= 1.5")
+    )
+
+
+if __name__ == "__main__":
+    main()
