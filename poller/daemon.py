@@ -18,7 +18,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import structlog
@@ -120,38 +120,7 @@ class Daemon:
         retired = retire_unwatched(app, time.time())
         if retired:
             log.info("sessions_unwatched", sessions=retired)
-        scheduler = AsyncIOScheduler()
-        scheduler.add_listener(_on_skipped, EVENT_JOB_MAX_INSTANCES)
-        interval = self.config.poll.interval_seconds
-        for cycle in app.cycles:
-            scheduler.add_job(
-                self._cycle_job,
-                IntervalTrigger(seconds=interval, jitter=min(interval / 4, 30.0)),
-                args=[cycle, app],
-                id=f"cycle:{cycle.watch.service_sid}",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=max(1, int(interval)),
-                next_run_time=_now_dt(),
-            )
-        scheduler.add_job(
-            self._heartbeat_job,
-            IntervalTrigger(seconds=HEARTBEAT_SECONDS),
-            args=[app],
-            id="heartbeat",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=_now_dt(),
-        )
-        scheduler.add_job(
-            self._prune_job,
-            IntervalTrigger(seconds=PRUNE_SECONDS),
-            args=[app],
-            id="prune",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=_now_dt(),
-        )
+        scheduler = self._schedule(app)
         delivery_stop = asyncio.Event()
         delivery = asyncio.create_task(app.dispatcher.run_forever(delivery_stop, app.wake))
         scheduler.start()
@@ -166,6 +135,31 @@ class Daemon:
         scheduler.pause()
         await self._drain(delivery, delivery_stop)
         scheduler.shutdown(wait=False)
+
+    def _schedule(self, app: App) -> AsyncIOScheduler:
+        """One cycle job per watched Service, plus the heartbeat and the pruning."""
+        scheduler = AsyncIOScheduler()
+        scheduler.add_listener(_on_skipped, EVENT_JOB_MAX_INSTANCES)
+        interval = self.config.poll.interval_seconds
+        for cycle in app.cycles:
+            _every(
+                scheduler,
+                self._cycle_job,
+                IntervalTrigger(seconds=interval, jitter=min(interval / 4, 30.0)),
+                f"cycle:{cycle.watch.service_sid}",
+                cycle,
+                app,
+                misfire_grace_time=max(1, int(interval)),
+            )
+        _every(
+            scheduler,
+            self._heartbeat_job,
+            IntervalTrigger(seconds=HEARTBEAT_SECONDS),
+            "heartbeat",
+            app,
+        )
+        _every(scheduler, self._prune_job, IntervalTrigger(seconds=PRUNE_SECONDS), "prune", app)
+        return scheduler
 
     async def _drain(self, delivery: asyncio.Task[None], delivery_stop: asyncio.Event) -> None:
         """Let in-flight work finish within the deadline, then cancel the rest."""
@@ -235,6 +229,27 @@ class Daemon:
         await app.client.aclose()
         for sink in app.sinks:
             await sink.aclose()
+
+
+def _every(
+    scheduler: AsyncIOScheduler,
+    job: Callable[..., Awaitable[None]],
+    trigger: IntervalTrigger,
+    job_id: str,
+    *args: object,
+    misfire_grace_time: int = 1,
+) -> None:
+    """Add a job that runs now and then on ``trigger``, never twice at once, never stacked."""
+    scheduler.add_job(
+        job,
+        trigger,
+        args=list(args),
+        id=job_id,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=misfire_grace_time,
+        next_run_time=_now_dt(),
+    )
 
 
 def _on_skipped(event: JobSubmissionEvent) -> None:

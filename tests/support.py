@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,20 @@ def write_config(
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+@contextlib.contextmanager
+def seeded_simulator(
+    seed: int, sessions: int, per_session: int, body: str = "history"
+) -> Iterator[SimulatorThread]:
+    """A simulator with one Service whose sessions already hold some interactions."""
+    with SimulatorThread(seed=seed) as running:
+        service = running.simulator.add_service()["sid"]
+        for _ in range(sessions):
+            session = running.simulator.add_session(service)["sid"]
+            for _ in range(per_session):
+                running.simulator.add_interaction(service, session, body=body)
+        yield running
 
 
 def poller_cmd(*args: str) -> list[str]:

@@ -10,26 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from poller.receiver import ReceiverState, ReceiverThread
+from poller.receiver import ReceiverThread
 from poller.simulator import SimulatorThread
-from tests.support import SECRET, run_poller, write_config
+from tests.support import run_poller, seeded_simulator, write_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(seed=5) as running:
-        service = running.simulator.add_service()["sid"]
-        for _ in range(2):
-            session = running.simulator.add_session(service)["sid"]
-            running.simulator.add_interaction(service, session, body="history")
-        yield running
-
-
-@pytest.fixture
-def receiver() -> Iterator[ReceiverThread]:
-    with ReceiverThread(ReceiverState(secret=SECRET)) as running:
+    with seeded_simulator(5, sessions=2, per_session=1) as running:
         yield running
 
 

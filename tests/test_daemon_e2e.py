@@ -12,14 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from poller.receiver import Received, ReceiverState, ReceiverThread
+from poller.receiver import Received, ReceiverThread
 from poller.records import Fingerprint
 from poller.simulator import SimulatorThread, run_traffic
 from tests.support import (
-    SECRET,
     DaemonProcess,
     free_port,
     run_poller,
+    seeded_simulator,
     wait_for,
     write_config,
 )
@@ -29,18 +29,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(seed=11) as running:
-        service = running.simulator.add_service()["sid"]
-        for _ in range(3):
-            session = running.simulator.add_session(service)["sid"]
-            for _ in range(2):
-                running.simulator.add_interaction(service, session, body="history")
-        yield running
-
-
-@pytest.fixture
-def receiver() -> Iterator[ReceiverThread]:
-    with ReceiverThread(ReceiverState(secret=SECRET)) as running:
+    with seeded_simulator(11, sessions=3, per_session=2) as running:
         yield running
 
 
@@ -138,7 +127,7 @@ def test_all_sessions_follows_sessions_appearing_closing_and_vanishing(
 ) -> None:
     s = sim.simulator
     service = s.service_sids()[0]
-    first, second, third = sorted(s.session_sids(service))
+    first, second, _quiet = sorted(s.session_sids(service))
     daemon = daemon_factory.start()
     wait_for(lambda: _ready(port), what="the daemon to be ready")
 
@@ -151,13 +140,21 @@ def test_all_sessions_follows_sessions_appearing_closing_and_vanishing(
         ),
         what="the new session's interactions",
     )
-    # Closing: its last interaction still arrives (final poll), then it is left.
+    # Closing: its last interaction still arrives, and so do status changes after the close
+    # (a message queued before it is delivered after it); once all is settled, it is left.
     last = s.add_interaction(service, first, body="last words")["sid"]
     s.close_session(first)
     s.delete_session(second)
     wait_for(
         lambda: last in {r.body["data"]["interaction"]["sid"] for r in receiver.received()},
         what="the closed session's last interaction",
+    )
+    mark = len(s.change_log())
+    for sid in s.interaction_sids(first):
+        s.set_status(sid, inbound="delivered", outbound="delivered")
+    wait_for(
+        lambda: not _undelivered_latest(sim, mark, receiver.received()),
+        what="the status changes after the close",
     )
 
     def gone() -> int:
@@ -172,7 +169,8 @@ def test_all_sessions_follows_sessions_appearing_closing_and_vanishing(
     assert daemon.stop() == 0
     state = json.loads(run_poller("state", "show", "-c", str(daemon.config)).stdout)
     assert state["sessions"]["gone"] == 2
-    assert third and len(receiver.received()) == 4
+    sids = {r.body["data"]["interaction"]["sid"] for r in receiver.received()}
+    assert sids == {*new_records, *s.interaction_sids(first)}  # nothing of `third`
 
 
 def test_metrics_healthz_and_readyz_from_a_running_daemon(

@@ -9,27 +9,16 @@ from pathlib import Path
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from poller.receiver import ReceiverState, ReceiverThread
+from poller.receiver import ReceiverThread
 from poller.simulator import SimulatorThread
-from tests.support import SECRET, run_poller, write_config
+from tests.support import SECRET, run_poller, seeded_simulator, write_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(seed=7) as running:
-        service = running.simulator.add_service()["sid"]
-        for _ in range(2):
-            session = running.simulator.add_session(service)["sid"]
-            for _ in range(3):
-                running.simulator.add_interaction(service, session, body="before the watch")
-        yield running
-
-
-@pytest.fixture
-def receiver() -> Iterator[ReceiverThread]:
-    with ReceiverThread(ReceiverState(secret=SECRET)) as running:
+    with seeded_simulator(7, sessions=2, per_session=3, body="before the watch") as running:
         yield running
 
 

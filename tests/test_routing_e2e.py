@@ -20,7 +20,14 @@ import pytest
 from poller.receiver import Received, ReceiverState, ReceiverThread
 from poller.simulator import SimulatorThread
 from tests.fake_slack import TOKEN, FakeSlack, Posted, Rejected, fake_slack_in_thread
-from tests.support import SECRET, DaemonProcess, run_poller, wait_for, write_config
+from tests.support import (
+    SECRET,
+    DaemonProcess,
+    run_poller,
+    seeded_simulator,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -201,11 +208,7 @@ def test_sink_without_filter_receives_every_event_with_its_data(burst: Burst) ->
 
 @pytest.fixture
 def sim() -> Iterator[SimulatorThread]:
-    with SimulatorThread(seed=12) as running:
-        service = running.simulator.add_service()["sid"]
-        for _ in range(2):
-            session = running.simulator.add_session(service)["sid"]
-            running.simulator.add_interaction(service, session, body="before the watch")
+    with seeded_simulator(12, sessions=2, per_session=1, body="before the watch") as running:
         yield running
 
 
