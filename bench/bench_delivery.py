@@ -9,6 +9,7 @@ same concurrency and no outbox. The receiver verifies every signature; its CPU i
 show whether it, not the sender, was the bottleneck.
 
     python bench/bench_delivery.py [--quick] [--events N] [--sessions N] [--concurrency N]
+        [--sink-transport aiohttp|httpx]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from _common import (
     table,
     write_config,
 )
+from httpx_aiohttp import AiohttpTransport
 from standardwebhooks.webhooks import Webhook
 
 from poller.config import load_config
@@ -82,13 +84,14 @@ def make_events(events: int, sessions: int) -> list[tuple[str, list[Event]]]:
     return per_session
 
 
-def transport(kind: str) -> httpx.AsyncBaseTransport | None:
-    """The sink's HTTP transport: httpx's own (what the webhook sink uses) or httpx-aiohttp."""
-    if kind == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport
+def sink_transport(kind: str) -> httpx.AsyncBaseTransport | None:
+    """The transport injected into the sink: None keeps the sink's own (httpx-aiohttp)."""
+    return httpx.AsyncHTTPTransport() if kind == "httpx" else None
 
-        return AiohttpTransport()
-    return None
+
+def bare_transport(kind: str) -> httpx.AsyncBaseTransport:
+    """The bare loop's transport: the one the sink uses in this run."""
+    return httpx.AsyncHTTPTransport() if kind == "httpx" else AiohttpTransport()
 
 
 async def run_dispatcher(
@@ -96,7 +99,7 @@ async def run_dispatcher(
 ) -> tuple[float, float, int]:
     """Drain the outbox; return (wall, cpu, delivered)."""
     config = load_config(config_path)
-    sinks = build_sinks(config.sinks, store=store, transport=transport(kind))
+    sinks = build_sinks(config.sinks, store=store, transport=sink_transport(kind))
     dispatcher = Dispatcher(store, sinks, DeliveryPolicy.from_config(config.delivery))
     started_wall, started_cpu = time.monotonic(), time.process_time()
     delivered = 0
@@ -122,7 +125,7 @@ async def run_bare(
         queue.put_nowait(event)
     sent = 0
     started_wall, started_cpu = time.monotonic(), time.process_time()
-    async with httpx.AsyncClient(timeout=10.0, transport=transport(kind)) as client:
+    async with httpx.AsyncClient(timeout=10.0, transport=bare_transport(kind)) as client:
 
         async def worker() -> None:
             nonlocal sent
@@ -230,9 +233,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="delivery.concurrency")
     parser.add_argument(
         "--sink-transport",
-        choices=("httpx", "aiohttp"),
-        default="httpx",
-        help="httpx: the webhook sink as shipped; aiohttp: httpx over httpx-aiohttp (a proposal)",
+        choices=("aiohttp", "httpx"),
+        default="aiohttp",
+        help="aiohttp: the webhook sink as shipped (httpx over httpx-aiohttp); "
+        "httpx: httpx's own async transport injected (what the sink used before)",
     )
     args = parser.parse_args()
     events = args.events or (1000 if args.quick else 10_000)

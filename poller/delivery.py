@@ -5,7 +5,12 @@ Within a sink, the store hands out only the head of each session's queue; heads 
 sessions are sent concurrently (bounded by ``concurrency``), and a session's next event becomes
 due only once its head is acked, so each session is delivered strictly in order.
 
-    success                   -> ack
+The heads of one batch are acked together, in one transaction, when the batch ends (also when
+a stop or a deadline ends it early); the next batch is read only after that. A crash between a
+send and its batch's ack sends that event again, with the same ``webhook-id``: delivery is at
+least once either way, and one transaction per event cost more than the sending.
+
+    success                   -> ack (with the rest of its batch)
     RetryableDeliveryError    -> retry later (backoff, Retry-After), dead letter past the limits
     PermanentDeliveryError    -> dead letter at once
     SinkDisabledError         -> stop using the sink; its deliveries stay pending
@@ -45,6 +50,9 @@ DIGEST_MAX_EVENTS = 1000
 BATCH_SIZE = 100
 # Without a wake-up, look for deliveries whose retry timer ran out this often.
 IDLE_POLL_SECONDS = 1.0
+# While a long backlog drains, refresh the outbox gauges this often (each refresh counts the
+# outbox); every pass refreshes them when it ends.
+GAUGE_REFRESH_SECONDS = 1.0
 
 
 class OutboxStore(Protocol):
@@ -206,7 +214,7 @@ class Dispatcher:
 
     async def _drain(self, sink: Sink, tally: _Tally, run: _Run) -> None:
         attempted: set[int] = set()
-        limiter = asyncio.Semaphore(self._policy.concurrency)
+        refresh_gauges_at = self._monotonic() + GAUGE_REFRESH_SECONDS
         while sink.name not in self._disabled and not self._stopping(run):
             threshold = sink.digest_threshold
             backlog = self._backlog(sink.name, run, attempted, threshold)
@@ -218,8 +226,10 @@ class Dispatcher:
             if backlog:
                 await self._deliver_digest(sink, due, tally)
             else:
-                await _gather_all(self._deliver_limited(sink, d, tally, run, limiter) for d in due)
-            self._update_gauges([sink])
+                await self._deliver_batch(sink, due, tally, run)
+            if self._monotonic() >= refresh_gauges_at:
+                self._update_gauges([sink])
+                refresh_gauges_at = self._monotonic() + GAUGE_REFRESH_SECONDS
             if tally.dead != dead_before:
                 self._refresh_dead_letters([sink])
 
@@ -245,27 +255,46 @@ class Dispatcher:
         rows = self._store.due(sink, None, self._batch_size + len(attempted))
         return [d for d in rows if d.id not in attempted][: self._batch_size]
 
-    async def _deliver_limited(
-        self, sink: Sink, delivery: Delivery, tally: _Tally, run: _Run, limiter: asyncio.Semaphore
+    async def _deliver_batch(
+        self, sink: Sink, due: Sequence[Delivery], tally: _Tally, run: _Run
     ) -> None:
-        async with limiter:
-            if sink.name in self._disabled or self._stopping(run):
-                return
-            await self._deliver(sink, delivery, tally)
+        """Send queue heads, ``concurrency`` at a time; ack the ones that went through at once.
 
-    async def _deliver(self, sink: Sink, delivery: Delivery, tally: _Tally) -> None:
-        bound = log.bind(sink=sink.name, event_id=delivery.event.id)
+        ``due`` holds at most one head per session, so no event of the batch waits for another.
+        The ack comes in ``finally``: a stop, a deadline, a failing store or a cancellation
+        still acks what was sent.
+        """
+        sent: list[Delivery] = []
+        queue = iter(due)  # shared by the workers: each delivery is taken once
+
+        async def worker() -> None:
+            for delivery in queue:
+                if sink.name in self._disabled or self._stopping(run):
+                    return
+                await self._send_one(sink, delivery, tally, sent)
+
+        try:
+            await _gather_all(worker() for _ in range(min(self._policy.concurrency, len(due))))
+        finally:
+            self._ack(sink, sent, tally)
+        for delivery in sent:
+            log.debug(
+                "delivery_succeeded",
+                sink=sink.name,
+                event_id=delivery.event.id,
+                attempts=delivery.attempts + 1,
+            )
+
+    async def _send_one(
+        self, sink: Sink, delivery: Delivery, tally: _Tally, sent: list[Delivery]
+    ) -> None:
         try:
             await sink.send(delivery.event)
         except Exception as exc:  # one delivery's boundary: classify all
             self._settle_failure(sink, [delivery], exc, tally)
             return
         crashpoints.reached("after_send")
-        self._store.ack([delivery.id])
-        crashpoints.reached("after_ack")
-        tally.delivered += 1
-        DELIVERIES.labels(sink=sink.name, outcome="success").inc()
-        bound.debug("delivery_succeeded", attempts=delivery.attempts + 1)
+        sent.append(delivery)
 
     async def _deliver_digest(self, sink: Sink, due: Sequence[Delivery], tally: _Tally) -> None:
         try:
@@ -274,11 +303,17 @@ class Dispatcher:
             self._settle_failure(sink, due, exc, tally)
             return
         crashpoints.reached("after_send")
-        self._store.ack([d.id for d in due])
-        crashpoints.reached("after_ack")
-        tally.delivered += len(due)
-        DELIVERIES.labels(sink=sink.name, outcome="success").inc(len(due))
+        self._ack(sink, due, tally)
         log.debug("digest_delivered", sink=sink.name, events=len(due))
+
+    def _ack(self, sink: Sink, delivered: Sequence[Delivery], tally: _Tally) -> None:
+        """Take ``delivered`` out of the outbox in one transaction, and count them."""
+        if not delivered:
+            return
+        self._store.ack([d.id for d in delivered])
+        crashpoints.reached("after_ack")
+        tally.delivered += len(delivered)
+        DELIVERIES.labels(sink=sink.name, outcome="success").inc(len(delivered))
 
     def _settle_failure(
         self, sink: Sink, deliveries: Sequence[Delivery], exc: Exception, tally: _Tally

@@ -178,6 +178,21 @@ def pending(store: StoreUnderTest, sink: str) -> list[Delivery]:
 # -- doubles ---------------------------------------------------------------------------------
 
 
+class CountingAcks:
+    """A store whose every ``ack`` call (one transaction) is recorded; the rest passes through."""
+
+    def __init__(self, inner: StoreUnderTest) -> None:
+        self.inner = inner
+        self.acks: list[list[int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def ack(self, delivery_ids: Sequence[int]) -> None:
+        self.acks.append(list(delivery_ids))
+        self.inner.ack(delivery_ids)
+
+
 class Clock:
     def __init__(self, now: float = T0) -> None:
         self.now = now
@@ -509,6 +524,106 @@ async def test_sends_across_sessions_are_concurrent_up_to_the_limit(store: Store
     assert peak == 3
 
 
+# -- acks: one transaction per batch ---------------------------------------------------------
+
+
+async def test_a_batch_of_heads_is_acked_in_one_transaction(store: StoreUnderTest) -> None:
+    clock = Clock()
+    events = [make_event(session_sid=session(n)) for n in range(10)]
+    enqueue(store, events, ["hook"], T0)
+    counting = CountingAcks(store)
+    sink = ScriptedSink("hook")
+    result = await dispatcher(counting, [sink], clock).run_once()
+    assert result.sinks["hook"] == SinkResult(delivered=10)
+    assert [len(ids) for ids in counting.acks] == [10]
+    assert store.pending_count("hook") == 0
+
+
+async def test_a_sessions_next_event_is_sent_only_after_its_head_was_acked(
+    store: StoreUnderTest,
+) -> None:
+    clock = Clock()
+    events = [make_event(session_sid=session(n % 3)) for n in range(9)]
+    enqueue(store, sorted(events, key=lambda e: e.session_sid), ["hook"], T0)
+    counting = CountingAcks(store)
+    sent_while_not_head: list[str] = []
+
+    async def check_head(event: Event) -> None:
+        heads = {d.event.id for d in store.due("hook", None, 100)}
+        if event.id not in heads:
+            sent_while_not_head.append(event.id)
+
+    sink = ScriptedSink("hook", before_send=check_head)
+    result = await dispatcher(counting, [sink], clock).run_once()
+    assert result.sinks["hook"] == SinkResult(delivered=9)
+    assert sent_while_not_head == []
+    for n in range(3):
+        in_session = [e.id for e in events if e.session_sid == session(n)]
+        assert [i for i in sink.delivered if i in in_session] == in_session
+    assert [len(ids) for ids in counting.acks] == [3, 3, 3]  # one head per session per batch
+
+
+async def test_a_deadline_acks_what_its_batch_sent_before_it_ended(
+    store: StoreUnderTest,
+) -> None:
+    clock = Clock()
+    enqueue(store, [make_event(session_sid=session(n)) for n in range(6)], ["hook"], T0)
+
+    async def take_ten_seconds(event: Event) -> None:
+        clock.now += 10.0
+
+    counting = CountingAcks(store)
+    sink = ScriptedSink("hook", before_send=take_ten_seconds)
+    d = dispatcher(counting, [sink], clock, replace(POLICY, concurrency=1))
+    result = await d.run_once(deadline=T0 + 25.0)
+    assert result.sinks["hook"] == SinkResult(delivered=3, pending_left=3)
+    assert [len(ids) for ids in counting.acks] == [3]
+    assert {d.event.id for d in pending(store, "hook")}.isdisjoint(sink.delivered)
+
+
+async def test_sends_of_a_batch_are_acked_even_when_the_store_fails_on_another(
+    store: StoreUnderTest,
+) -> None:
+    clock = Clock()
+    failing, fine = make_event(session_sid=session(1)), make_event(session_sid=session(2))
+    enqueue(store, [failing, fine], ["hook"], T0)
+
+    class BrokenRetry(CountingAcks):
+        def retry_later(
+            self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+        ) -> None:
+            raise StateError("disk I/O error")
+
+    sink = ScriptedSink("hook", script={failing.id: [retryable()]})
+    with pytest.raises(StateError, match="disk I/O"):
+        await dispatcher(BrokenRetry(store), [sink], clock).run_once()
+    assert sink.delivered == [fine.id]
+    assert [d.event.id for d in pending(store, "hook")] == [failing.id]
+
+
+async def test_cancelling_mid_batch_acks_the_sends_that_finished(store: StoreUnderTest) -> None:
+    clock = Clock()
+    first, second = make_event(session_sid=session(1)), make_event(session_sid=session(2))
+    enqueue(store, [first, second], ["hook"], T0)
+    stuck = asyncio.Event()
+
+    async def hold_second(event: Event) -> None:
+        if event.id == second.id:
+            stuck.set()
+            await asyncio.Event().wait()  # never answers
+
+    sink = ScriptedSink("hook", before_send=hold_second)
+    stop, wake = asyncio.Event(), asyncio.Event()
+    loop = asyncio.create_task(dispatcher(store, [sink], clock).run_forever(stop, wake))
+    async with asyncio.timeout(5):
+        await stuck.wait()
+    await sink.wait_until(lambda: sink.delivered == [first.id])
+    loop.cancel()  # what the daemon does once delivery.shutdown_timeout_seconds has passed
+    with pytest.raises(asyncio.CancelledError):
+        await loop
+    assert [d.event.id for d in pending(store, "hook")] == [second.id]
+
+
 # -- modes: once, deadlines, digests ---------------------------------------------------------
 
 
@@ -630,6 +745,23 @@ async def test_metrics_count_outcomes_and_gauge_the_outbox(store: StoreUnderTest
     assert _sample("poller_outbox_pending", sink=sink_name) == 1
     assert _sample("poller_dead_letters", sink=sink_name) == 1
     assert _sample("poller_outbox_oldest_age_seconds") == 0.0  # enqueued "now"
+
+
+async def test_the_outbox_gauge_follows_a_long_drain(store: StoreUnderTest) -> None:
+    clock = Clock()
+    sink_name = f"gauge-{id(store)}"
+    events = [make_event(session_sid=session(n % 2)) for n in range(6)]
+    enqueue(store, sorted(events, key=lambda e: e.session_sid), [sink_name], T0)
+    seen: list[float] = []
+
+    async def slow_send(event: Event) -> None:
+        seen.append(_sample("poller_outbox_pending", sink=sink_name))
+        clock.now += 1.0  # each batch of two heads takes past the refresh interval
+
+    sink = ScriptedSink(sink_name, before_send=slow_send)
+    await dispatcher(store, [sink], clock).run_once()
+    assert seen[2::2] == [4.0, 2.0]  # read again after each batch's ack, mid-drain
+    assert _sample("poller_outbox_pending", sink=sink_name) == 0.0
 
 
 # -- the daemon loop -------------------------------------------------------------------------

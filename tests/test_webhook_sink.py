@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import formatdate
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from httpx_aiohttp import AiohttpTransport
 from sink_contract_cases import SECRET, make_event
 from standardwebhooks.webhooks import Webhook
 from structlog.testing import capture_logs
@@ -97,6 +99,42 @@ def _sink(
     sink = WebhookSink(_config(url, **overrides), transport=transport, **kwargs)
     made.append(sink)
     return sink
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    """Serve raw TCP with a handler of the test's; return the URL to post to."""
+    servers: list[asyncio.Server] = []
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def serve(handler: Handler) -> str:
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            handlers.add(task)
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+                await handler(reader, writer)
+            except ConnectionError:
+                pass  # the sink hung up first
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(tracked, "127.0.0.1", 0)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/hooks/x"
+
+    yield serve
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+    for task in handlers:
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
 
 
 def _answering(
@@ -195,8 +233,84 @@ async def test_refused_connection_is_retryable(sinks: list[WebhookSink]) -> None
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     sink = _sink(sinks, f"http://127.0.0.1:{port}/hooks/x")
-    with pytest.raises(RetryableDeliveryError, match="'ops': transport failure"):
+    # httpx-aiohttp names it ConnectTimeout; the error says what happened.
+    with pytest.raises(RetryableDeliveryError, match=r"'ops': transport failure \(ClientConn"):
         await sink.send(make_event())
+
+
+async def test_sends_go_over_the_aiohttp_transport_unless_one_is_injected(
+    sinks: list[WebhookSink],
+) -> None:
+    # httpx's own async transport costs about twice the CPU per event (bench_delivery).
+    default = _sink(sinks, MOCK_URL)
+    transport, _ = _answering(204)
+    injected = _sink(sinks, MOCK_URL, transport=transport)
+    assert isinstance(default._transport, AiohttpTransport)
+    assert injected._transport is transport
+
+
+async def test_credentials_in_the_url_go_as_http_basic_and_leave_the_url(
+    sinks: list[WebhookSink],
+) -> None:
+    transport, seen = _answering(204)
+    url = "https://hook%40ops:p%3Ass@receiver.example/hooks/x"
+    await _sink(sinks, url, transport=transport).send(make_event())
+    (request,) = seen
+    assert request.headers["authorization"] == "Basic aG9va0BvcHM6cDpzcw=="  # hook@ops:p:ss
+    assert request.url.userinfo == b""
+    assert str(request.url) == "https://receiver.example/hooks/x"
+
+
+async def test_configured_headers_replace_ours_whatever_their_case(
+    sinks: list[WebhookSink],
+) -> None:
+    transport, seen = _answering(204)
+    sink = _sink(sinks, MOCK_URL, transport=transport, headers={"User-Agent": "relay/2"})
+    await sink.send(make_event())
+    assert seen[0].headers.get_list("user-agent") == ["relay/2"]
+    assert "authorization" not in seen[0].headers
+
+
+async def test_a_receiver_hanging_up_is_a_transport_failure_not_a_timeout(
+    sinks: list[WebhookSink], raw_server: Callable[[Handler], Awaitable[str]]
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        return None
+
+    sink = _sink(sinks, await raw_server(hang_up))
+    with pytest.raises(RetryableDeliveryError) as info:
+        await sink.send(make_event())
+    assert str(info.value) == "webhook sink 'ops': transport failure (ServerDisconnectedError)"
+    assert info.value.status is None
+
+
+async def test_an_answer_that_is_not_http_is_a_transport_failure(
+    sinks: list[WebhookSink], raw_server: Callable[[Handler], Awaitable[str]]
+) -> None:
+    async def garble(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+
+    sink = _sink(sinks, await raw_server(garble))
+    with pytest.raises(RetryableDeliveryError, match=r"'ops': transport failure \(") as info:
+        await sink.send(make_event())
+    assert info.value.__cause__ is not None
+
+
+async def test_a_trickling_answer_is_cut_at_the_timeout_of_the_whole_request(
+    sinks: list[WebhookSink], raw_server: Callable[[Handler], Awaitable[str]]
+) -> None:
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n")
+        while True:  # a byte well within every per-read timeout, never the whole answer
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.02)
+
+    sink = _sink(sinks, await raw_server(trickle), timeout_seconds=0.3)
+    with pytest.raises(RetryableDeliveryError, match=r"'ops': no answer within 0.3 s"):
+        async with asyncio.timeout(5):  # per-read timeouts alone would wait for ever
+            await sink.send(make_event())
 
 
 @pytest.mark.parametrize("status", [200, 201, 202, 204, 299])

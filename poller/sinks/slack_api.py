@@ -55,8 +55,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal
 
+import aiohttp
 import httpx
 import structlog
+from httpx_aiohttp import AiohttpTransport
 
 from poller import __version__
 from poller.backoff import parse_retry_after
@@ -78,6 +80,8 @@ MESSAGE_INTERVAL_SECONDS = 1.0
 MAX_WAIT_SECONDS = 5.0
 _MAX_ANSWER_BYTES = 1024 * 1024
 _ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+# Posts are paced one at a time, so a small pool is plenty.
+POOL_LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=2)
 
 WEBHOOK_ERRORS: Mapping[str, tuple[Outcome, str]] = {
     "invalid_payload": ("permanent", "Slack could not read the message; it is dead-lettered"),
@@ -192,11 +196,17 @@ class SlackClient:
         self._sink = sink
         self._timeout = timeout
         self._pacer = Pacer(interval, clock=clock, sleep=sleep)
+        if transport is None:
+            # httpx's own async transport costs about twice the CPU per request.
+            transport = AiohttpTransport(limits=POOL_LIMITS)
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=timeout,
             follow_redirects=False,
             headers={"user-agent": USER_AGENT},
+            limits=POOL_LIMITS,
+            # As in ProxyClient: environment proxies (HTTPS_PROXY) are never used.
+            trust_env=False,
         )
 
     async def post_webhook(self, url: str, message: Mapping[str, Any]) -> None:
@@ -255,16 +265,20 @@ class SlackClient:
                 "POST", url, content=content, headers=headers
             ) as response:
                 answer = await _read_bounded(response)
-        except httpx.TimeoutException as exc:
-            log.warning("slack_timeout", sink=self._sink, timeout_seconds=self._timeout)
+        except (httpx.RequestError, aiohttp.ClientError, TimeoutError) as exc:
+            # httpx-aiohttp leaves some aiohttp errors untranslated and names every connection
+            # error ConnectTimeout; the aiohttp error it chains says what happened.
+            cause = exc.__cause__
+            actual = cause if isinstance(cause, aiohttp.ClientError) else exc
+            kind = type(actual).__name__
+            if isinstance(actual, httpx.TimeoutException | TimeoutError):
+                log.warning("slack_timeout", sink=self._sink, timeout_seconds=self._timeout)
+                raise RetryableDeliveryError(
+                    f"slack sink {self._sink!r}: no answer within {self._timeout:g} s ({kind})"
+                ) from exc
+            log.warning("slack_transport_error", sink=self._sink, error=kind)
             raise RetryableDeliveryError(
-                f"slack sink {self._sink!r}: no answer within {self._timeout:g} s "
-                f"({type(exc).__name__})"
-            ) from exc
-        except httpx.RequestError as exc:
-            log.warning("slack_transport_error", sink=self._sink, error=type(exc).__name__)
-            raise RetryableDeliveryError(
-                f"slack sink {self._sink!r}: transport failure ({type(exc).__name__})"
+                f"slack sink {self._sink!r}: transport failure ({kind})"
             ) from exc
         return response, answer
 
