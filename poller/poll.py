@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -19,7 +19,7 @@ from poller import crashpoints, metrics
 from poller.diff import diff, known_after
 from poller.errors import CredentialsError, NotFoundError, SourceError
 from poller.events import Event
-from poller.records import FINAL_SESSION_STATUSES, Interaction, parse_time
+from poller.records import FINAL_SESSION_STATUSES, Fingerprint, Interaction, parse_time
 from poller.routing import NamedSinkRouting, route
 from poller.state import Store
 
@@ -121,10 +121,8 @@ class SessionPoller:
             service_sid, session_sid, new_traffic=new_traffic, now=self._clock()
         )
         try:
-            fetched = await asyncio.wait_for(
-                self._source.list_interactions(service_sid, session_sid),
-                timeout=self._settings.timeout_seconds,
-            )
+            async with asyncio.timeout(self._settings.timeout_seconds):
+                fetched = await self._source.list_interactions(service_sid, session_sid)
         except NotFoundError:
             log.info("session_gone")
             self._store.mark_session_gone(session_sid, self._clock())
@@ -140,17 +138,12 @@ class SessionPoller:
         crashpoints.reached("after_fetch")
         now = self._clock()
         notify = state.baselined or state.new_traffic or self._settings.first_run == "notify_all"
-        events: list[Event] = []
-        if notify:
-            events = diff(
-                service_sid, session_sid, self._store.known(session_sid), fetched, iso_utc(now)
-            )
         unsettled_until = self._unsettled_until(fetched, now)
-        self._store.commit_poll(
+        events = self._commit(
             service_sid,
             session_sid,
-            fetched=known_after(fetched),
-            events=[(event, route(self._sinks, event)) for event in events],
+            fetched,
+            notify=notify,
             now=now,
             activity_marker=activity_marker,
             status=status,
@@ -174,6 +167,46 @@ class SessionPoller:
             unsettled=unsettled_until is not None,
         )
 
+    def _commit(
+        self,
+        service_sid: str,
+        session_sid: str,
+        fetched: Sequence[Interaction],
+        *,
+        notify: bool,
+        now: float,
+        activity_marker: str | None,
+        status: str | None,
+        unsettled_until: float | None,
+    ) -> list[Event]:
+        """Diff against the known set (read once) and commit; return the events committed."""
+        known = self._store.known(session_sid)
+        if _same_as_known(known, fetched):
+            # Most polls find nothing new: equal fingerprints can make no event, so neither
+            # the diff nor the interactions' rows are touched.
+            self._store.commit_unchanged(
+                service_sid,
+                session_sid,
+                now=now,
+                activity_marker=activity_marker,
+                status=status,
+                unsettled_until=unsettled_until,
+            )
+            return []
+        events = diff(service_sid, session_sid, known, fetched, iso_utc(now)) if notify else []
+        self._store.commit_poll(
+            service_sid,
+            session_sid,
+            fetched=known_after(fetched),
+            events=[(event, route(self._sinks, event)) for event in events],
+            now=now,
+            activity_marker=activity_marker,
+            status=status,
+            unsettled_until=unsettled_until,
+            known=known,
+        )
+        return events
+
     def _unsettled_until(self, fetched: Sequence[Interaction], now: float) -> float | None:
         """Until when to keep polling for status changes of young, unfinished interactions."""
         settle = self._settings.settle_seconds
@@ -186,3 +219,24 @@ class SessionPoller:
             if changed_at + settle > now:
                 latest = max(latest or 0.0, changed_at + settle)
         return latest
+
+
+def _same_as_known(known: Mapping[str, Fingerprint], fetched: Sequence[Interaction]) -> bool:
+    """True when each sid is listed once and ``known_after(fetched) == known``.
+
+    Cheaper than building ``known_after``. A sid listed twice (a paging anomaly) is never
+    "same": the full path decides which of its records wins.
+    """
+    if len(fetched) != len(known):
+        return False
+    for interaction in fetched:
+        # Interaction.fingerprint's fields, as a plain tuple (equal to the Fingerprint): a full
+        # scan compares every interaction it lists, so building none pays.
+        fingerprint = (
+            interaction.date_updated,
+            interaction.inbound_resource_status,
+            interaction.outbound_resource_status,
+        )
+        if known.get(interaction.sid) != fingerprint:
+            return False
+    return len({interaction.sid for interaction in fetched}) == len(known)

@@ -54,7 +54,9 @@ class Fingerprint(NamedTuple):
 FINGERPRINT_FIELDS: tuple[str, ...] = Fingerprint._fields
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and 50,000 of
+# these are built per full scan (bench/bench_fullscan.py). Nothing mutates them.
+@dataclass(slots=True)
 class Interaction:
     """One Proxy Interaction (a message or a call)."""
 
@@ -99,8 +101,10 @@ class Interaction:
     @property
     def is_settled(self) -> bool:
         """True when no known status can still change (both ends final or absent)."""
-        statuses = [s for s in (self.inbound_resource_status, self.outbound_resource_status) if s]
-        return all(s in FINAL_STATUSES for s in statuses)
+        inbound, outbound = self.inbound_resource_status, self.outbound_resource_status
+        return (not inbound or inbound in FINAL_STATUSES) and (
+            not outbound or outbound in FINAL_STATUSES
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ the page that failed. Twilio's JSON becomes typed records here; nothing deeper s
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import json
 import random
 import time
@@ -20,8 +22,10 @@ from urllib.parse import quote
 
 import aiohttp
 import httpx
+import orjson
 import structlog
 from httpx_aiohttp import AiohttpTransport
+from prometheus_client import Counter
 
 from poller import __version__
 from poller.backoff import Backoff, parse_http_date, parse_retry_after
@@ -129,7 +133,8 @@ class ProxyClient:
             raise ValueError(f"base_url: expected an http(s) URL with a host, got {base}")
         self._base = base.copy_with(query=None, fragment=None)
         self._origin = _origin(base)
-        self._base_path = base.path.rstrip("/")
+        # Where every first page's URL starts: built as text, parsed once per listing.
+        self._root = str(self._base).rstrip("/")
         self._page_size = settings.page_size
         self._timeout = settings.timeout_seconds
         self._deadline = settings.retry_deadline_seconds
@@ -143,21 +148,28 @@ class ProxyClient:
         self._limiters = RateLimiters(rate, max(1.0, rate), clock=clock, sleep=sleep)
         concurrency = max(1, settings.max_concurrency)
         self._semaphore = asyncio.Semaphore(concurrency)
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         if transport is None:
             # Measured by bench/bench_transport.py: httpx over aiohttp costs well under half the
             # CPU of httpx's own async transport for the same pages.
-            transport = AiohttpTransport(limits=limits)
-        self._http = httpx.AsyncClient(
-            auth=httpx.BasicAuth(*settings.credentials),
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            timeout=httpx.Timeout(settings.timeout_seconds),
-            follow_redirects=False,
-            limits=limits,
-            transport=transport,
-            # Environment proxies would mount transports of their own around ours.
-            trust_env=False,
+            limits = httpx.Limits(
+                max_connections=concurrency, max_keepalive_connections=concurrency
+            )
+            # The transport builds its SSL context at once (loading the CA bundle costs tens of
+            # milliseconds): an http:// base_url never speaks TLS (_pin keeps the scheme).
+            transport = AiohttpTransport(limits=limits, verify=base.scheme == "https")
+        # Requests go straight to the transport: every request is one GET to base_url's origin,
+        # so AsyncClient's per-request work (merging, the auth flow, redirects, the cookie jar)
+        # would only cost CPU (about a tenth of a full scan's, by bench/bench_fullscan.py).
+        self._transport = transport
+        self._headers = httpx.Headers(
+            {
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+                "Accept-Encoding": "gzip, deflate",
+                "Authorization": _basic_auth(*settings.credentials),
+            }
         )
+        self._extensions = {"timeout": httpx.Timeout(settings.timeout_seconds).as_dict()}
 
     @property
     def limiters(self) -> RateLimiters:
@@ -177,7 +189,7 @@ class ProxyClient:
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> ProxyClient:
         return self
@@ -199,9 +211,7 @@ class ProxyClient:
         key: str,
         build: Callable[[Mapping[str, Any]], T | None],
     ) -> list[T]:
-        url: httpx.URL | None = httpx.URL(
-            self._base, path=self._base_path + path, params={"PageSize": self._page_size}
-        )
+        url: httpx.URL | None = httpx.URL(f"{self._root}{path}?PageSize={self._page_size}")
         seen: set[str] = set()
         records: list[T] = []
         while url is not None:
@@ -282,13 +292,13 @@ class ProxyClient:
             try:
                 response = await self._send(url)
             except httpx.DecodingError as exc:
-                TWILIO_REQUESTS.labels(status="error").inc()
+                _requests(status="error").inc()
                 raise self._malformed(url, "bad_json", "has an undecodable body") from exc
             except _TRANSPORT_ERRORS as exc:
-                TWILIO_REQUESTS.labels(status="error").inc()
+                _requests(status="error").inc()
                 failure = _Failure(None, error=exc)
             else:
-                TWILIO_REQUESTS.labels(status=str(response.status_code)).inc()
+                _requests(status=str(response.status_code)).inc()
                 if response.is_success:
                     return self._decode(response, url)
                 failure = self._failure(response, target, url)
@@ -297,10 +307,17 @@ class ProxyClient:
 
     async def _send(self, url: httpx.URL) -> httpx.Response:
         self._pin(url)
+        request = httpx.Request("GET", url, headers=self._headers, extensions=self._extensions)
         async with self._semaphore, asyncio.timeout(self._timeout):
             # A whole-request bound: httpx's timeouts are per socket operation, so a trickling
             # body could otherwise hold a connection for ever.
-            return await self._http.get(url)
+            response = await self._transport.handle_async_request(request)
+            try:
+                await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+            return response
 
     def _pin(self, url: httpx.URL) -> None:
         if _origin(url) != self._origin or url.userinfo:
@@ -396,8 +413,8 @@ class ProxyClient:
 
     def _decode(self, response: httpx.Response, url: httpx.URL) -> object:
         try:
-            body: object = json.loads(response.content)
-        except ValueError as exc:
+            body: object = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
             raise self._malformed(url, "bad_json", "is not valid JSON") from exc
         return body
 
@@ -405,6 +422,18 @@ class ProxyClient:
         TWILIO_BAD_RESPONSES.labels(kind=kind).inc()
         log.warning("twilio_bad_response", kind=kind, path=url.path)
         return MalformedResponseError(f"Twilio's answer to GET {url.path} {problem}", url=url.path)
+
+
+@functools.cache
+def _requests(status: str) -> Counter:
+    """The request counter of one status: ``labels()`` takes a lock and checks on every call."""
+    return TWILIO_REQUESTS.labels(status=status)
+
+
+def _basic_auth(username: str, password: str) -> str:
+    """The HTTP Basic ``Authorization`` value (as httpx.BasicAuth builds it)."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
 
 
 def _twilio_code(response: httpx.Response) -> str:

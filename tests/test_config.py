@@ -13,6 +13,7 @@ import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from poller.config import (
     INTERACTION_TYPES,
@@ -117,9 +118,9 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ),
     (
         "rate-too-high",
-        edit("twilio.max_requests_per_second", 151),
+        edit("twilio.max_requests_per_second", 10_001),
         "twilio.max_requests_per_second",
-        "at most 150",
+        "at most 10000, got 10001",
     ),
     ("concurrency-zero", edit("twilio.max_concurrency", 0), "twilio.max_concurrency", "1 to 256"),
     ("timeout-negative", edit("twilio.timeout_seconds", -1), "twilio.timeout_seconds", "got -1"),
@@ -471,6 +472,29 @@ def test_page_size_is_accepted_exactly_from_1_to_1000(size: int) -> None:
         assert parse(data).twilio.page_size == size
     else:
         assert "expected an integer from 1 to 1000" in error_of(data)
+
+
+@pytest.mark.parametrize("rate", [0.5, 30, 31, 150, 10_000])
+def test_rate_is_accepted_up_to_10000_and_warned_about_only_above_proxys_30(rate: float) -> None:
+    data = valid()
+    data["twilio"]["max_requests_per_second"] = rate
+    with capture_logs() as logs:
+        config = parse(data)
+    assert config.twilio.max_requests_per_second == rate
+    warnings = [e for e in logs if e["event"] == "config_rate_above_proxy_limit"]
+    if rate > 30:
+        assert warnings == [
+            {
+                "event": "config_rate_above_proxy_limit",
+                "log_level": "warning",
+                "max_requests_per_second": rate,
+                "proxy_limit": 30.0,
+            }
+        ]
+        assert config.twilio.above_proxy_limit
+    else:
+        assert warnings == []
+        assert not config.twilio.above_proxy_limit
 
 
 # -- ${ENV} ---------------------------------------------------------------------------------
@@ -880,3 +904,10 @@ def test_config_given_by_relative_path_anchors_paths_absolutely(
     config = load_config("conf/poller.yaml", env={})
     assert config.state.path == tmp_path / "conf" / "state.db"
     assert config.twilio.credentials == (ACCOUNT, AUTH_TOKEN)
+
+
+def test_summary_says_when_the_rate_exceeds_proxys_30_per_second() -> None:
+    data = valid()
+    data["twilio"]["max_requests_per_second"] = 200
+    assert "200 requests/s per Service (above Twilio Proxy's 30/s" in summarize(parse(data))
+    assert "above Twilio Proxy" not in summarize(parse(valid()))

@@ -10,15 +10,18 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from poller.diff import known_after
 from poller.errors import StateCorruptError, StateError, StateLockedError
 from poller.events import Event, EventType, event_id
-from poller.records import Fingerprint
+from poller.poll import PollSettings, SessionPoller, _same_as_known
+from poller.records import Fingerprint, Interaction
 from poller.state import DeadLetter, Delivery, SessionState, Store, schema
 from poller.state.db import open_database
 
@@ -294,7 +297,9 @@ def test_second_open_in_the_same_process_is_refused_until_close(path: Path) -> N
 _COMMIT_THEN_CRASH = """
 import os, signal, sys
 from poller.events import Event, EventType
-from poller.records import Fingerprint
+from poller.diff import known_after
+from poller.poll import PollSettings, SessionPoller, _same_as_known
+from poller.records import Fingerprint, Interaction
 from poller.state import Store
 store = Store.open(sys.argv[1])
 event = Event(id="evt_crash", type=EventType.CREATED, service_sid="KS1", session_sid="KC1",
@@ -401,6 +406,84 @@ def test_commit_poll_writes_only_the_rows_that_changed(store: Store) -> None:
     before = conn.total_changes
     store.commit_poll(SERVICE, SESSION_A, fetched=fetched, events=[], now=3.0)
     assert conn.total_changes - before == 1 + 3
+
+
+class StatementLog:
+    """The SQL statements the store's connection runs (sqlite3's trace callback)."""
+
+    def __init__(self, store: Store) -> None:
+        self.statements: list[str] = []
+        self._conn = store._db.conn
+
+    def __enter__(self) -> list[str]:
+        self._conn.set_trace_callback(self.statements.append)
+        return self.statements
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.set_trace_callback(None)
+
+
+def interaction_reads(statements: Sequence[str]) -> list[str]:
+    return [sql for sql in statements if sql.startswith("SELECT") and "FROM interactions" in sql]
+
+
+def test_commit_poll_given_the_known_set_does_not_read_it_again(store: Store) -> None:
+    first = {f"KI{n}": FP for n in range(5)}
+    store.commit_poll(SERVICE, SESSION_A, fetched=first, events=[], now=1.0)
+    second = {"KI0": FP._replace(inbound_resource_status="failed"), "KI1": FP, "KI7": FP}
+    known = store.known(SESSION_A)
+    event = make_event(SESSION_A, 7)
+    with StatementLog(store) as statements:
+        store.commit_poll(
+            SERVICE, SESSION_A, fetched=second, events=[(event, ["ops"])], now=2.0, known=known
+        )
+    assert interaction_reads(statements) == []
+    assert store.known(SESSION_A) == second
+    assert [d.event.id for d in store.due("ops", None, 10)] == [event.id]
+
+
+def test_commit_poll_without_the_known_set_reads_it_in_the_transaction(store: Store) -> None:
+    store.commit_poll(SERVICE, SESSION_A, fetched={"KI1": FP}, events=[], now=1.0)
+    with StatementLog(store) as statements:
+        store.commit_poll(SERVICE, SESSION_A, fetched={"KI2": FP}, events=[], now=2.0)
+    assert len(interaction_reads(statements)) == 1
+    assert store.known(SESSION_A) == {"KI2": FP}
+
+
+def test_commit_unchanged_writes_the_session_row_only(store: Store, path: Path) -> None:
+    known = {f"KI{n}": FP for n in range(5)}
+    store.commit_poll(SERVICE, SESSION_A, fetched=known, events=[], now=1.0)
+    store.record_failure(SESSION_A, "TransientSourceError: 503", 2.0)
+    before = store._db.conn.total_changes
+    with StatementLog(store) as statements:
+        store.commit_unchanged(
+            SERVICE, SESSION_A, now=3.0, activity_marker="m2", status="open", unsettled_until=9.0
+        )
+    assert store._db.conn.total_changes - before == 1
+    assert interaction_reads(statements) == []
+    assert store.known(SESSION_A) == known
+    state = store.session(SESSION_A)
+    assert state is not None
+    assert (state.baselined, state.consecutive_failures, state.last_success_at) == (True, 0, 3.0)
+    assert (state.activity_marker, state.status, state.unsettled_until) == ("m2", "open", 9.0)
+    assert count_rows(path, "events") == 0
+
+
+def test_commit_unchanged_of_a_new_session_baselines_it(store: Store) -> None:
+    store.ensure_session(SERVICE, SESSION_A, new_traffic=True, now=1.0)
+    store.commit_unchanged(SERVICE, SESSION_A, now=2.0)
+    state = store.session(SESSION_A)
+    assert state is not None
+    assert (state.baselined, state.new_traffic, state.last_success_at) == (True, True, 2.0)
+    assert store.known(SESSION_A) == {}
+
+
+def test_ensure_session_of_a_watched_session_writes_nothing(store: Store) -> None:
+    store.ensure_session(SERVICE, SESSION_A, new_traffic=False, now=1.0)
+    with StatementLog(store) as statements:
+        state = store.ensure_session(SERVICE, SESSION_A, new_traffic=True, now=2.0)
+    assert not any(sql.startswith(("BEGIN", "INSERT", "UPDATE")) for sql in statements)
+    assert (state.session_sid, state.new_traffic) == (SESSION_A, False)
 
 
 def test_commit_poll_resets_failures(store: Store) -> None:
@@ -804,3 +887,99 @@ def apply_to_model(
     elif kind == "purge" and row["state"] == "dead":
         assert store.purge([rid]) == 1
         del rows[rid]
+
+
+# ---- a poll's commit (poll.py over the store) ------------------------------------------------
+
+
+def interaction_record(sid: str, fp: Fingerprint = FP) -> Interaction:
+    raw = {
+        "sid": sid,
+        "session_sid": SESSION_A,
+        "service_sid": SERVICE,
+        "date_created": "2026-11-27T09:00:00Z",
+        "date_updated": fp.date_updated,
+        "inbound_resource_status": fp.inbound_resource_status,
+        "outbound_resource_status": fp.outbound_resource_status,
+    }
+    record = Interaction.from_api(raw)
+    assert record is not None
+    return record
+
+
+@dataclass(frozen=True)
+class AllEvents:
+    name: str = "ops"
+    events: tuple[str, ...] = ("interaction.created", "interaction.updated")
+    filter: None = None
+
+
+class ListedSource:
+    """Answers every session with the records it currently holds."""
+
+    def __init__(self, records: Sequence[Interaction]) -> None:
+        self.records = list(records)
+
+    async def list_interactions(self, service_sid: str, session_sid: str) -> list[Interaction]:
+        return list(self.records)
+
+
+def session_poller(store: Store, source: ListedSource) -> SessionPoller:
+    settings = PollSettings(first_run="baseline", settle_seconds=900.0, timeout_seconds=5.0)
+    return SessionPoller(source, store, settings, [AllEvents()], clock=lambda: 1e9)
+
+
+async def test_poll_of_an_unchanged_session_writes_only_its_session_row(store: Store) -> None:
+    source = ListedSource([interaction_record(f"KI{n}") for n in range(3)])
+    poller = session_poller(store, source)
+    assert (await poller.poll(SERVICE, SESSION_A)).ok
+    before = store._db.conn.total_changes
+    with StatementLog(store) as statements:
+        outcome = await poller.poll(SERVICE, SESSION_A, activity_marker="m1")
+    assert (outcome.ok, outcome.events) == (True, 0)
+    assert store._db.conn.total_changes - before == 1
+    assert len(interaction_reads(statements)) == 1  # the known set, read once to compare
+    assert store.session(SESSION_A).activity_marker == "m1"  # type: ignore[union-attr]
+
+
+async def test_poll_of_a_changed_session_commits_its_event(store: Store) -> None:
+    source = ListedSource([interaction_record("KI1"), interaction_record("KI2")])
+    poller = session_poller(store, source)
+    await poller.poll(SERVICE, SESSION_A)
+    changed = FP._replace(outbound_resource_status="failed")
+    source.records[1] = interaction_record("KI2", changed)
+    with StatementLog(store) as statements:
+        outcome = await poller.poll(SERVICE, SESSION_A)
+    assert outcome.events == 1
+    assert len(interaction_reads(statements)) == 1
+    assert store.known(SESSION_A) == {"KI1": FP, "KI2": changed}
+    assert [d.event.interaction_sid for d in store.due("ops", None, 10)] == ["KI2"]
+
+
+async def test_poll_listing_a_known_sid_twice_instead_of_another_is_not_unchanged(
+    store: Store,
+) -> None:
+    source = ListedSource([interaction_record("KI1"), interaction_record("KI2")])
+    poller = session_poller(store, source)
+    await poller.poll(SERVICE, SESSION_A)
+    source.records = [interaction_record("KI1"), interaction_record("KI1")]
+    await poller.poll(SERVICE, SESSION_A)
+    assert store.known(SESSION_A) == {"KI1": FP}
+
+
+_fingerprints = st.sampled_from(
+    [FP, FP._replace(inbound_resource_status="failed"), Fingerprint(None, None, None)]
+)
+
+
+@given(
+    st.dictionaries(st.sampled_from(["KI1", "KI2", "KI3"]), _fingerprints, max_size=3),
+    st.lists(st.tuples(st.sampled_from(["KI1", "KI2", "KI3"]), _fingerprints), max_size=4),
+)
+def test_unchanged_shortcut_is_known_after_equality_for_sids_listed_once(
+    known: dict[str, Fingerprint], listed: list[tuple[str, Fingerprint]]
+) -> None:
+    fetched = [interaction_record(sid, fp) for sid, fp in listed]
+    each_once = len({sid for sid, _ in listed}) == len(listed)
+    # Exact when each sid is listed once; a sid listed twice always takes the full path.
+    assert _same_as_known(known, fetched) == (each_once and known_after(fetched) == known)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +19,7 @@ import httpx
 import pytest
 import structlog
 from aiohttp import web
+from httpx_aiohttp import AiohttpTransport
 
 from poller import __version__
 from poller.errors import (
@@ -333,6 +336,38 @@ async def test_requests_carry_basic_auth_user_agent_and_accept(h: Harness) -> No
     assert headers["Authorization"] == f"Basic {expected}"
     assert headers["User-Agent"] == f"twilio-proxy-poller/{__version__}"
     assert headers["Accept"] == "application/json"
+
+
+async def test_each_request_carries_the_configured_timeout_and_a_host(h: Harness) -> None:
+    h.twilio.on(FIRST, ok([]))
+    await h.client.list_interactions(SERVICE, SESSION)
+    request = h.twilio.requests[0]
+    assert request.extensions["timeout"] == dict.fromkeys(("connect", "read", "write", "pool"), 5.0)
+    assert request.headers["Host"] == "proxy.twilio.com"
+
+
+async def test_gzip_encoded_page_is_decoded(h: Harness) -> None:
+    body = gzip.compress(json.dumps(page([interaction("KI1")])).encode())
+    h.twilio.on(FIRST, Reply(content=body, headers={"Content-Encoding": "gzip"}))
+    records = await h.client.list_interactions(SERVICE, SESSION)
+    assert [r.sid for r in records] == ["KI1"]
+    assert "gzip" in h.twilio.requests[0].headers["Accept-Encoding"]
+
+
+@pytest.mark.parametrize(
+    ("base_url", "verify_mode"),
+    [("https://proxy.twilio.com", ssl.CERT_REQUIRED), ("http://127.0.0.1:8080", ssl.CERT_NONE)],
+)
+async def test_default_transport_verifies_tls_and_loads_no_ca_bundle_for_http(
+    base_url: str, verify_mode: ssl.VerifyMode
+) -> None:
+    async with ProxyClient(Settings(base_url=base_url)) as client:
+        transport = client._transport
+        assert isinstance(transport, AiohttpTransport)
+        assert transport.ssl_context.verify_mode == verify_mode
+        # An http:// base_url never speaks TLS: its context holds no CA certificates.
+        loaded = transport.ssl_context.cert_store_stats()["x509_ca"]
+        assert (loaded > 0) == (verify_mode == ssl.CERT_REQUIRED)
 
 
 # retries

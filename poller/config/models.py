@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
+import structlog
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -53,6 +54,12 @@ RESOURCE_STATUSES = frozenset(
     }
 )  # fmt: skip
 _SINK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Twilio Proxy allows 30 requests/s per Service; a private proxy or the simulator can take more,
+# so the config accepts up to MAX_REQUESTS_PER_SECOND and warns above PROXY_RATE_LIMIT.
+PROXY_RATE_LIMIT = 30.0
+MAX_REQUESTS_PER_SECOND = 10_000.0
+
+log = structlog.get_logger(__name__)
 
 Secret = Annotated[SecretStr, AfterValidator(_secret_text)]
 Seconds = Annotated[float, _number()]
@@ -75,7 +82,7 @@ class TwilioConfig(_Model):
     api_key_secret: Secret | None = None
     base_url: BaseUrl = "https://proxy.twilio.com"
     page_size: Annotated[int, _integer(1, 1000)] = 1000
-    max_requests_per_second: Annotated[float, _number(high=150)] = 25.0
+    max_requests_per_second: Annotated[float, _number(high=MAX_REQUESTS_PER_SECOND)] = 25.0
     max_concurrency: Annotated[int, _integer(1, 256)] = 8
     timeout_seconds: Seconds = 20.0
     retry_deadline_seconds: Seconds = 120.0
@@ -102,6 +109,22 @@ class TwilioConfig(_Model):
                 "missing: api_key_sid needs api_key_secret", at=("api_key_secret",), got=_NO_VALUE
             )
         return self
+
+    @model_validator(mode="after")
+    def _warn_above_proxy_limit(self) -> TwilioConfig:
+        # Validation is the one place every way of loading a config goes through.
+        if self.above_proxy_limit:
+            log.warning(
+                "config_rate_above_proxy_limit",
+                max_requests_per_second=self.max_requests_per_second,
+                proxy_limit=PROXY_RATE_LIMIT,
+            )
+        return self
+
+    @property
+    def above_proxy_limit(self) -> bool:
+        """True when the rate exceeds Twilio Proxy's 30/s (fine for a private proxy only)."""
+        return self.max_requests_per_second > PROXY_RATE_LIMIT
 
     @property
     def credentials(self) -> tuple[str, str]:

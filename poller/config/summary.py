@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from poller.config.models import Config, SlackSinkConfig, WebhookSinkConfig
+from poller.config.models import PROXY_RATE_LIMIT, Config, SlackSinkConfig, WebhookSinkConfig
 
 
 def _mask(secret: SecretStr | None) -> str:
@@ -55,9 +55,15 @@ def summarize(config: Config) -> str:
         auth = f"auth token {_mask(tw.auth_token)}"
     else:
         auth = f"API key {tw.api_key_sid} secret {_mask(tw.api_key_secret)}"
+    rate = f"{tw.max_requests_per_second:g} requests/s per Service"
+    if tw.above_proxy_limit:
+        rate += (
+            f" (above Twilio Proxy's {PROXY_RATE_LIMIT:g}/s:"
+            " for a private proxy or the simulator only)"
+        )
     lines = [
         f"twilio: {tw.base_url} account {tw.account_sid}, {auth}",
-        f"  page_size {tw.page_size}, {tw.max_requests_per_second:g} requests/s per Service, "
+        f"  page_size {tw.page_size}, {rate}, "
         f"concurrency {tw.max_concurrency}, timeout {tw.timeout_seconds:g}s, "
         f"retry deadline {tw.retry_deadline_seconds:g}s",
         f"state: {config.state.path} (prune gone sessions after "

@@ -122,6 +122,10 @@ class Store(Outbox):
         self, service_sid: str, session_sid: str, *, new_traffic: bool, now: float
     ) -> SessionState:
         """Track a session (``new_traffic`` counts only when it is new); revive a gone one."""
+        # Every poll starts here: a watched session that is already tracked needs no write.
+        rows = self._db.read("SELECT * FROM sessions WHERE session_sid = ?", (session_sid,))
+        if rows and rows[0]["gone_at"] is None:
+            return _session(rows[0])
         with self._db.transaction() as conn:
             conn.execute(
                 "INSERT INTO sessions (service_sid, session_sid, new_traffic, added_at) "
@@ -151,6 +155,7 @@ class Store(Outbox):
         activity_marker: str | None = None,
         status: str | None = None,
         unsettled_until: float | None = None,
+        known: Mapping[str, Fingerprint] | None = None,
     ) -> None:
         """Record one successful poll in ONE transaction.
 
@@ -159,18 +164,38 @@ class Store(Outbox):
         ``activity_marker``, ``status`` and ``unsettled_until`` become the values given, and
         each event is stored with one outbox row per sink it goes to. Events already in the
         outbox (re-detected after a crash) are not added twice.
+
+        ``known``: the known set as :meth:`known` returned it for this poll, so it is not
+        read again (the store has one writer, and one session is never polled twice at once);
+        None reads it inside the transaction.
         """
         with self._db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO sessions (service_sid, session_sid, baselined, last_success_at, "
-                "added_at, activity_marker, status, unsettled_until) "
-                "VALUES (?1, ?2, 1, ?3, ?3, ?4, ?5, ?6) ON CONFLICT (session_sid) DO UPDATE SET "
-                "baselined = 1, consecutive_failures = 0, last_success_at = ?3, "
-                "activity_marker = ?4, status = ?5, unsettled_until = ?6",
-                (service_sid, session_sid, now, activity_marker, status, unsettled_until),
+            _record_success(
+                conn, service_sid, session_sid, now, activity_marker, status, unsettled_until
             )
-            _write_delta(conn, session_sid, _known(conn, session_sid), fetched)
+            stored = _known(conn, session_sid) if known is None else known
+            _write_delta(conn, session_sid, stored, fetched)
             enqueue(conn, events, now)
+
+    def commit_unchanged(
+        self,
+        service_sid: str,
+        session_sid: str,
+        *,
+        now: float,
+        activity_marker: str | None = None,
+        status: str | None = None,
+        unsettled_until: float | None = None,
+    ) -> None:
+        """Record a successful poll that found exactly the known set: the session row only.
+
+        The same as :meth:`commit_poll` with ``fetched`` equal to the known set and no
+        events, without reading or comparing the interactions.
+        """
+        with self._db.transaction() as conn:
+            _record_success(
+                conn, service_sid, session_sid, now, activity_marker, status, unsettled_until
+            )
 
     def record_failure(self, session_sid: str, error: str, now: float) -> None:
         """Count one more failed poll in a row and keep a short form of ``error``.
@@ -260,13 +285,35 @@ class Store(Outbox):
         }
 
 
+def _record_success(
+    conn: sqlite3.Connection,
+    service_sid: str,
+    session_sid: str,
+    now: float,
+    activity_marker: str | None,
+    status: str | None,
+    unsettled_until: float | None,
+) -> None:
+    conn.execute(
+        "INSERT INTO sessions (service_sid, session_sid, baselined, last_success_at, "
+        "added_at, activity_marker, status, unsettled_until) "
+        "VALUES (?1, ?2, 1, ?3, ?3, ?4, ?5, ?6) ON CONFLICT (session_sid) DO UPDATE SET "
+        "baselined = 1, consecutive_failures = 0, last_success_at = ?3, "
+        "activity_marker = ?4, status = ?5, unsettled_until = ?6",
+        (service_sid, session_sid, now, activity_marker, status, unsettled_until),
+    )
+
+
 def _known(conn: sqlite3.Connection, session_sid: str) -> dict[str, Fingerprint]:
-    rows = conn.execute(
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples: sqlite3.Row costs more per row
+    cursor.execute(
         "SELECT sid, date_updated, inbound_status, outbound_status FROM interactions "
         "WHERE session_sid = ?",
         (session_sid,),
     )
-    return {str(row[0]): Fingerprint(row[1], row[2], row[3]) for row in rows}
+    fingerprint = Fingerprint._make
+    return {row[0]: fingerprint(row[1:]) for row in cursor}
 
 
 def _write_delta(
