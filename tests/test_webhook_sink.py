@@ -420,6 +420,8 @@ async def test_webhooks_never_digest(sinks: list[WebhookSink]) -> None:
     assert _sink(sinks, MOCK_URL).digest_threshold is None
 
 
-async def test_send_digest_is_refused(sinks: list[WebhookSink]) -> None:
-    with pytest.raises(NotImplementedError):
-        await _sink(sinks, MOCK_URL).send_digest([make_event()])
+async def test_send_digest_posts_each_event_in_order(sinks: list[WebhookSink]) -> None:
+    transport, seen = _answering(204)
+    events = [make_event() for _ in range(3)]
+    await _sink(sinks, MOCK_URL, transport=transport).send_digest(events)
+    assert [r.headers["webhook-id"] for r in seen] == [e.id for e in events]

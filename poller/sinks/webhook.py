@@ -123,8 +123,13 @@ class WebhookSink:
         self._classify(response, answer, now)
 
     async def send_digest(self, events: Sequence[Event]) -> None:
-        """Webhooks take every event on its own (``digest_threshold`` is None)."""
-        raise NotImplementedError("webhook sinks deliver every event on its own")
+        """POST each event on its own, in order: a receiver gets events, never summaries.
+
+        The dispatcher never asks (``digest_threshold`` is None); should anything else, the
+        first refusal stops the rest, and they are all retried under their own ids.
+        """
+        for event in events:
+            await self.send(event)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
