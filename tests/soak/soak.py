@@ -58,6 +58,9 @@ class SoakSettings:
     sessions: int = 4
     history_per_session: int = 3
     new_sessions: int = 1  # sessions opened while traffic runs (new traffic: all notified)
+    # Sessions closed while traffic runs; their interactions still queued or sending go on to
+    # be delivered after the close, and those status changes must arrive too.
+    closed_sessions: int = 1
     traffic_per_second: float = 4.0
     kill_gap_seconds: tuple[float, float] = (3.0, 7.0)
     # Where kills land: anywhere (a random moment), mid_poll (a Twilio request in flight),
@@ -97,6 +100,8 @@ class SoakReport:
     kills: int = 0
     kills_by_kind: dict[str, int] = field(default_factory=dict)
     outages: int = 0
+    sessions_closed: int = 0
+    finished_after_close: int = 0  # interactions still changing when their session closed
     caught_up: bool = False
     exit_code: int | None = None
     missing_created: list[str] = field(default_factory=list)
@@ -148,6 +153,8 @@ class SoakReport:
             f"  unexpected events             {len(self.unexpected)}",
             f"  kills survived                {self.kills}  ({_counts(self.kills_by_kind)})",
             f"  receiver outages              {self.outages}",
+            f"  sessions closed mid-traffic   {self.sessions_closed}"
+            f"  ({self.finished_after_close} interactions delivered after the close)",
             f"  twilio faults injected        {_counts(self.faults_injected)}",
             f"  twilio answers                {_counts(_flatten(self.twilio_requests))}",
             f"  receiver failures             {self.receiver_failures}"
@@ -407,6 +414,7 @@ class Soak:
         self.daemon: DaemonProcess | None = None
         self.service = ""
         self.mark = 0
+        self.closing: list[str] = []
         self.before: set[str] = set()
 
     def run(self) -> SoakReport:
@@ -495,6 +503,12 @@ class Soak:
             actions.append(_Action(start + length, "receiver up", self._receiver_up))
         for _ in range(s.new_sessions):
             actions.append(_Action(rng.uniform(0.1, 0.7) * span, "new session", self._new_session))
+        for _ in range(s.closed_sessions):
+            at = rng.uniform(0.3, 0.7) * span
+            actions.append(_Action(at, "close session", self._close_session))
+            # A few polls later, what was still queued in it is delivered: after the close.
+            finish = at + rng.uniform(1.5, 3.0)
+            actions.append(_Action(finish, "closed session's messages delivered", self._finish))
         return actions
 
     def _wait_until(self, deadline: float) -> None:
@@ -548,6 +562,33 @@ class Soak:
 
     def _new_session(self) -> None:
         self.sim.simulator.add_session(self.service)
+
+    def _close_session(self) -> None:
+        """Close the open session with the most interactions still changing.
+
+        What was queued in it goes on to be delivered after the close (``_finish``): the
+        poller must keep polling the closed session until those status changes are seen.
+        """
+        sim = self.sim.simulator
+        opened = [
+            sid
+            for sid in sim.session_sids(self.service)
+            if sim.fetch_session(self.service, sid)["status"] in ("open", "in-progress")
+        ]
+        if len(opened) < 2:
+            return
+        target = max(opened, key=lambda sid: len(sim.unsettled(sim.interaction_sids(sid))))
+        self.closing += sim.unsettled(sim.interaction_sids(target))
+        sim.close_session(target)
+        self.report.sessions_closed += 1
+        self.report.finished_after_close += len(self.closing)
+
+    def _finish(self) -> None:
+        sim = self.sim.simulator
+        for interaction in self.closing:
+            while sim.advance(interaction) is not None:
+                pass
+        self.closing = []
 
     def _catch_up(self) -> None:
         """Wait until every expected state arrived (the daemon keeps facing Twilio faults)."""

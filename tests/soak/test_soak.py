@@ -24,6 +24,7 @@ def test_soak_loses_nothing_through_kills_faults_and_receiver_outages(tmp_path: 
     assert report.problems() == [], text
     # The run really was hostile (otherwise "nothing lost" would prove little).
     assert report.kills >= 3, text
+    assert report.finished_after_close >= 1, text  # a status change after its session closed
     assert report.outages >= 1, text
     assert report.interactions_created >= 50, text
     assert report.receiver_failures > 0, text
