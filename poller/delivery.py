@@ -15,6 +15,8 @@ least once either way, and one transaction per event cost more than the sending.
     PermanentDeliveryError    -> dead letter at once
     SinkDisabledError         -> stop using the sink; its deliveries stay pending
     any other exception       -> treated as retryable (a bug in a sink must not lose events)
+
+The outbox it drains and the results it reports are in ``poller.delivery_results``.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from poller import crashpoints
+from poller.delivery_results import OutboxStore as OutboxStore
+from poller.delivery_results import RunResult as RunResult
+from poller.delivery_results import SinkResult as SinkResult
 from poller.errors import (
     DeliveryError,
     PermanentDeliveryError,
@@ -53,69 +58,6 @@ IDLE_POLL_SECONDS = 1.0
 # While a long backlog drains, refresh the outbox gauges this often (each refresh counts the
 # outbox); every pass refreshes them when it ends.
 GAUGE_REFRESH_SECONDS = 1.0
-
-
-class OutboxStore(Protocol):
-    """The part of ``poller.state.Store`` the dispatcher uses."""
-
-    def due(self, sink: str, now: float | None, limit: int) -> list[Delivery]: ...
-
-    def backlog(self, sink: str, now: float | None, limit: int) -> list[Delivery]: ...
-
-    def ack(self, delivery_ids: Sequence[int]) -> None: ...
-
-    def retry_later(
-        self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
-    ) -> None: ...
-
-    def dead_letter(
-        self, delivery_id: int, *, error: str, status: int | None, now: float
-    ) -> None: ...
-
-    def pending_count(self, sink: str | None = None) -> int: ...
-
-    def oldest_pending_enqueued_at(self) -> float | None: ...
-
-    def counts_by_sink(self, state: str) -> dict[str, int]: ...
-
-
-@dataclass(frozen=True)
-class SinkResult:
-    """What one ``run_once`` did for one sink."""
-
-    delivered: int = 0
-    failed: int = 0  # attempts that failed and were scheduled again
-    dead: int = 0
-    pending_left: int = 0
-    disabled: bool = False
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What one ``run_once`` did, per sink and in total."""
-
-    sinks: Mapping[str, SinkResult] = field(default_factory=dict)
-
-    @property
-    def delivered(self) -> int:
-        return sum(r.delivered for r in self.sinks.values())
-
-    @property
-    def failed(self) -> int:
-        return sum(r.failed for r in self.sinks.values())
-
-    @property
-    def dead(self) -> int:
-        return sum(r.dead for r in self.sinks.values())
-
-    @property
-    def pending_left(self) -> int:
-        return sum(r.pending_left for r in self.sinks.values())
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing failed, died or is still waiting."""
-        return self.failed == 0 and self.dead == 0 and self.pending_left == 0
 
 
 @dataclass
