@@ -39,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
 PRUNE_SECONDS = 3600.0
+RESTART_PAUSE_SECONDS = 5.0
 
 
 class Daemon:
@@ -67,6 +68,13 @@ class Daemon:
                 await self._close_parts(app)
                 if self.stop.is_set() or self._fatal is not None:
                     break
+                if not self._reload.is_set():
+                    # The delivery loop failed (its error is logged): start the parts again,
+                    # but not in a tight loop if the cause (a full disk, say) persists.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), RESTART_PAUSE_SECONDS)
+                    if self.stop.is_set():
+                        break
                 self._reload.clear()
         finally:
             self.notifier.notify("STOPPING=1")
@@ -198,6 +206,15 @@ class Daemon:
         except TimeoutError:
             self.health.poll_failed()
             log.warning("cycle_timed_out", service_sid=cycle.watch.service_sid)
+            return
+        except Exception as exc:  # one cycle's boundary: the state file failed, or a bug
+            self.health.poll_failed()
+            log.error(
+                "cycle_failed",
+                service_sid=cycle.watch.service_sid,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
             return
         finally:
             self._inflight.discard(task)

@@ -1,0 +1,60 @@
+"""The daemon's cycle boundary, without processes: one cycle's failure stays in that cycle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from structlog.testing import capture_logs
+
+from poller.config import parse_config
+from poller.daemon import Daemon
+from poller.errors import CredentialsError, StateError
+
+SERVICE = "KS" + "1" * 32
+
+
+def _config() -> Any:
+    return parse_config(
+        {
+            "twilio": {"account_sid": "AC" + "a" * 32, "auth_token": "tok-unit"},
+            "watch": [{"service_sid": SERVICE, "all_sessions": True}],
+            "sinks": [{"name": "ops", "type": "webhook", "url": "http://127.0.0.1:9/h"}],
+        },
+        {},
+    )
+
+
+@dataclass
+class _Watch:
+    service_sid: str = SERVICE
+
+
+class _FailingCycle:
+    def __init__(self, error: Exception) -> None:
+        self.watch = _Watch()
+        self.error = error
+
+    async def run(self) -> Any:
+        raise self.error
+
+
+async def test_a_cycle_that_fails_on_the_state_is_logged_and_the_daemon_goes_on() -> None:
+    daemon = Daemon("unused.yaml", _config())
+    with capture_logs() as logs:
+        await daemon._cycle_job(_FailingCycle(StateError("disk full")), None)  # type: ignore[arg-type]
+    (failed,) = [e for e in logs if e["event"] == "cycle_failed"]
+    assert failed["error_type"] == "StateError" and failed["service_sid"] == SERVICE
+    assert not daemon.stop.is_set()
+    assert daemon._inflight == set()
+    assert daemon.health.ready()[1]["checks"]["poll"]["consecutive_failures"] == 1
+
+
+async def test_rejected_credentials_stop_the_daemon() -> None:
+    daemon = Daemon("unused.yaml", _config())
+    with capture_logs() as logs:
+        await daemon._cycle_job(  # type: ignore[arg-type]
+            _FailingCycle(CredentialsError("HTTP 401")), None
+        )
+    assert daemon.stop.is_set()
+    assert [e["event"] for e in logs] == ["credentials_rejected"]
