@@ -74,18 +74,27 @@ def build_app(
     return App(config, store, client, sinks, poller, dispatcher, wake, cycles)
 
 
-def retire_unwatched(app: App, now: float) -> int:
-    """Mark gone the stored sessions the config no longer watches (pruned after the grace).
+def sync_watch(app: App, now: float) -> tuple[int, int]:
+    """Align the stored sessions with the config's watch list; return (retired, revived).
 
-    Their pending deliveries stay and are still delivered; only polling stops.
+    Sessions the config no longer watches are marked gone (pruned after the grace period;
+    their pending deliveries still go out), and a Service no longer watched loses its watch
+    start, so watching it again later begins a new watch (what exists then is baselined).
+    Sessions an explicit list names again are revived: polled once more, and a 404 marks
+    them gone again.
     """
     watches = {w.service_sid: w for w in app.config.watch}
-    retired = 0
+    retired = revived = 0
     for state in app.store.sessions(None):
-        if state.gone_at is not None:
-            continue
         watch = watches.get(state.service_sid)
-        if watch is None or (not watch.all_sessions and state.session_sid not in watch.sessions):
+        watched = watch is not None and (watch.all_sessions or state.session_sid in watch.sessions)
+        if state.gone_at is None and not watched:
             app.store.mark_session_gone(state.session_sid, now)
             retired += 1
-    return retired
+        elif state.gone_at is not None and watch is not None and not watch.all_sessions and watched:
+            app.store.revive_session(state.session_sid)
+            revived += 1
+    for service_sid in app.store.watched_services():
+        if service_sid not in watches or not watches[service_sid].all_sessions:
+            app.store.end_watch(service_sid)
+    return retired, revived

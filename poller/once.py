@@ -7,7 +7,7 @@ import time
 
 import structlog
 
-from poller.app import App, retire_unwatched
+from poller.app import App, sync_watch
 from poller.cycle import CycleResult
 
 log = structlog.get_logger(__name__)
@@ -19,7 +19,7 @@ EXIT_INCOMPLETE = 1
 async def run_once(app: App) -> int:
     """Return 0 when every poll succeeded and every event was delivered, else 1."""
     deadline = time.monotonic() + app.config.delivery.once_deadline_seconds
-    retire_unwatched(app, time.time())
+    sync_watch(app, time.time())
     results: list[CycleResult] = await asyncio.gather(
         *(cycle.run(everything=True) for cycle in app.cycles)
     )

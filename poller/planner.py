@@ -26,7 +26,7 @@ from poller.records import Session, parse_time
 from poller.state import SessionState
 
 UNCONFIRMED = "?"
-_NEEDS_CONFIRMATION = frozenset({"new", "retry", "activity"})
+_NEEDS_CONFIRMATION = frozenset({"new", "retry", "activity", "revived"})
 
 # How far Twilio's clock and ours may disagree when telling new sessions from old ones.
 CLOCK_SKEW_SECONDS = 300.0
@@ -101,6 +101,10 @@ def _created_since(session: Session, started_at: float) -> bool:
 def _reason(state: SessionState | None, session: Session, now: float) -> str | None:
     if state is None:
         return "new"
+    if state.gone_at is not None:
+        # Listed and not closed, yet marked gone: unwatched, then watched again within the
+        # grace period (or a 404 that Twilio's list does not agree with). Look again.
+        return "revived"
     if state.consecutive_failures > 0 or not state.baselined:
         return "retry"
     if session.is_closed:
@@ -141,8 +145,8 @@ def plan_listed(
             continue
         seen.add(session.sid)
         state = states.get(session.sid)
-        if state is not None and state.gone_at is not None:
-            continue
+        if state is not None and state.gone_at is not None and session.is_closed:
+            continue  # closed, settled and left: nothing in it can change
         reason = _reason(state, session, now) or ("full" if everything else None)
         if reason is None:
             idle.append((state.last_success_at or 0.0 if state else 0.0, session.sid, session))

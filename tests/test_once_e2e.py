@@ -141,6 +141,15 @@ def test_sessions_dropped_from_the_config_are_retired(
     assert state["sessions"]["gone"] == 1
     assert receiver.received() == []
 
+    # Watched again within the grace period: it is polled again, from where it was left.
+    config = str(write_config(tmp_path, sim, receiver.base_url, watch=watch_both))
+    assert run_poller("once", "-c", config).returncode == 0
+    state = json.loads(run_poller("state", "show", "-c", config).stdout)
+    assert state["sessions"]["gone"] == 0
+    assert [r.body["data"]["interaction"]["data"] for r in receiver.received()] == [
+        json.dumps({"body": "nobody watches this"})
+    ]
+
 
 def test_status_change_after_a_session_closes_is_still_delivered(
     sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path

@@ -160,8 +160,8 @@ def test_explicit_list_polls_only_its_sessions_and_unlisted_ones_every_cycle() -
     assert reasons(planned) == {sid(1): "sweep", sid(7): "unlisted"}
 
 
-def test_everything_polls_every_session_that_is_not_gone() -> None:
-    listed = [session(n) for n in range(4)]
+def test_everything_polls_every_session_that_is_not_gone_for_good() -> None:
+    listed = [session(n) for n in range(3)] + [session(3, status="closed")]
     states = {s.sid: state(s) for s in listed}
     states[sid(3)] = state(listed[3], gone_at=NOW - 1)
     planned = plan_listed(
@@ -243,3 +243,21 @@ def test_old_activity_needs_no_confirmation() -> None:
     old = session(0, last="2026-11-27T10:00:00Z")
     (planned,) = plan_listed(SERVICE, [old], {}, watch_started_at=None, now=NOW, settings=SETTINGS)
     assert planned.reason == "new" and planned.marker == old.activity_marker
+
+
+def test_gone_session_listed_open_again_is_revived_and_closed_one_stays_gone() -> None:
+    open_again = session(0)
+    closed = session(1, status="closed")
+    states = {
+        open_again.sid: state(open_again, gone_at=NOW - 60),
+        closed.sid: state(closed, gone_at=NOW - 60),
+    }
+    planned = plan_listed(
+        SERVICE,
+        [open_again, closed],
+        states,
+        watch_started_at=0,
+        now=NOW,
+        settings=PlanSettings(10, 10_000),
+    )
+    assert reasons(planned) == {sid(0): "revived"}

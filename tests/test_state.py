@@ -983,3 +983,25 @@ def test_unchanged_shortcut_is_known_after_equality_for_sids_listed_once(
     each_once = len({sid for sid, _ in listed}) == len(listed)
     # Exact when each sid is listed once; a sid listed twice always takes the full path.
     assert _same_as_known(known, fetched) == (each_once and known_after(fetched) == known)
+
+
+def test_a_watch_begins_once_with_its_sessions_and_can_end(store: Store) -> None:
+    sessions = ["KC" + f"{n:032x}" for n in range(3)]
+    assert store.watch_begun(SERVICE) is None
+    assert store.begin_watch(SERVICE, sessions, 100.0) == 100.0
+    assert store.begin_watch(SERVICE, ["KC" + "f" * 32], 200.0) == 100.0  # begun already
+    assert sorted(s.session_sid for s in store.sessions(SERVICE)) == sessions
+    assert all(not s.baselined and not s.new_traffic for s in store.sessions(SERVICE))
+    assert store.watched_services() == [SERVICE]
+    store.end_watch(SERVICE)
+    assert store.watch_begun(SERVICE) is None and store.watched_services() == []
+
+
+def test_a_gone_session_can_be_revived(store: Store) -> None:
+    sid = "KC" + "1" * 32
+    store.ensure_session(SERVICE, sid, new_traffic=False, now=10.0)
+    store.mark_session_gone(sid, 20.0)
+    assert store.watched_count() == 0
+    store.revive_session(sid)
+    state = store.session(sid)
+    assert state is not None and state.gone_at is None and store.watched_count() == 1

@@ -75,6 +75,15 @@ class Store(Outbox):
         rows = self._db.read("SELECT started_at FROM watches WHERE service_sid = ?", (service_sid,))
         return float(rows[0][0]) if rows else None
 
+    def watched_services(self) -> list[str]:
+        """Return the Services whose ``all_sessions`` watch has begun."""
+        return [str(row[0]) for row in self._db.read("SELECT service_sid FROM watches")]
+
+    def end_watch(self, service_sid: str) -> None:
+        """Forget when watching ``service_sid`` began (watching it again begins anew)."""
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM watches WHERE service_sid = ?", (service_sid,))
+
     def begin_watch(self, service_sid: str, session_sids: Sequence[str], now: float) -> float:
         """Record that the watch began with these sessions (to baseline), in one transaction.
 
@@ -209,6 +218,11 @@ class Store(Outbox):
                 "last_error = ?, last_failure_at = ? WHERE session_sid = ?",
                 (short_error(error), now, session_sid),
             )
+
+    def revive_session(self, session_sid: str) -> None:
+        """Watch a gone session again (it is polled; a 404 marks it gone again)."""
+        with self._db.transaction() as conn:
+            conn.execute("UPDATE sessions SET gone_at = NULL WHERE session_sid = ?", (session_sid,))
 
     def mark_session_gone(self, session_sid: str, now: float) -> None:
         """Note that the session is closed, deleted or unwatched (the first time counts)."""
