@@ -107,6 +107,8 @@ class SinkCase:
     secrets: tuple[str, ...]
     accept: Answer = field(default=_plain(200))
     gone: Answer = field(default=_plain(410))
+    # A refusal that retrying can never fix: the event is dead-lettered at once.
+    refused: Answer = field(default=_plain(400))
 
 
 def webhook_case() -> SinkCase:
@@ -157,6 +159,7 @@ def slack_webhook_case() -> SinkCase:
         secrets=(SLACK_WEBHOOK_SECRET,),
         accept=lambda request: httpx.Response(200, text="ok"),
         gone=lambda request: httpx.Response(404, text="no_service"),
+        refused=lambda request: httpx.Response(404, text="channel_not_found"),
     )
 
 
@@ -181,6 +184,7 @@ def slack_api_case() -> SinkCase:
         secrets=(SLACK_TOKEN,),
         accept=_slack_json({"ok": True, "channel": "C0CONTRACT", "ts": "1700000000.000100"}),
         gone=_slack_json({"ok": False, "error": "token_revoked"}),
+        refused=_slack_json({"ok": False, "error": "channel_not_found"}),
     )
 
 

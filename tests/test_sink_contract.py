@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,10 +18,19 @@ from sink_contract_cases import (
 from structlog.testing import capture_logs
 
 from poller.config import SlackSinkConfig, WebhookSinkConfig
-from poller.errors import DeliveryError, RetryableDeliveryError, SinkDisabledError
+from poller.delivery import DeliveryPolicy, Dispatcher
+from poller.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    SinkDisabledError,
+)
+from poller.events import Event
 from poller.sinks import Sink, build_sinks
+from poller.state import Store
 
 MakeSink = Callable[..., tuple[Sink, list[httpx.Request]]]
+T0 = 1_800_000_000.0
 
 
 @pytest.fixture(params=CASES, ids=lambda factory: factory.__name__.removesuffix("_case"))
@@ -141,6 +151,57 @@ async def test_digest_is_one_request_when_the_sink_digests(
     events = [make_event(session_sid=f"KC{i:032x}") for i in range(sink.digest_threshold + 3)]
     await sink.send_digest(events)
     assert len(seen) == 1
+
+
+async def test_permanent_refusal_is_not_retryable(case: SinkCase, make_sink: MakeSink) -> None:
+    sink, seen = make_sink(case.refused)
+    with pytest.raises(PermanentDeliveryError):
+        await sink.send(make_event())
+    assert len(seen) == 1
+
+
+def _enqueue(store: Store, sink: Sink, event: Event) -> None:
+    store.commit_poll(
+        event.service_sid, event.session_sid, fetched={}, events=[(event, [sink.name])], now=T0
+    )
+
+
+def _dispatcher(store: Store, sink: Sink, max_attempts: int = 5) -> Dispatcher:
+    return Dispatcher(store, [sink], DeliveryPolicy(max_attempts=max_attempts))
+
+
+async def test_a_failed_delivery_is_retried_until_the_sink_accepts_it(
+    case: SinkCase, make_sink: MakeSink, tmp_path: Path
+) -> None:
+    answers = iter([_status(503), case.accept])
+    sink, seen = make_sink(lambda request: next(answers)(request))
+    event = make_event()
+    with Store.open(tmp_path / "state.db") as store:
+        _enqueue(store, sink, event)
+        dispatcher = _dispatcher(store, sink)
+        assert (await dispatcher.run_once(ignore_timers=True)).sinks[sink.name].failed == 1
+        assert store.pending_count(sink.name) == 1
+        assert (await dispatcher.run_once(ignore_timers=True)).sinks[sink.name].delivered == 1
+        assert store.pending_count(sink.name) == 0
+    assert len(seen) == 2
+
+
+async def test_refused_or_exhausted_deliveries_are_dead_lettered_and_kept(
+    case: SinkCase, make_sink: MakeSink, tmp_path: Path
+) -> None:
+    refused, refused_seen = make_sink(case.refused)
+    failing, failing_seen = make_sink(_status(503))
+    for n, sink in enumerate((refused, failing)):
+        with Store.open(tmp_path / f"state-{n}.db") as store:
+            _enqueue(store, sink, make_event())
+            dispatcher = _dispatcher(store, sink, max_attempts=2)
+            for _ in range(2):
+                await dispatcher.run_once(ignore_timers=True)
+            (dead,) = store.dead_letters(sink.name)
+            assert store.pending_count(sink.name) == 0
+    assert len(refused_seen) == 1  # never retried
+    assert len(failing_seen) == 2  # retried up to max_attempts
+    assert dead.last_status == 503
 
 
 async def test_build_sinks_makes_one_sink_per_config_by_type() -> None:
