@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+import structlog
 
 from poller.config import Config
 from poller.cycle import ServiceCycle
@@ -18,6 +19,8 @@ from poller.retry_policy import DeliveryPolicy
 from poller.sinks import Sink, build_sinks
 from poller.state import Store
 from poller.twilio import ProxyClient
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -72,6 +75,14 @@ def build_app(
         for watch in config.watch
     ]
     return App(config, store, client, sinks, poller, dispatcher, wake, cycles)
+
+
+def retire_removed_sinks(app: App, now: float) -> int:
+    """Dead-letter what waits for sinks the config no longer has (kept, requeueable)."""
+    retired = app.store.dead_letter_other_sinks([s.name for s in app.config.sinks], now=now)
+    if retired:
+        log.warning("removed_sink_deliveries_dead_lettered", deliveries=retired)
+    return retired
 
 
 def sync_watch(app: App, now: float) -> tuple[int, int]:

@@ -27,7 +27,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from poller import metrics
-from poller.app import App, build_app, sync_watch
+from poller.app import App, build_app, retire_removed_sinks, sync_watch
 from poller.config import Config, load_config
 from poller.cycle import ServiceCycle
 from poller.errors import ConfigError, CredentialsError
@@ -125,6 +125,7 @@ class Daemon:
 
     async def _serve(self, app: App) -> None:
         """Run polls and deliveries until a stop or a reload is asked for."""
+        retire_removed_sinks(app, time.time())
         retired, revived = sync_watch(app, time.time())
         if retired or revived:
             log.info("watch_synced", unwatched=retired, revived=revived)

@@ -7,7 +7,7 @@ import time
 
 import structlog
 
-from poller.app import App, sync_watch
+from poller.app import App, retire_removed_sinks, sync_watch
 from poller.cycle import CycleResult
 
 log = structlog.get_logger(__name__)
@@ -20,12 +20,13 @@ async def run_once(app: App) -> int:
     """Return 0 when every poll succeeded and every event was delivered, else 1."""
     deadline = time.monotonic() + app.config.delivery.once_deadline_seconds
     sync_watch(app, time.time())
+    orphaned = retire_removed_sinks(app, time.time())
     results: list[CycleResult] = await asyncio.gather(
         *(cycle.run(everything=True) for cycle in app.cycles)
     )
     failed = sum(r.failed + r.listing_failed for r in results)
     delivery = await app.dispatcher.run_once(ignore_timers=True, deadline=deadline)
-    pending = app.store.pending_count()
+    pending = delivery.pending_left
     app.store.prune(time.time(), app.config.state.prune_after_seconds)
     log.info(
         "once_finished",
@@ -36,4 +37,5 @@ async def run_once(app: App) -> int:
         dead_lettered=delivery.dead,
         pending=pending,
     )
-    return EXIT_OK if failed == 0 and pending == 0 and delivery.dead == 0 else EXIT_INCOMPLETE
+    gave_up = delivery.dead + orphaned
+    return EXIT_OK if failed == 0 and pending == 0 and gave_up == 0 else EXIT_INCOMPLETE

@@ -174,3 +174,25 @@ def test_status_change_after_a_session_closes_is_still_delivered(
     assert got == [("interaction.created", "queued"), ("interaction.updated", "delivered")]
     state = json.loads(run_poller("state", "show", "-c", config).stdout)
     assert state["sessions"]["gone"] == 1  # settled now: it left
+
+
+def test_events_waiting_for_a_removed_sink_are_dead_lettered_not_lost(
+    sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path
+) -> None:
+    config = str(write_config(tmp_path, sim, receiver.base_url))
+    assert run_poller("once", "-c", config).returncode == 0
+    service, sessions = _sessions(sim)
+    sim.simulator.add_interaction(service, sessions[0], body="for the old sink")
+    receiver.call(lambda: setattr(receiver.state, "status", 503))
+    assert run_poller("once", "-c", config).returncode == 1  # pending for "ops"
+
+    renamed = [{"name": "ops2", "type": "webhook", "url": f"{receiver.base_url}/hooks/ops2"}]
+    config = str(write_config(tmp_path, sim, receiver.base_url, sinks=renamed))
+    assert run_poller("once", "-c", config).returncode == 1  # it gave up on "ops": say so
+    rows = [
+        json.loads(line) for line in run_poller("outbox", "list", "-c", config).stdout.splitlines()
+    ]
+    assert [(r["sink"], r["last_error"]) for r in rows] == [
+        ("ops", "the sink is no longer configured")
+    ]
+    assert run_poller("once", "-c", config).returncode == 0  # nothing pending any more

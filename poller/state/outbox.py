@@ -17,6 +17,7 @@ from poller.state.models import DeadLetter, Delivery, short_error
 
 # SQLite's default limit on bound parameters is 999 in older builds.
 _CHUNK = 500
+_GONE_SINK = "state = 'dead', dead_at = ?, last_error = 'the sink is no longer configured'"
 _REQUEUED = "state = 'pending', attempts = 0, dead_at = NULL, next_attempt_at = ?"
 
 
@@ -88,6 +89,18 @@ class Outbox:
                 "last_error = ?, last_status = ? WHERE id = ? AND state = 'pending'",
                 (now, short_error(error), status, delivery_id),
             )
+
+    def dead_letter_other_sinks(self, sinks: Sequence[str], *, now: float) -> int:
+        """Dead-letter what is pending for sinks not in ``sinks``; return how many rows.
+
+        A sink removed from the config can take nothing: its events are kept, visible in
+        ``poller outbox list``, and ``poller outbox retry --sink NAME`` requeues them if the
+        sink comes back.
+        """
+        where = f"state = 'pending' AND sink NOT IN ({_marks(sinks)})"
+        update = f"UPDATE deliveries SET {_GONE_SINK} WHERE {where}"  # noqa: S608
+        with self._db.transaction() as conn:
+            return conn.execute(update, (now, *sinks)).rowcount
 
     def dead_letters(self, sink: str | None = None) -> list[DeadLetter]:
         """Return dead-lettered deliveries (of one sink, or all), oldest first."""
