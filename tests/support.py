@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -107,53 +109,83 @@ def free_port() -> int:
 
 
 class DaemonProcess:
-    """``poller run`` as a real child process, its log kept in a file for failures."""
+    """``poller run`` as a real child process; each start logs to its own file in ``folder``."""
 
-    def __init__(self, config: Path, log_path: Path, env: Mapping[str, str] | None = None):
+    def __init__(self, config: Path, folder: Path, env: Mapping[str, str] | None = None):
         self.config = config
-        self.log_path = log_path
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.folder = folder
+        inherited = {
+            k: v for k, v in os.environ.items() if k not in ("POLLER_CONFIG", "POLLER_CRASH_AT")
+        }
+        self.env = {**inherited, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
 
     def start(self) -> DaemonProcess:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            poller_cmd("run", "-c", str(self.config)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            cwd=ROOT,
-        )
-        log.close()
+        self.starts += 1
+        self.log_path = self.folder / f"daemon-{self.starts:02d}.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                poller_cmd("run", "-c", str(self.config)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=ROOT,
+            )
         return self
 
+    def _running_proc(self) -> subprocess.Popen[bytes]:
+        if self.proc is None:
+            raise RuntimeError("the daemon was not started")
+        return self.proc
+
     def log_lines(self) -> list[str]:
+        """The lines this start logged so far."""
+        if self.log_path is None or not self.log_path.exists():
+            return []
         return self.log_path.read_text(errors="replace").splitlines()
+
+    def log_events(self) -> Iterator[dict[str, Any]]:
+        """This start's JSON log lines, parsed (other lines skipped)."""
+        for line in self.log_lines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                yield item
+
+    def health_port(self) -> int | None:
+        """The port of /healthz, /readyz and /metrics, as this start logged it."""
+        for item in self.log_events():
+            if item.get("event") == "http_listening" and isinstance(item.get("port"), int):
+                return int(item["port"])
+        return None
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def ensure_alive(self) -> None:
+        code = self._running_proc().poll()
+        if code is not None:
+            raise AssertionError(f"the daemon exited on its own with {code}; see {self.log_path}")
+
     def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
+        self._running_proc().send_signal(sig)
 
     def wait(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout=timeout)
+        return self._running_proc().wait(timeout=timeout)
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = 30) -> int:
         """SIGTERM and wait; return the exit status."""
-        import signal as _signal
-
         if not self.running():
-            assert self.proc is not None
-            return int(self.proc.returncode)
-        self.signal(_signal.SIGTERM)
-        return self.wait()
+            return int(self._running_proc().returncode)
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
 
     def kill(self) -> None:
-        import signal as _signal
-
+        """SIGKILL it if it runs, and reap it (never leave a process behind)."""
         if self.running():
-            self.signal(_signal.SIGKILL)
-            self.wait()
+            self.signal(signal.SIGKILL)
+            self.wait(10)

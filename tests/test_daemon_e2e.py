@@ -43,7 +43,7 @@ def daemon_factory(
     sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path, port: int
 ) -> Iterator[DaemonProcess]:
     config = write_config(tmp_path, sim, receiver.base_url, http={"listen": f"127.0.0.1:{port}"})
-    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    daemon = DaemonProcess(config, tmp_path)
     yield daemon
     daemon.kill()
 

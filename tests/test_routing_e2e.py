@@ -219,7 +219,9 @@ def slack() -> Iterator[FakeSlack]:
 
 
 def _daemon(config: Path, folder: Path, name: str) -> DaemonProcess:
-    return DaemonProcess(config, folder / f"{name}.log").start()
+    logs = folder / name
+    logs.mkdir()
+    return DaemonProcess(config, logs).start()
 
 
 def _logged(daemon: DaemonProcess, event: str) -> int:

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ import yaml
 from poller.receiver import Received, ReceiverState, ReceiverThread
 from poller.records import Fingerprint
 from poller.simulator import Fault, Simulator, SimulatorThread, run_traffic
+from tests.support import DaemonProcess, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -246,91 +247,6 @@ class CountingSimulator(Simulator):
         return fault
 
 
-class DaemonProcess:
-    """``python -m poller run -c FILE`` as a child process; each start logs to its own file."""
-
-    def __init__(self, config: Path, folder: Path) -> None:
-        self._config = config
-        self._folder = folder
-        self.starts = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path: Path | None = None
-
-    def start(self) -> None:
-        self.starts += 1
-        self.log_path = self._folder / f"daemon-{self.starts:02d}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("POLLER_CONFIG", None)
-        env.pop("POLLER_CRASH_AT", None)
-        with self.log_path.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "poller", "run", "-c", str(self._config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                env=env,
-            )
-
-    def running(self) -> subprocess.Popen[bytes]:
-        if self.proc is None:
-            raise RuntimeError("the daemon was not started")
-        return self.proc
-
-    def kill(self) -> None:
-        proc = self.running()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-
-    def reap(self) -> int:
-        """Wait for a daemon something else killed."""
-        return self.running().wait(timeout=10)
-
-    def terminate(self, timeout: float) -> int:
-        proc = self.running()
-        proc.send_signal(signal.SIGTERM)
-        return proc.wait(timeout=timeout)
-
-    def ensure_alive(self) -> None:
-        code = self.running().poll()
-        if code is not None:
-            raise SoakError(f"the daemon exited on its own with {code}; see {self.log_path}")
-
-    def log_lines(self) -> Iterator[dict[str, Any]]:
-        if self.log_path is None or not self.log_path.exists():
-            return
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(item, dict):
-                yield item
-
-    def health_port(self) -> int | None:
-        for item in self.log_lines():
-            if item.get("event") == "http_listening" and isinstance(item.get("port"), int):
-                return int(item["port"])
-        return None
-
-    def stop_quietly(self) -> None:
-        """Kill a daemon left running by a failed soak (never leave a process behind)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-
-class SoakError(AssertionError):
-    """The soak could not run as planned (a daemon died, a wait timed out)."""
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SoakError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def _config(folder: Path, sim: SimulatorThread, receiver_url: str, s: SoakSettings) -> Path:
     simulator = sim.simulator
     backoff = max(0.1, s.poll_interval_seconds / 5)
@@ -427,9 +343,9 @@ class Soak:
                 self._baseline()
                 self._live()
                 self._catch_up()
-                self.report.exit_code = self.daemon.terminate(self.s.stop_timeout_seconds)
+                self.report.exit_code = self.daemon.stop(self.s.stop_timeout_seconds)
             finally:
-                self.daemon.stop_quietly()
+                self.daemon.kill()
                 self.sim.simulator.clear_faults()
             self._outbox(config)
             self._compare()
@@ -448,7 +364,7 @@ class Soak:
         daemon = self.daemon
         assert daemon is not None
         daemon.start()
-        wait_until(lambda: _ready(daemon), self.s.start_timeout_seconds, "the first poll")
+        wait_for(lambda: _ready(daemon), self.s.start_timeout_seconds, "the first poll")
         simulator = self.sim.simulator
         self.mark = len(simulator.change_log())
         self.before = set(simulator.interaction_sids())
@@ -471,12 +387,12 @@ class Soak:
         begin = time.monotonic()
         try:
             for action in sorted(self._schedule()):
-                self._wait_until(begin + action.at)
+                self._wait_for(begin + action.at)
                 action.run()
                 self.report.timeline.append(
                     f"{time.monotonic() - begin:7.2f}  {action.name}  {self._last_kind(action)}"
                 )
-            self._wait_until(begin + s.traffic_seconds)
+            self._wait_for(begin + s.traffic_seconds)
         finally:
             self.sim.submit(_set(stop)).result(timeout=10)
             traffic.result(timeout=10)
@@ -511,10 +427,11 @@ class Soak:
             actions.append(_Action(finish, "closed session's messages delivered", self._finish))
         return actions
 
-    def _wait_until(self, deadline: float) -> None:
+    def _wait_for(self, deadline: float) -> None:
         """Pass the time until ``deadline``, failing at once if the daemon dies by itself."""
         assert self.daemon is not None
-        proc = self.daemon.running()
+        proc = self.daemon.proc
+        assert proc is not None
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             self.daemon.ensure_alive()
@@ -523,7 +440,9 @@ class Soak:
             code = proc.wait(timeout=remaining)
         except subprocess.TimeoutExpired:
             return
-        raise SoakError(f"the daemon exited on its own with {code}; see {self.daemon.log_path}")
+        raise AssertionError(
+            f"the daemon exited on its own with {code}; see {self.daemon.log_path}"
+        )
 
     def _last_kind(self, action: _Action) -> str:
         if action.name != "kill" or self.daemon is None:
@@ -536,14 +455,15 @@ class Soak:
         if kind == "anywhere":
             self.daemon.kill()
         else:
-            self.switch.arm(self.daemon.running().pid, kind)
+            assert self.daemon.proc is not None
+            self.switch.arm(self.daemon.proc.pid, kind)
             if not self.switch.fired.wait(self.s.armed_kill_timeout_seconds):
                 self.switch.disarm()
                 if not self.switch.fired.is_set():  # nothing was in flight: kill it here
                     kind = "anywhere"
                     self.daemon.kill()
             if kind != "anywhere":
-                self.daemon.reap()
+                self.daemon.wait(10)  # killed by the switch: reap it
         self.kinds[kind] += 1
         self.last_kill = kind
         self.report.kills += 1
@@ -601,9 +521,9 @@ class Soak:
             return not created and not latest
 
         try:
-            wait_until(done, self.s.catch_up_timeout_seconds, "every expected event")
+            wait_for(done, self.s.catch_up_timeout_seconds, "every expected event")
             self.report.caught_up = True
-        except SoakError:
+        except AssertionError:  # timed out, or the daemon died (its log says why)
             self.report.caught_up = False
 
     def _outbox(self, config: Path) -> None:
