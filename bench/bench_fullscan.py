@@ -144,24 +144,16 @@ def role_floor(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def role_poller(args: argparse.Namespace) -> dict[str, Any]:
-    from poller.app import build_app
     from poller.config import load_config
     from poller.observe import configure_logging
-    from poller.once import run_once
+    from poller.once import once_from_config
 
     started_wall, started_cpu = time.monotonic(), time.process_time()
     started_thread = time.thread_time()
     config = load_config(args.config)
     configure_logging(config.log.format, config.log.level, stream=sys.stderr)
 
-    async def main() -> int:
-        app = build_app(config)
-        try:
-            return await run_once(app)
-        finally:
-            await app.aclose()
-
-    code = asyncio.run(main())
+    code = asyncio.run(once_from_config(config))
     if code != 0:
         sys.exit(f"poller once exited {code}")
     return {

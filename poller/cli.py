@@ -108,21 +108,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    from poller.app import build_app
     from poller.observe import configure_logging
-    from poller.once import run_once
+    from poller.once import once_from_config
 
     config = _load(args)
     configure_logging(config.log.format, config.log.level, stream=sys.stderr)
-
-    async def main() -> int:
-        app = build_app(config)
-        try:
-            return await run_once(app)
-        finally:
-            await app.aclose()
-
-    return asyncio.run(main())
+    return asyncio.run(once_from_config(config))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ import time
 
 import structlog
 
-from poller.app import App, retire_removed_sinks, sync_watch
+from poller.app import App, build_app, retire_removed_sinks, sync_watch
+from poller.config import Config
 from poller.cycle import CycleResult
 
 log = structlog.get_logger(__name__)
@@ -39,3 +40,12 @@ async def run_once(app: App) -> int:
     )
     gave_up = delivery.dead + orphaned
     return EXIT_OK if failed == 0 and pending == 0 and gave_up == 0 else EXIT_INCOMPLETE
+
+
+async def once_from_config(config: Config) -> int:
+    """Build every part from ``config``, run :func:`run_once`, close; return its exit status."""
+    app = build_app(config)
+    try:
+        return await run_once(app)
+    finally:
+        await app.aclose()
