@@ -159,7 +159,7 @@ async def _run_for(
     if duration is None:
         await daemon.stop.wait()
         return
-    catch_up = min(duration / 4, 3 * INTERVAL_SECONDS + 1)
+    catch_up = min(duration / 2, 3 * INTERVAL_SECONDS + 1)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(daemon.stop.wait(), timeout=max(0.0, duration - catch_up))
     stop_traffic.set()
