@@ -2,8 +2,10 @@
 
 Twilio's list order is never trusted. A fetch is reduced to one record per sid (the latest
 ``date_updated`` wins; ties are broken by content, so the input order never matters) and events
-come out ordered by ``(date_created, sid)``. Interactions that disappear make no event: the known
-state simply follows the fetch (:func:`known_after`).
+come out ordered by ``(date_created, sid)``. Interactions that a listing lacks make no event and
+stay known: the known set becomes ``known | known_after(fetched)`` (the fetch winning), so an
+interaction that comes back with another fingerprint is an update, never created a second time,
+and an event id (a function of the sid and the change) never carries two different contents.
 
 Times are compared as instants: a timestamp with an offset is converted to UTC, one without is
 taken as UTC, one that does not parse counts as missing.
@@ -42,7 +44,10 @@ def diff(
 
 
 def known_after(fetched: Iterable[Interaction]) -> dict[str, Fingerprint]:
-    """Return the known state after a fetch: the fingerprint of each sid's latest record."""
+    """Return what a fetch says is known: the fingerprint of each sid's latest record.
+
+    The state merges it into what it knew (``Store.commit_poll``); it never replaces it.
+    """
     return {sid: it.fingerprint for sid, it in _latest_by_sid(fetched).items()}
 
 

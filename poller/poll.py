@@ -222,13 +222,13 @@ class SessionPoller:
 
 
 def _same_as_known(known: Mapping[str, Fingerprint], fetched: Sequence[Interaction]) -> bool:
-    """True when each sid is listed once and ``known_after(fetched) == known``.
+    """True when the fetch changes nothing: every record listed has its sid's known fingerprint.
 
-    Cheaper than building ``known_after``. A sid listed twice (a paging anomaly) is never
-    "same": the full path decides which of its records wins.
+    Then ``known | known_after(fetched) == known`` and the diff makes no event; cheaper than
+    building either. Known sids the fetch lacks stay known, so they do not count. A sid listed
+    twice passes only when both records are the known one (whichever wins, nothing changes).
     """
-    if len(fetched) != len(known):
-        return False
+    get = known.get
     for interaction in fetched:
         # Interaction.fingerprint's fields, as a plain tuple (equal to the Fingerprint): a full
         # scan compares every interaction it lists, so building none pays.
@@ -237,6 +237,6 @@ def _same_as_known(known: Mapping[str, Fingerprint], fetched: Sequence[Interacti
             interaction.inbound_resource_status,
             interaction.outbound_resource_status,
         )
-        if known.get(interaction.sid) != fingerprint:
+        if get(interaction.sid) != fingerprint:
             return False
-    return len({interaction.sid for interaction in fetched}) == len(known)
+    return True

@@ -168,7 +168,10 @@ class Store(Outbox):
     ) -> None:
         """Record one successful poll in ONE transaction.
 
-        The known set becomes ``fetched`` (only the rows that changed are written), the
+        The known set becomes the known set updated with ``fetched`` (``known | fetched``, the
+        fetched fingerprint winning; only the rows that changed are written): an interaction a
+        listing lacked stays known, so when it comes back it is an update, never new again. A
+        session's known set shrinks only when the session is pruned (:meth:`prune`). The
         session is baselined with no failures and ``last_success_at = now``, its
         ``activity_marker``, ``status`` and ``unsettled_until`` become the values given, and
         each event is stored with one outbox row per sink it goes to. Events already in the
@@ -336,7 +339,11 @@ def _write_delta(
     stored: Mapping[str, Fingerprint],
     fetched: Mapping[str, Fingerprint],
 ) -> None:
-    """Make the stored known set equal ``fetched``, writing only the rows that differ."""
+    """Add ``fetched`` to the stored known set, writing only the rows that differ.
+
+    Nothing is deleted: one listing lacking a known interaction (a short page, a paging
+    anomaly) says nothing about it.
+    """
     conn.executemany(
         "INSERT INTO interactions "
         "(session_sid, sid, date_updated, inbound_status, outbound_status) VALUES (?, ?, ?, ?, ?)",
@@ -350,10 +357,6 @@ def _write_delta(
             for sid, fp in fetched.items()
             if sid in stored and tuple(stored[sid]) != tuple(fp)
         ],
-    )
-    conn.executemany(
-        "DELETE FROM interactions WHERE session_sid = ? AND sid = ?",
-        [(session_sid, sid) for sid in stored if sid not in fetched],
     )
 
 
