@@ -214,11 +214,17 @@ class ProxyClient:
         meta = body.get("meta")
         if not isinstance(meta, dict):
             raise malformed(url.path, "missing_key", "has no 'meta' object")
+        # The answer names its own list: one that names another is not the listing asked for
+        # (a proxy's or an API version's mistake), and reading it as empty would lose nothing
+        # visible but the truth.
         meta_key = meta.get("key")
-        key = meta_key if isinstance(meta_key, str) and meta_key else key
+        if meta_key != key:
+            raise malformed(
+                url.path, "meta_key_mismatch", f"names {_shown(meta_key)} in meta.key, not {key!r}"
+            )
         items = body.get(key)
         if not isinstance(items, list):
-            raise malformed(url.path, "missing_key", f"has no list under {key!r}")
+            raise malformed(url.path, "missing_list", f"has no list under {key!r}")
         return items, meta.get("next_page_url")
 
     def _resolve_next(self, next_page_url: object, current: httpx.URL) -> httpx.URL | None:
@@ -333,6 +339,13 @@ class ProxyClient:
 def _requests(status: str) -> Counter:
     """The request counter of one status: ``labels()`` takes a lock and checks on every call."""
     return TWILIO_REQUESTS.labels(status=status)
+
+
+def _shown(value: object) -> str:
+    """Name a meta.key in an error: a short identifier as itself, never anything longer."""
+    if isinstance(value, str) and len(value) <= 40 and value.isidentifier():
+        return repr(value)
+    return "nothing" if value is None else f"a {type(value).__name__}"
 
 
 def _basic_auth(username: str, password: str) -> str:

@@ -283,9 +283,70 @@ async def test_list_sessions_reads_the_sessions_key(h: Harness) -> None:
     assert listed.raw == session
 
 
-async def test_list_key_named_by_meta_key_is_used(h: Harness) -> None:
-    h.twilio.on(FIRST, Reply(body={"items": [interaction("KI1")], "meta": {"key": "items"}}))
-    assert [r.sid for r in await h.client.list_interactions(SERVICE, SESSION)] == ["KI1"]
+@pytest.mark.parametrize(
+    ("body", "kind", "problem"),
+    [
+        (
+            {"meta": {"key": "other"}, "interactions": [interaction("KI1")], "other": []},
+            "meta_key_mismatch",
+            "names 'other' in meta.key, not 'interactions'",
+        ),
+        (
+            {"meta": {}, "interactions": [interaction("KI1")]},
+            "meta_key_mismatch",
+            "names nothing in meta.key",
+        ),
+        (
+            {"meta": {"key": ["interactions"]}, "interactions": []},
+            "meta_key_mismatch",
+            "names a list in meta.key",
+        ),
+        (
+            {"meta": {"key": CANARY + " x"}, "interactions": []},
+            "meta_key_mismatch",
+            "names a str in meta.key",
+        ),
+        (
+            {"meta": {"key": "interactions"}, "other": [interaction("KI1")]},
+            "missing_list",
+            "has no list under 'interactions'",
+        ),
+        (
+            {"meta": {"key": "interactions"}, "interactions": None},
+            "missing_list",
+            "has no list under 'interactions'",
+        ),
+    ],
+    ids=[
+        "names-another",
+        "no-key",
+        "key-not-string",
+        "key-not-identifier",
+        "list-elsewhere",
+        "null",
+    ],
+)
+async def test_a_page_is_validated_against_its_own_meta_key(
+    h: Harness, body: dict[str, Any], kind: str, problem: str
+) -> None:
+    h.twilio.on(FIRST, Reply(body=body))
+    before = counter("poller_twilio_bad_responses", kind=kind)
+    with (
+        structlog.testing.capture_logs() as logs,
+        pytest.raises(MalformedResponseError, match=problem) as caught,
+    ):
+        await h.client.list_interactions(SERVICE, SESSION)
+    assert CANARY not in str(caught.value)
+    assert counter("poller_twilio_bad_responses", kind=kind) == before + 1
+    assert {"event": "twilio_bad_response", "kind": kind, "path": INTERACTIONS} in [
+        {k: v for k, v in line.items() if k in ("event", "kind", "path")} for line in logs
+    ]
+
+
+async def test_a_sessions_page_naming_the_interactions_list_is_a_bad_answer(h: Harness) -> None:
+    h.twilio.on(f"{SESSIONS}?PageSize=50", ok([], key="interactions"))
+    with pytest.raises(MalformedResponseError, match="not 'sessions'"):
+        await h.client.list_sessions(SERVICE)
 
 
 async def test_sids_are_escaped_into_one_path_segment(h: Harness) -> None:
@@ -549,12 +610,16 @@ async def test_other_statuses_raise_source_error_without_retry(h: Harness, statu
         (b'{"interactions": [' + CANARY.encode(), "bad_json", "is not valid JSON"),
         (b"\xff\xfe" + CANARY.encode(), "bad_json", "is not valid JSON"),
         (json.dumps([CANARY]).encode(), "bad_json", "is not a JSON object"),
-        (json.dumps({"meta": {}, "x": CANARY}).encode(), "missing_key", "no list under"),
+        (
+            json.dumps({"meta": {"key": "interactions"}, "x": CANARY}).encode(),
+            "missing_list",
+            "no list under",
+        ),
         (json.dumps({"interactions": [CANARY]}).encode(), "missing_key", "no 'meta' object"),
         (json.dumps({"interactions": [], "meta": CANARY}).encode(), "missing_key", "no 'meta'"),
         (
-            json.dumps({"interactions": {"x": CANARY}, "meta": {}}).encode(),
-            "missing_key",
+            json.dumps({"interactions": {"x": CANARY}, "meta": {"key": "interactions"}}).encode(),
+            "missing_list",
             "no list under 'interactions'",
         ),
     ],
