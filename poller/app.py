@@ -19,6 +19,7 @@ from poller.retry_policy import DeliveryPolicy
 from poller.sinks import Sink, build_sinks
 from poller.state import Store
 from poller.twilio import ProxyClient
+from poller.twilio_body import AnswerLimits
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +52,9 @@ def build_app(
     """Open the state and build every part; the caller owns ``aclose()``."""
     store = store if store is not None else Store.open(config.state.path)
     try:
-        client = ProxyClient(config.twilio, transport=twilio_transport)
+        client = ProxyClient(
+            config.twilio, transport=twilio_transport, limits=AnswerLimits.of(config.twilio)
+        )
         sinks = build_sinks(config.sinks, store=store)
     except BaseException:
         store.close()

@@ -3,8 +3,10 @@
 One pooled HTTP client; HTTP Basic credentials only ever go to the scheme, host and port of
 ``twilio.base_url``; every page (next pages too) takes a token of its Service's rate limiter;
 429, 5xx and transport failures are retried with jittered backoff until a deadline, resuming at
-the page that failed. Twilio's JSON becomes typed records here; nothing deeper sees raw pages.
-Failed and malformed answers become ``SourceError``s in ``poller.twilio_errors``.
+the page that failed. Every answer is bounded (``poller.twilio_body``: bytes per page, on the
+wire and inflated; pages and records per listing). Twilio's JSON becomes typed records here;
+nothing deeper sees raw pages. Failed and malformed answers become ``SourceError``s in
+``poller.twilio_errors``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from poller.errors import ForeignURLError, SourceError
 from poller.metrics import TWILIO_REQUESTS
 from poller.ratelimit import Clock, RateLimiters, Sleep
 from poller.records import Interaction, Session
+from poller.twilio_body import Answer, AnswerLimits, read_answer
 from poller.twilio_errors import (
     Failure,
     Target,
@@ -46,7 +49,6 @@ from poller.twilio_errors import (
 log = structlog.get_logger(__name__)
 
 USER_AGENT = f"twilio-proxy-poller/{__version__}"
-MAX_PAGES = 10_000
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_BACKOFF = Backoff(base=0.5, factor=2.0, cap=30.0, jitter="full")
 
@@ -97,7 +99,7 @@ class ProxyClient:
         rng: random.Random | None = None,
         wall_clock: Clock = time.time,
         backoff: Backoff = DEFAULT_BACKOFF,
-        max_pages: int = MAX_PAGES,
+        limits: AnswerLimits | None = None,
     ) -> None:
         base = httpx.URL(str(settings.base_url))
         if base.scheme not in _DEFAULT_PORTS or not base.host:
@@ -114,7 +116,7 @@ class ProxyClient:
         self._wall_clock = wall_clock
         self._rng = rng if rng is not None else random.Random()
         self._backoff = backoff
-        self._max_pages = max_pages
+        self._limits = limits if limits is not None else AnswerLimits()
         rate = settings.max_requests_per_second
         self._limiters = RateLimiters(rate, max(1.0, rate), clock=clock, sleep=sleep)
         concurrency = max(1, settings.max_concurrency)
@@ -122,12 +124,10 @@ class ProxyClient:
         if transport is None:
             # Measured by bench/bench_transport.py: httpx over aiohttp costs well under half the
             # CPU of httpx's own async transport for the same pages.
-            limits = httpx.Limits(
-                max_connections=concurrency, max_keepalive_connections=concurrency
-            )
+            pool = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
             # The transport builds its SSL context at once (loading the CA bundle costs tens of
             # milliseconds): an http:// base_url never speaks TLS (_pin keeps the scheme).
-            transport = AiohttpTransport(limits=limits, verify=base.scheme == "https")
+            transport = AiohttpTransport(limits=pool, verify=base.scheme == "https")
         # Requests go straight to the transport: every request is one GET to base_url's origin,
         # so AsyncClient's per-request work (merging, the auth flow, redirects, the cookie jar)
         # would only cost CPU (about a tenth of a full scan's, by bench/bench_fullscan.py).
@@ -151,12 +151,14 @@ class ProxyClient:
         """Return every Interaction of a Session, following every page."""
         path = f"/v1/Services/{_segment(service_sid)}/Sessions/{_segment(session_sid)}/Interactions"
         target = Target(service_sid, session_sid)
-        return await self._list(target, path, "interactions", Interaction.from_api)
+        cap = (self._limits.max_interactions_per_session, "twilio.max_interactions_per_session")
+        return await self._list(target, path, "interactions", Interaction.from_api, cap)
 
     async def list_sessions(self, service_sid: str) -> list[Session]:
         """Return every Session of a Service, following every page."""
         path = f"/v1/Services/{_segment(service_sid)}/Sessions"
-        return await self._list(Target(service_sid), path, "sessions", Session.from_api)
+        cap = (self._limits.max_sessions_per_service, "twilio.max_sessions_per_service")
+        return await self._list(Target(service_sid), path, "sessions", Session.from_api, cap)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
@@ -181,6 +183,7 @@ class ProxyClient:
         path: str,
         key: str,
         build: Callable[[Mapping[str, Any]], T | None],
+        cap: tuple[int, str],
     ) -> list[T]:
         url: httpx.URL | None = httpx.URL(f"{self._root}{path}?PageSize={self._page_size}")
         seen: set[str] = set()
@@ -190,6 +193,7 @@ class ProxyClient:
             seen.add(str(url))
             body = await self._fetch_page(target, url)
             items, next_page_url = self._page_items(body, key, url)
+            _check_count(len(records) + len(items), cap, key, url)
             for index, item in enumerate(items):
                 record = build(item) if isinstance(item, Mapping) else None
                 if record is None:
@@ -202,9 +206,11 @@ class ProxyClient:
     def _check_paging(self, url: httpx.URL, seen: set[str]) -> None:
         if str(url) in seen:
             raise malformed(url.path, "paging_loop", "repeats a next_page_url (a paging loop)")
-        if len(seen) >= self._max_pages:
+        if len(seen) >= self._limits.max_pages:
             raise malformed(
-                url.path, "too_many_pages", f"goes on for more than {self._max_pages} pages"
+                url.path,
+                "too_many_pages",
+                f"goes on for more than {self._limits.max_pages} pages (twilio.max_pages)",
             )
 
     def _page_items(self, body: object, key: str, url: httpx.URL) -> tuple[list[Any], Any]:
@@ -255,9 +261,6 @@ class ProxyClient:
                 raise self._exhausted(failure, url, attempt, started) from failure.error
             try:
                 response = await self._send(url)
-            except httpx.DecodingError as exc:
-                _requests(status="error").inc()
-                raise malformed(url.path, "bad_json", "has an undecodable body") from exc
             except _TRANSPORT_ERRORS as exc:
                 _requests(status="error").inc()
                 failure = Failure(None, error=exc)
@@ -272,19 +275,14 @@ class ProxyClient:
             attempt += 1
             await self._wait_before_retry(target, url, failure, attempt, started, deadline)
 
-    async def _send(self, url: httpx.URL) -> httpx.Response:
+    async def _send(self, url: httpx.URL) -> Answer:
         self._pin(url)
         request = httpx.Request("GET", url, headers=self._headers, extensions=self._extensions)
         async with self._semaphore, asyncio.timeout(self._timeout):
             # A whole-request bound: httpx's timeouts are per socket operation, so a trickling
             # body could otherwise hold a connection for ever.
             response = await self._transport.handle_async_request(request)
-            try:
-                await response.aread()
-            except BaseException:
-                await response.aclose()
-                raise
-            return response
+            return await read_answer(response, self._limits.max_page_bytes, url.path)
 
     def _pin(self, url: httpx.URL) -> None:
         if _origin(url) != self._origin or url.userinfo:
@@ -327,12 +325,18 @@ class ProxyClient:
         elapsed = self._clock() - started
         return exhausted(failure, url.path, attempts, elapsed, self._deadline)
 
-    def _decode(self, response: httpx.Response, url: httpx.URL) -> object:
+    def _decode(self, response: Answer, url: httpx.URL) -> object:
         try:
             body: object = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
             raise malformed(url.path, "bad_json", "is not valid JSON") from exc
         return body
+
+
+def _check_count(count: int, cap: tuple[int, str], key: str, url: httpx.URL) -> None:
+    limit, setting = cap
+    if count > limit:
+        raise malformed(url.path, "too_many_records", f"lists more than {limit} {key} ({setting})")
 
 
 @functools.cache

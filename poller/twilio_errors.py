@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 import structlog
@@ -30,6 +31,17 @@ from poller.ratelimit import Clock
 # These events describe the client's requests: they keep its logger name, which operators filter
 # on, so splitting the module changed no log line.
 log = structlog.get_logger("poller.twilio")
+
+
+class Reply(Protocol):
+    """What the helpers read of an answer (``twilio_body.Answer``, or an ``httpx.Response``)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> httpx.Headers: ...
+    @property
+    def content(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +74,7 @@ class Failure:
         return type(self.error).__name__
 
 
-def retryable_failure(response: httpx.Response, wall_clock: Clock) -> Failure:
+def retryable_failure(response: Reply, wall_clock: Clock) -> Failure:
     """Describe a retryable answer (429 or 5xx), with the wait its Retry-After asks for."""
     status = response.status_code
     if status == 429:
@@ -75,7 +87,7 @@ def retryable_failure(response: httpx.Response, wall_clock: Clock) -> Failure:
 
 
 def http_error(
-    response: httpx.Response, target: Target, path: str, host: str, port: int | None
+    response: Reply, target: Target, path: str, host: str, port: int | None
 ) -> SourceError:
     """The error for an answer that no retry can fix (``host:port`` names the credentials')."""
     status = response.status_code
@@ -149,7 +161,7 @@ def skip_record(item: object, path: str, index: int) -> None:
     log.warning("twilio_record_skipped", kind=kind, path=path, index=index)
 
 
-def twilio_code(response: httpx.Response) -> str:
+def twilio_code(response: Reply) -> str:
     """Return ``", code N"`` from Twilio's error body, or "" (the body itself is never shown)."""
     try:
         body = json.loads(response.content)

@@ -33,6 +33,7 @@ from poller.errors import (
 )
 from poller.metrics import REGISTRY
 from poller.twilio import ProxyClient
+from poller.twilio_body import AnswerLimits
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BASE = "https://proxy.twilio.com"
@@ -245,7 +246,7 @@ async def test_repeated_next_page_url_is_a_paging_loop(h: Harness) -> None:
 
 
 async def test_paging_stops_at_the_page_cap(make: Callable[..., Harness]) -> None:
-    h = make(client_options={"max_pages": 3})  # the default 10,000 would make this slow
+    h = make(client_options={"limits": AnswerLimits(max_pages=3)})  # not 1,000: quicker
     for n in range(5):
         h.twilio.on(
             FIRST if n == 0 else f"{INTERACTIONS}?p={n}", ok([], f"{INTERACTIONS}?p={n + 1}")
