@@ -30,7 +30,7 @@ from prometheus_client import Counter
 
 from poller import __version__
 from poller.backoff import Backoff
-from poller.errors import ForeignURLError, SourceError
+from poller.errors import ForeignURLError, MalformedResponseError, SourceError
 from poller.metrics import TWILIO_REQUESTS
 from poller.ratelimit import Clock, RateLimiters, Sleep
 from poller.records import Interaction, Session
@@ -220,9 +220,8 @@ class ProxyClient:
         meta = body.get("meta")
         if not isinstance(meta, dict):
             raise malformed(url.path, "missing_key", "has no 'meta' object")
-        # The answer names its own list: one that names another is not the listing asked for
-        # (a proxy's or an API version's mistake), and reading it as empty would lose nothing
-        # visible but the truth.
+        # The answer names its own list: one naming another is not the listing asked for (a
+        # proxy's or an API version's mistake), and reading it as an empty one would hide that.
         meta_key = meta.get("key")
         if meta_key != key:
             raise malformed(
@@ -261,6 +260,9 @@ class ProxyClient:
                 raise self._exhausted(failure, url, attempt, started) from failure.error
             try:
                 response = await self._send(url)
+            except MalformedResponseError:
+                _requests(status="error").inc()  # its body was refused (too large, undecodable)
+                raise
             except _TRANSPORT_ERRORS as exc:
                 _requests(status="error").inc()
                 failure = Failure(None, error=exc)
