@@ -24,7 +24,10 @@ from poller.config.messages import _NO_VALUE, Loc, _dotted, _NoValue, _short
 from poller.config.models import (
     SECRET_KEYS,
     Config,
+    DiscordSinkConfig,
+    EmailSinkConfig,
     SlackSinkConfig,
+    TeamsSinkConfig,
     WebhookSinkConfig,
     _SinkCommon,
 )
@@ -110,6 +113,9 @@ def parse_config(
 _SINK_TAGS: Mapping[str, type[_SinkCommon]] = {
     "webhook": WebhookSinkConfig,
     "slack": SlackSinkConfig,
+    "teams": TeamsSinkConfig,
+    "discord": DiscordSinkConfig,
+    "email": EmailSinkConfig,
 }
 _BUILTIN_EXPECTED: Mapping[str, str] = {
     "missing": "missing: this key is required",
@@ -122,8 +128,8 @@ _BUILTIN_EXPECTED: Mapping[str, str] = {
     "bool_type": "expected true or false",
     "bool_parsing": "expected true or false",
     "too_short": "expected at least one entry",
-    "union_tag_invalid": "expected webhook or slack",
-    "union_tag_not_found": "missing: expected webhook or slack",
+    "union_tag_invalid": "expected webhook, slack, teams, discord or email",
+    "union_tag_not_found": "missing: expected webhook, slack, teams, discord or email",
 }
 
 
