@@ -130,19 +130,20 @@ def _classify(exc: BaseException) -> tuple[str, int | None, Verdict]:
         return "timeout", None, ("retry", "no answer from the SMTP server in time")
     if isinstance(exc, ssl.SSLCertVerificationError):
         return "tls", None, ("disabled", "the SMTP server's certificate is not trusted")
-    if isinstance(exc, aiosmtplib.SMTPNotSupported):
-        return "unsupported", None, ("disabled", _unsupported(exc))
     if isinstance(exc, OSError):  # SMTPConnectError and SMTPServerDisconnected are OSErrors
         return "transport", None, ("retry", f"connection failure ({type(exc).__name__})")
-    if isinstance(exc, aiosmtplib.SMTPException) and "STARTTLS" in str(exc):
-        return "unsupported", None, ("disabled", "the SMTP server does not offer STARTTLS")
+    missing = _missing_extension(str(exc))
+    if missing is not None:
+        return "unsupported", None, ("disabled", f"the SMTP server does not offer {missing}")
     return "smtp", None, ("retry", f"an SMTP failure ({type(exc).__name__})")
 
 
-def _unsupported(exc: aiosmtplib.SMTPNotSupported) -> str:
-    text = str(exc).upper()
-    if "STARTTLS" in text:
-        return "the SMTP server does not offer STARTTLS"
-    if "AUTH" in text:
-        return "the SMTP server does not offer authentication (AUTH)"
-    return "the SMTP server lacks an extension the sink needs"
+def _missing_extension(text: str) -> str | None:
+    """The extension aiosmtplib found missing ("STARTTLS", "AUTH"), from its error's text."""
+    upper = text.upper()
+    if "NOT SUPPORTED" not in upper:
+        return None
+    for extension in ("STARTTLS", "AUTH"):
+        if extension in upper:
+            return extension
+    return "an extension the sink needs"
