@@ -52,7 +52,7 @@ def humanise(key: str) -> str:
 def summarize(event: Event, *, include_data: bool) -> Summary:
     """Return the :class:`Summary` of ``event`` (the body only when ``include_data``)."""
     data = event.payload(include_data=include_data)["data"]
-    facts = _facts(data)
+    facts = facts_of(data)
     return Summary(
         title=event_title(event),
         facts=tuple(facts[:MAX_FACTS]),
@@ -63,25 +63,30 @@ def summarize(event: Event, *, include_data: bool) -> Summary:
     )
 
 
-def _facts(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+def facts_of(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The (label, value) facts of an event's ``data``: changes, SIDs, then each record's fields."""
     facts: list[tuple[str, str]] = []
     changes = data.get("changes")
+    changed = set(changes) if isinstance(changes, Mapping) else set()
     if isinstance(changes, Mapping):
         for key, change in changes.items():
             old, new = [*list(change), None, None][:2]
             facts.append((humanise(str(key)), f"{_text(old)} → {_text(new)}"))
     facts += [(label, str(data[key])) for key, label in _SIDS if data.get(key)]
     for name, record in data.items():
-        if not isinstance(record, Mapping):
+        if name == "changes" or not isinstance(record, Mapping):
             continue
         if record.get("sid"):
             facts.append((humanise(name), str(record["sid"])))
         facts += [
             (humanise(key), _text(value))
             for key, value in record.items()
-            if key not in _SKIPPED and value is not None and not isinstance(value, dict | list)
+            if key not in _SKIPPED
+            and key not in changed  # its change says it already
+            and value is not None
+            and not isinstance(value, dict | list)
         ]
-    return facts
+    return list(dict.fromkeys(facts))  # a session's own SID is the session_sid: say it once
 
 
 def _text(value: object) -> str:
