@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sink_bursts import HOSTILE, answers, burst, deliver
 from sink_contract_cases import make_event
@@ -288,3 +289,27 @@ async def test_a_refused_card_is_dead_lettered_with_its_reason_for_outbox_list(
         assert dead.last_error is not None
         assert "dead-lettered" in dead.last_error
         assert "\n" not in dead.last_error
+
+
+# -- the fakes are as strict as the services ---------------------------------------------------
+
+
+async def test_the_fakes_refuse_what_the_services_refuse(
+    teams: FakeTeams, discord: FakeDiscord
+) -> None:
+    too_long = {"embeds": [{"title": "t", "description": "d" * 4000}, {"description": "e" * 2001}]}
+    too_many = {"embeds": [{"title": str(i)} for i in range(11)]}
+    async with httpx.AsyncClient() as client:
+        big = {"type": "message", "attachments": [], "pad": "x" * MAX_BYTES}
+        assert (await client.post(teams.webhook_url, json=big)).status_code == 413
+        assert (await client.post(teams.webhook_url, json={"type": "message"})).status_code == 400
+        for payload in (too_long, too_many, {"content": "c" * 2001}):
+            answer = await client.post(discord.webhook_url, json=payload)
+            assert (answer.status_code, answer.json()["code"]) == (400, 50035)
+        discord.limit = 1
+        assert (await client.post(discord.webhook_url, json={"content": "a"})).status_code == 204
+        limited = await client.post(discord.webhook_url, json={"content": "b"})
+    assert limited.status_code == 429
+    assert limited.json()["message"] == "You are being rate limited."
+    assert limited.json()["retry_after"] > 0
+    assert limited.headers["x-ratelimit-remaining"] == "0"

@@ -38,7 +38,8 @@ def _target(sink: TeamsSinkConfig | DiscordSinkConfig | EmailSinkConfig) -> tupl
         auth = (
             f"user {sink.username} password {_mask(sink.password)}" if sink.username else "no auth"
         )
-        target = f"smtp {sink.smtp_host}:{sink.port} ({sink.security}, {auth}) to {len(sink.to)}"
+        count = f"{len(sink.to)} address" + ("es" if len(sink.to) > 1 else "")
+        target = f"smtp {sink.smtp_host}:{sink.port} ({sink.security}, {auth}) to {count}"
         return target, f"digest over {sink.digest_threshold}"
     return f"webhook {_mask(sink.webhook_url)}", f"digest over {sink.digest_threshold}"
 
