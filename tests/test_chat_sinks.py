@@ -20,8 +20,10 @@ from poller.errors import (
     RetryableDeliveryError,
     SinkDisabledError,
 )
-from poller.sinks.discord import DiscordSink
+from poller.sinks.discord import DiscordSink, event_embed
 from poller.sinks.discord import escape as discord_escape
+from poller.sinks.discord import message as discord_message
+from poller.sinks.render import Summary
 from poller.sinks.teams import TeamsSink
 from poller.sinks.teams import escape as teams_escape
 from tests.fake_discord import FakeDiscord, discord_headers, rate_limited_body
@@ -313,3 +315,22 @@ async def test_the_fakes_refuse_what_the_services_refuse(
     assert limited.json()["message"] == "You are being rate limited."
     assert limited.json()["retry_after"] > 0
     assert limited.headers["x-ratelimit-remaining"] == "0"
+
+
+async def test_long_facts_are_dropped_before_discords_6000_characters_are_passed(
+    discord: FakeDiscord,
+) -> None:
+    summary = Summary(
+        title="Session updated",
+        facts=tuple((f"field {i}", "v" * 2000) for i in range(30)),
+        body="b" * 5000,
+        timestamp="not a time",
+        event_id="evt_" + "0" * 32,
+        session_sid="KC" + "a" * 32,
+    )
+    embed = event_embed(summary)
+    assert "timestamp" not in embed
+    assert 0 < len(embed["fields"]) < 25
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(discord.webhook_url, json=discord_message([embed]))
+    assert answer.status_code == 204

@@ -38,6 +38,7 @@ import httpx
 from poller.backoff import parse_retry_after
 from poller.config import DiscordSinkConfig
 from poller.events import Event
+from poller.records import parse_time
 from poller.sinks.answers import Verdict, count_delivered, failure, http_verdict
 from poller.sinks.jsonpost import Answer, JsonPoster
 from poller.sinks.render import DigestSummary, Summary, summarize, summarize_digest
@@ -108,19 +109,25 @@ def _fields(facts: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
 
 
 def event_embed(summary: Summary) -> dict[str, Any]:
-    """The embed of one event, within every per-embed limit and the 6,000 in total."""
+    """The embed of one event: every per-embed limit kept, fields added while the 6,000 allow."""
     embed: dict[str, Any] = {
         "title": _cut(escape(summary.title), LIMITS["title"]),
         "color": COLOR,
-        "fields": _fields(summary.facts),
         "footer": {"text": _cut(escape(summary.event_id), LIMITS["footer"])},
-        "timestamp": summary.timestamp,
     }
+    if parse_time(summary.timestamp) is not None:  # Discord refuses a timestamp it cannot read
+        embed["timestamp"] = summary.timestamp
     if summary.body:
-        room = LIMITS["total"] - embed_length(embed)
-        embed["description"] = _cut(escape(summary.body), min(MAX_BODY, room))
-    while embed_length(embed) > LIMITS["total"] and embed["fields"]:
-        embed["fields"].pop()
+        embed["description"] = _cut(escape(summary.body), MAX_BODY)
+    fields: list[dict[str, Any]] = []
+    used = embed_length(embed)
+    for item in _fields(summary.facts):
+        grown = len(item["name"]) + len(item["value"])
+        if used + grown > LIMITS["total"]:
+            break
+        fields.append(item)
+        used += grown
+    embed["fields"] = fields
     return embed
 
 
