@@ -161,7 +161,7 @@ async def test_teams_429_is_retried_after_its_retry_after(teams: FakeTeams) -> N
     teams.limit = 10
     await sink.send(make_event())  # waits out Teams' second before posting
     await sink.aclose()
-    assert max(sleeps.slept) == pytest.approx(1.0, abs=0.05)
+    assert 0.5 <= max(sleeps.slept) <= 1.0  # the rest of Teams' second (less under load)
     assert [r.status for r in teams.received] == [202, 429, 202]
 
 
@@ -176,7 +176,8 @@ async def test_discord_429_is_retried_after_the_retry_after_of_its_body(
     assert info.value.retry_after == pytest.approx(0.25)  # the body's float, not the header
     await sink.send(make_event())
     await sink.aclose()
-    assert sleeps.slept and max(sleeps.slept) == pytest.approx(0.25, abs=0.05)
+    assert sleeps.slept
+    assert 0.1 <= max(sleeps.slept) <= 0.25
     assert [r.status for r in discord.received] == [429, 200]
 
 
@@ -202,7 +203,7 @@ async def test_discord_remaining_zero_on_an_answer_holds_the_next_post(
     await sink.send(make_event())
     await sink.send(make_event())
     await sink.aclose()
-    assert max(sleeps.slept) == pytest.approx(0.3, abs=0.05)
+    assert 0.1 <= max(sleeps.slept) <= 0.3
 
 
 # -- every answer classified -----------------------------------------------------------------
@@ -334,3 +335,14 @@ async def test_long_facts_are_dropped_before_discords_6000_characters_are_passed
     async with httpx.AsyncClient() as client:
         answer = await client.post(discord.webhook_url, json=discord_message([embed]))
     assert answer.status_code == 204
+
+
+def test_markdown_in_a_body_is_escaped_for_each_service() -> None:
+    text = "1. first\n- item\n**b** [x](http://evil) <@1> & @everyone"
+    assert teams_escape(text) == (
+        "1\\. first\n\\- item\n\\*\\*b\\*\\* \\[x\\]\\(http://evil\\) &lt;@1\\> &amp; @everyone"
+    )
+    assert discord_escape(text) == (
+        "1. first\n\\- item\n\\*\\*b\\*\\* \\[x\\]\\(http\\://evil\\) "
+        "\\<@\u200b1\\> & @\u200beveryone"
+    )

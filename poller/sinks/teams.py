@@ -58,12 +58,13 @@ ANSWERS: Mapping[int, Verdict] = {
 }
 
 _MARKDOWN = re.compile(r"([\\`*_~\[\]()#+\-!|>{}])")
+_ORDERED = re.compile(r"^(\d+)\.", re.MULTILINE)  # "1. x" at a line's start is a list
 
 
 def escape(text: str) -> str:
     """Return ``text`` so that an Adaptive Card's markdown shows it literally."""
     text = text.replace("&", "&amp;").replace("<", "&lt;")
-    return _MARKDOWN.sub(r"\\\1", text)
+    return _ORDERED.sub(r"\1\\.", _MARKDOWN.sub(r"\\\1", text))
 
 
 def _cut(text: str, limit: int) -> str:
