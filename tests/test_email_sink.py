@@ -275,6 +275,8 @@ def test_the_port_follows_security_and_password_file_is_read(tmp_path: Path) -> 
         ({"username": USER}, "sinks[0].password: missing: username needs password"),
         ({"subject_template": "{% if %}"}, "sinks[0].subject_template: expected a valid Jinja2"),
         ({"sender": SENDER}, "sinks[0].sender: unknown key"),
+        ({"form": SENDER}, "sinks[0].form: unknown key (did you mean from?)"),
+        ({"pasword": "x"}, "sinks[0].pasword: unknown key (did you mean password?)"),
     ],
 )
 def test_bad_email_settings_are_one_line_config_errors(
