@@ -44,6 +44,13 @@ DELIVERIES = Counter(
     ["sink", "outcome"],
     registry=REGISTRY,
 )
+SINK_ANSWERS = Counter(
+    "poller_sink_answers",
+    "Answers of the Teams, Discord and email destinations, by sink, outcome "
+    "(delivered, retry, permanent, disabled) and answer (HTTP 429, SMTP 535, timeout, ...).",
+    ["sink", "outcome", "answer"],
+    registry=REGISTRY,
+)
 OUTBOX_PENDING = Gauge(
     "poller_outbox_pending",
     "Deliveries waiting in the outbox, by sink.",

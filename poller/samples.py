@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from poller.diff import sort_key
-from poller.events import Event, EventType, event_id
+from poller.events import EVENT_TYPES, Event, EventType, event_id
 from poller.records import Interaction
 
 SAMPLE_ACCOUNT_SID = "AC" + "a" * 32
@@ -20,8 +21,11 @@ SAMPLE_SESSION_SID = "KC" + "a" * 32
 SAMPLE_BODY = "Hi! This is a test message from twilio-proxy-poller. Your driver is 2 minutes away."
 
 
-def sample_event(now: datetime | None = None) -> Event:
+def sample_event(now: datetime | None = None, event_type: EventType = EventType.CREATED) -> Event:
     """Return an ``interaction.created`` event for a message sent at ``now`` (default: now).
+
+    ``event_type=EventType.UPDATED`` gives the same message's ``interaction.updated`` (its
+    outbound status went from ``sent`` to ``delivered``), to check templates against.
 
     The interaction SID (so the event id) is derived from ``now``: two tests are two events,
     and a receiver that drops duplicate ids still shows the second one.
@@ -51,6 +55,8 @@ def sample_event(now: datetime | None = None) -> Event:
         "outbound_resource_url": None,
         "url": f"{session_url}/{SAMPLE_SESSION_SID}/Interactions/{sid}",
     }
+    if event_type is EventType.UPDATED:
+        return _updated(raw, stamp)
     interaction = Interaction.from_api(raw)
     assert interaction is not None  # the record above has a sid
     return Event(
@@ -63,3 +69,29 @@ def sample_event(now: datetime | None = None) -> Event:
         timestamp=stamp,
         sort_key=sort_key(interaction),
     )
+
+
+def _updated(raw: dict[str, str | None], stamp: str) -> Event:
+    before = Interaction.from_api(raw)
+    raw = {**raw, "outbound_resource_status": "delivered"}
+    after = Interaction.from_api(raw)
+    assert before is not None  # the record has a sid
+    assert after is not None
+    sid = str(raw["sid"])
+    return Event(
+        id=event_id(EventType.UPDATED, sid, before.fingerprint, after.fingerprint),
+        type=EventType.UPDATED,
+        service_sid=SAMPLE_SERVICE_SID,
+        session_sid=SAMPLE_SESSION_SID,
+        interaction_sid=sid,
+        interaction=raw,
+        timestamp=stamp,
+        changes={"outbound_resource_status": ("sent", "delivered")},
+        sort_key=sort_key(after),
+    )
+
+
+def sample_events(types: Iterable[str]) -> list[Event]:
+    """Return one sample event of each of ``types`` (event type names) it knows."""
+    moment = datetime(2026, 11, 27, 10, 0, 5, tzinfo=UTC)
+    return [sample_event(moment, EventType(t)) for t in types if t in EVENT_TYPES]

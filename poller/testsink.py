@@ -31,7 +31,9 @@ async def test_sink(config: Config, name: str) -> int:
     try:
         await sink.send(event)
     except DeliveryError as exc:
-        status = f" (HTTP {exc.status})" if exc.status is not None else ""
+        # The new sinks name the answer themselves ("HTTP 404", "SMTP 535"): say it once.
+        named = exc.status is None or str(exc.status) in str(exc)
+        status = "" if named else f" (HTTP {exc.status})"
         print(f"sink {name}: refused{status}: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -16,10 +16,12 @@ from typing import Any
 
 import httpx
 
-from poller.config import SlackSinkConfig, WebhookSinkConfig
+from poller.config import DiscordSinkConfig, SlackSinkConfig, TeamsSinkConfig, WebhookSinkConfig
 from poller.events import Event, EventType
 from poller.sinks import Sink
+from poller.sinks.discord import DiscordSink
 from poller.sinks.slack import SlackSink
+from poller.sinks.teams import TeamsSink
 from poller.sinks.webhook import WebhookSink
 
 SECRET = "whsec_" + base64.b64encode(b"contract-secret-0123456789abcdef").decode()
@@ -188,4 +190,65 @@ def slack_api_case() -> SinkCase:
     )
 
 
-CASES: list[Callable[[], SinkCase]] = [webhook_case, slack_webhook_case, slack_api_case]
+TEAMS_URL_SECRET = "sig-teams-contract-77aa"
+DISCORD_TOKEN = "discord-contract-token-88bb"
+
+
+def teams_case() -> SinkCase:
+    def build(
+        transport: httpx.AsyncBaseTransport, include_data: bool, threads: MemoryThreads
+    ) -> Sink:
+        config = TeamsSinkConfig.model_validate(
+            {
+                "name": "contract-teams",
+                "type": "teams",
+                "webhook_url": f"https://prod.workflows.example/wf/1/invoke?sig={TEAMS_URL_SECRET}",
+                "include_data": include_data,
+            }
+        )
+        return TeamsSink(config, transport=transport)
+
+    return SinkCase(
+        id="teams",
+        build=build,
+        secrets=(TEAMS_URL_SECRET,),
+        accept=_plain(202),
+        gone=_plain(404),  # the workflow was deleted
+    )
+
+
+def discord_case() -> SinkCase:
+    def build(
+        transport: httpx.AsyncBaseTransport, include_data: bool, threads: MemoryThreads
+    ) -> Sink:
+        config = DiscordSinkConfig.model_validate(
+            {
+                "name": "contract-discord",
+                "type": "discord",
+                "webhook_url": f"https://discord.example/api/webhooks/1/{DISCORD_TOKEN}",
+                "include_data": include_data,
+            }
+        )
+        return DiscordSink(config, transport=transport)
+
+    return SinkCase(
+        id="discord",
+        build=build,
+        secrets=(DISCORD_TOKEN,),
+        accept=lambda request: httpx.Response(200, json={"id": "1"}),
+        gone=lambda request: httpx.Response(
+            404, json={"message": "Unknown Webhook", "code": 10015}
+        ),
+        refused=lambda request: httpx.Response(
+            400, json={"message": "Invalid Form Body", "code": 50035}
+        ),
+    )
+
+
+CASES: list[Callable[[], SinkCase]] = [
+    webhook_case,
+    slack_webhook_case,
+    slack_api_case,
+    teams_case,
+    discord_case,
+]

@@ -231,7 +231,12 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("sinks-empty", edit("sinks", []), "sinks", "at least one"),
     ("sink-name-duplicate", edit("sinks[1].name", "ops"), "sinks[1].name", "sinks[0]"),
     ("sink-name-pattern", edit("sinks[0].name", "ops team"), "sinks[0].name", "got 'ops team'"),
-    ("sink-type-unknown", edit("sinks[0].type", "email"), "sinks[0].type", "webhook or slack"),
+    (
+        "sink-type-unknown",
+        edit("sinks[0].type", "fax"),
+        "sinks[0].type",
+        "slack, teams, discord or email",
+    ),
     ("sink-type-missing", edit("sinks[0].type", DELETE), "sinks[0].type", "missing"),
     ("sink-not-mapping", edit("sinks[1]", "support"), "sinks[1]", "expected a mapping"),
     (
@@ -873,7 +878,7 @@ def test_example_config_mentions_every_key_of_the_models() -> None:
     expected: set[str] = set()
     models: list[type[pydantic.BaseModel]] = [Config, *_all_models()]
     for model in models:
-        expected |= set(model.model_fields)
+        expected |= {field.alias or name for name, field in model.model_fields.items()}
     expected |= {f"{name}_file" for name in SECRET_KEYS}
     assert expected - mentioned == set()
 

@@ -29,7 +29,8 @@ def _is_sequence(annotation: object) -> bool:
 def model_key_paths(model: type[pydantic.BaseModel], prefix: str = "") -> set[str]:
     """Every key path the models accept, secrets' ``_file`` variants included."""
     paths: set[str] = set()
-    for name, field in model.model_fields.items():
+    for key, field in model.model_fields.items():
+        name = field.alias or key  # what a config file writes (``from``, not ``sender``)
         path = f"{prefix}{name}"
         paths.add(path)
         if name in SECRET_KEYS:

@@ -17,7 +17,10 @@ _TWILIO_FILE_SECRETS = ("auth_token", "api_key_secret")
 _SINK_FILE_SECRETS: Mapping[str | None, tuple[str, ...]] = {
     "webhook": ("secret",),
     "slack": ("webhook_url", "token"),
-    None: ("secret", "webhook_url", "token"),
+    "teams": ("webhook_url",),
+    "discord": ("webhook_url",),
+    "email": ("password",),
+    None: ("secret", "webhook_url", "token", "password"),
 }
 
 

@@ -24,7 +24,10 @@ from poller.config.messages import _NO_VALUE, Loc, _dotted, _NoValue, _short
 from poller.config.models import (
     SECRET_KEYS,
     Config,
+    DiscordSinkConfig,
+    EmailSinkConfig,
     SlackSinkConfig,
+    TeamsSinkConfig,
     WebhookSinkConfig,
     _SinkCommon,
 )
@@ -110,6 +113,9 @@ def parse_config(
 _SINK_TAGS: Mapping[str, type[_SinkCommon]] = {
     "webhook": WebhookSinkConfig,
     "slack": SlackSinkConfig,
+    "teams": TeamsSinkConfig,
+    "discord": DiscordSinkConfig,
+    "email": EmailSinkConfig,
 }
 _BUILTIN_EXPECTED: Mapping[str, str] = {
     "missing": "missing: this key is required",
@@ -122,8 +128,8 @@ _BUILTIN_EXPECTED: Mapping[str, str] = {
     "bool_type": "expected true or false",
     "bool_parsing": "expected true or false",
     "too_short": "expected at least one entry",
-    "union_tag_invalid": "expected webhook or slack",
-    "union_tag_not_found": "missing: expected webhook or slack",
+    "union_tag_invalid": "expected webhook, slack, teams, discord or email",
+    "union_tag_not_found": "missing: expected webhook, slack, teams, discord or email",
 }
 
 
@@ -165,16 +171,19 @@ def _strip_tags(loc: Loc) -> Loc:
 
 def _suggestion(loc: Loc) -> str:
     model: type[BaseModel] | None = Config
-    for part in loc[:-1]:
+    for index, part in enumerate(loc[:-1]):
         if model is None or isinstance(part, int):
             continue
-        if part in _SINK_TAGS and model is Config:
+        # The discriminator tag after ``sinks[i]`` picks the model of that sink's type.
+        if part in _SINK_TAGS and index == 2 and loc[0] == "sinks":
             model = _SINK_TAGS[part]
         elif part in model.model_fields:
             model = _model_in(model.model_fields[part].annotation)
     if model is None:
         return ""
-    known = list(model.model_fields) + [f"{k}_file" for k in model.model_fields if k in SECRET_KEYS]
+    # What a config file writes: an alias (``from``) rather than the field's own name.
+    known = [field.alias or k for k, field in model.model_fields.items()]
+    known += [f"{k}_file" for k in model.model_fields if k in SECRET_KEYS]
     close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 

@@ -20,6 +20,10 @@ from pydantic import (
 from poller.config.messages import _NO_VALUE, _invalid
 from poller.config.validators import (
     _base_url,
+    _body_template,
+    _content_type,
+    _email_address,
+    _email_addresses,
     _events,
     _filter_values,
     _headers,
@@ -33,6 +37,7 @@ from poller.config.validators import (
     _slack_webhook_url,
     _split_listen,
     _state_path,
+    _subject_template,
     _target_url,
     _template,
     _text,
@@ -41,7 +46,7 @@ from poller.config.validators import (
 from poller.events import EVENT_TYPES
 
 SECRET_KEYS: frozenset[str] = frozenset(
-    {"auth_token", "api_key_secret", "secret", "webhook_url", "token"}
+    {"auth_token", "api_key_secret", "secret", "webhook_url", "token", "password"}
 )
 # The spec's enums (twilio_proxy_v1.json: interaction_enum_type, interaction_enum_resource_status).
 INTERACTION_TYPES = frozenset({"message", "voice", "unknown"})
@@ -237,6 +242,16 @@ class WebhookSinkConfig(_SinkCommon):
     secret: Annotated[SecretStr, AfterValidator(_webhook_secret)] | None = None
     timeout_seconds: Seconds = 10.0
     headers: Annotated[dict[str, str], PlainValidator(_headers)] = Field(default_factory=dict)
+    body_template: Annotated[str, PlainValidator(_body_template)] | None = None
+    content_type: Annotated[str, PlainValidator(_content_type)] = "application/json"
+
+    @model_validator(mode="after")
+    def _template_renders_json(self) -> WebhookSinkConfig:
+        if self.body_template is not None:
+            from poller.config.templates import check_body_template
+
+            check_body_template(self.body_template, self.events, include_data=self.include_data)
+        return self
 
 
 class SlackSinkConfig(_SinkCommon):
@@ -270,7 +285,62 @@ class SlackSinkConfig(_SinkCommon):
         return self
 
 
-SinkConfig = Annotated[WebhookSinkConfig | SlackSinkConfig, Field(discriminator="type")]
+class TeamsSinkConfig(_SinkCommon):
+    """A Microsoft Teams Workflows webhook receiving Adaptive Cards."""
+
+    type: Literal["teams"]
+    webhook_url: Annotated[SecretStr, AfterValidator(_slack_webhook_url)]
+    digest_threshold: Annotated[int, _integer(1)] = 5
+    timeout_seconds: Seconds = 10.0
+
+
+class DiscordSinkConfig(_SinkCommon):
+    """A Discord channel webhook receiving embeds."""
+
+    type: Literal["discord"]
+    webhook_url: Annotated[SecretStr, AfterValidator(_slack_webhook_url)]
+    digest_threshold: Annotated[int, _integer(1)] = 5
+    timeout_seconds: Seconds = 10.0
+
+
+_SMTP_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+
+
+class EmailSinkConfig(_SinkCommon):
+    """An SMTP server relaying email to a list of addresses."""
+
+    type: Literal["email"]
+    smtp_host: Annotated[str, _text("a host name or address")]
+    smtp_port: Annotated[int, _integer(1, 65535)] | None = None
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: Annotated[str, _text("a user name")] | None = None
+    password: Secret | None = None
+    sender: Annotated[str, PlainValidator(_email_address)] = Field(alias="from")
+    to: Annotated[tuple[str, ...], PlainValidator(_email_addresses)]
+    subject_template: Annotated[str, PlainValidator(_subject_template)] = (
+        "[twilio-proxy-poller] {{ title }}"
+    )
+    digest_threshold: Annotated[int, _integer(1)] = 5
+    timeout_seconds: Seconds = 30.0
+
+    @model_validator(mode="after")
+    def _both_credentials(self) -> EmailSinkConfig:
+        if self.username is not None and self.password is None:
+            raise _invalid("missing: username needs password", at=("password",), got=_NO_VALUE)
+        if self.password is not None and self.username is None:
+            raise _invalid("missing: password needs username", at=("username",), got=_NO_VALUE)
+        return self
+
+    @property
+    def port(self) -> int:
+        """``smtp_port``, else the usual port of ``security`` (587, 465 or 25)."""
+        return self.smtp_port if self.smtp_port is not None else _SMTP_PORTS[self.security]
+
+
+SinkConfig = Annotated[
+    WebhookSinkConfig | SlackSinkConfig | TeamsSinkConfig | DiscordSinkConfig | EmailSinkConfig,
+    Field(discriminator="type"),
+]
 
 
 class HttpConfig(_Model):

@@ -6,7 +6,16 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from poller.config.models import PROXY_RATE_LIMIT, Config, SlackSinkConfig, WebhookSinkConfig
+from poller.config.models import (
+    PROXY_RATE_LIMIT,
+    Config,
+    DiscordSinkConfig,
+    EmailSinkConfig,
+    SinkConfig,
+    SlackSinkConfig,
+    TeamsSinkConfig,
+    WebhookSinkConfig,
+)
 
 
 def _mask(secret: SecretStr | None) -> str:
@@ -23,11 +32,26 @@ def _host(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
-def _sink_lines(sink: WebhookSinkConfig | SlackSinkConfig) -> list[str]:
-    if isinstance(sink, WebhookSinkConfig):
+def _target(sink: TeamsSinkConfig | DiscordSinkConfig | EmailSinkConfig) -> tuple[str, str]:
+    """Where a Teams, Discord or email sink sends, and its digest threshold."""
+    if isinstance(sink, EmailSinkConfig):
+        auth = (
+            f"user {sink.username} password {_mask(sink.password)}" if sink.username else "no auth"
+        )
+        count = f"{len(sink.to)} address" + ("es" if len(sink.to) > 1 else "")
+        target = f"smtp {sink.smtp_host}:{sink.port} ({sink.security}, {auth}) to {count}"
+        return target, f"digest over {sink.digest_threshold}"
+    return f"webhook {_mask(sink.webhook_url)}", f"digest over {sink.digest_threshold}"
+
+
+def _sink_lines(sink: SinkConfig) -> list[str]:
+    if isinstance(sink, TeamsSinkConfig | DiscordSinkConfig | EmailSinkConfig):
+        target, extra = _target(sink)
+    elif isinstance(sink, WebhookSinkConfig):
         signed = f"signed, secret {_mask(sink.secret)}" if sink.secret else "unsigned"
         target = f"{_host(sink.url)} ({signed})"
         extra = f"headers {', '.join(sink.headers) or 'none'}"
+        extra += ", body template" if sink.body_template is not None else ""
     elif sink.webhook_url is not None:
         target = f"incoming webhook {_mask(sink.webhook_url)}"
         extra = f"digest over {sink.digest_threshold}"

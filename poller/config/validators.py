@@ -230,6 +230,57 @@ def _template(value: object) -> str:
     return value
 
 
+_EMAIL = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\".]+")
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(\s*;[ -~]*)?")
+
+
+def _email_address(value: object) -> str:
+    if isinstance(value, str) and _EMAIL.fullmatch(value):
+        return value
+    raise _invalid("expected an email address (name@example.com)")
+
+
+def _email_addresses(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not value:
+        raise _invalid("expected a non-empty list of email addresses")
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not _EMAIL.fullmatch(item):
+            raise _invalid("expected an email address (name@example.com)", at=(index,), got=item)
+    return tuple(value)
+
+
+def _content_type(value: object) -> str:
+    if isinstance(value, str) and _CONTENT_TYPE.fullmatch(value):
+        return value
+    raise _invalid("expected a media type such as application/json")
+
+
+def _sandboxed_source(value: object, what: str) -> str:
+    """Return ``value`` when it compiles in the new sinks' sandbox."""
+    from poller.sinks.templating import compile_sandboxed
+
+    if not isinstance(value, str) or not value.strip():
+        raise _invalid(f"expected a non-empty Jinja2 {what}")
+    try:
+        compile_sandboxed(value)
+    except jinja2.TemplateSyntaxError as exc:
+        message = " ".join(str(exc.message or "syntax error").split())
+        raise _invalid(
+            f"expected a valid Jinja2 {what}, line {exc.lineno}: {message}", got=_NO_VALUE
+        ) from None
+    return value
+
+
+def _subject_template(value: object) -> str:
+    return _sandboxed_source(value, "subject template")
+
+
+def _body_template(value: object) -> str:
+    return _sandboxed_source(value, "body template")
+
+
 def _split_listen(value: str) -> tuple[str, int] | None:
     host, sep, port_text = value.rpartition(":")
     if not sep or not port_text.isdigit() or not host:

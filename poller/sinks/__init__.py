@@ -16,9 +16,17 @@ import httpx
 from poller.events import Event
 
 if TYPE_CHECKING:
-    from poller.config import SlackSinkConfig, WebhookSinkConfig
+    from poller.config import (
+        DiscordSinkConfig,
+        EmailSinkConfig,
+        SlackSinkConfig,
+        TeamsSinkConfig,
+        WebhookSinkConfig,
+    )
 
-    SinkConfig = WebhookSinkConfig | SlackSinkConfig
+    SinkConfig = (
+        WebhookSinkConfig | SlackSinkConfig | TeamsSinkConfig | DiscordSinkConfig | EmailSinkConfig
+    )
 
 
 class Sink(Protocol):
@@ -74,7 +82,40 @@ def _slack(config: SinkConfig, deps: SinkDeps) -> Sink:
     return SlackSink(config, store=deps.store, transport=deps.transport)
 
 
-SINK_TYPES: Mapping[str, SinkFactory] = {"webhook": _webhook, "slack": _slack}
+def _teams(config: SinkConfig, deps: SinkDeps) -> Sink:
+    from poller.config import TeamsSinkConfig
+    from poller.sinks.teams import TeamsSink
+
+    if not isinstance(config, TeamsSinkConfig):
+        raise TypeError(f"sink {config.name!r}: expected a teams config")
+    return TeamsSink(config, transport=deps.transport)
+
+
+def _discord(config: SinkConfig, deps: SinkDeps) -> Sink:
+    from poller.config import DiscordSinkConfig
+    from poller.sinks.discord import DiscordSink
+
+    if not isinstance(config, DiscordSinkConfig):
+        raise TypeError(f"sink {config.name!r}: expected a discord config")
+    return DiscordSink(config, transport=deps.transport)
+
+
+def _email(config: SinkConfig, deps: SinkDeps) -> Sink:
+    from poller.config import EmailSinkConfig
+    from poller.sinks.email import EmailSink
+
+    if not isinstance(config, EmailSinkConfig):
+        raise TypeError(f"sink {config.name!r}: expected an email config")
+    return EmailSink(config)  # SMTP, not HTTP: the transport is not for it
+
+
+SINK_TYPES: Mapping[str, SinkFactory] = {
+    "webhook": _webhook,
+    "slack": _slack,
+    "teams": _teams,
+    "discord": _discord,
+    "email": _email,
+}
 
 
 def build_sinks(

@@ -8,6 +8,11 @@ How an answer is classified (the dispatcher decides what happens next):
     408, 425, 429, 5xx           RetryableDeliveryError, with the receiver's ``Retry-After``
     any other 4xx                PermanentDeliveryError: dead-letter the event
     timeout, transport failure   RetryableDeliveryError
+    body_template fails          PermanentDeliveryError (before sending: the event is kept)
+
+With ``body_template`` the body is that template rendered in the sandbox (it must be JSON;
+the config checks it against a sample of every event type it takes) and sent with
+``content_type``; the signature covers exactly the bytes sent.
 
 Errors and logs name the sink and the status, never the secret, the URL or a body; the
 receiver's answer is logged at debug level only, cut to 200 characters.
@@ -40,6 +45,7 @@ from poller.errors import (
     SinkDisabledError,
 )
 from poller.events import Event
+from poller.sinks.templating import compile_sandboxed, render_json_body
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +98,10 @@ class WebhookSink:
         self._transport = transport
         self._url = url.copy_with(userinfo=b"")
         self._timeouts = httpx.Timeout(config.timeout_seconds).as_dict()
+        self._template = (
+            compile_sandboxed(config.body_template) if config.body_template is not None else None
+        )
+        self._content_type = config.content_type
         # Header names are case-insensitive: lower-case them so the config's never duplicate ours.
         self._fixed_headers = {"user-agent": USER_AGENT}
         self._fixed_headers.update((k.lower(), v) for k, v in config.headers.items())
@@ -100,7 +110,7 @@ class WebhookSink:
 
     async def send(self, event: Event) -> None:
         """POST ``event``; raise a ``DeliveryError`` subclass unless the receiver took it."""
-        body = encode_body(event, include_data=self.include_data)
+        body = self._body(event)
         now = self._clock()
         headers = self._headers(event.id, int(now), body)
         request = httpx.Request(
@@ -122,6 +132,23 @@ class WebhookSink:
             raise RetryableDeliveryError(f"webhook sink {self.name!r}: {what} ({kind})") from exc
         self._classify(response, answer, now)
 
+    def _body(self, event: Event) -> bytes:
+        if self._template is None:
+            return encode_body(event, include_data=self.include_data)
+        try:
+            return render_json_body(self._template, event, include_data=self.include_data).encode()
+        except Exception as exc:  # a user's template may raise anything: keep the event
+            log.warning(
+                "webhook_template_failed",
+                sink=self.name,
+                event_id=event.id,
+                error=type(exc).__name__,
+            )
+            raise PermanentDeliveryError(
+                f"webhook sink {self.name!r}: body_template failed for this event "
+                f"({type(exc).__name__}); fix the template, then poller outbox retry"
+            ) from exc
+
     async def send_digest(self, events: Sequence[Event]) -> None:
         """POST each event on its own, in order: a receiver gets events, never summaries.
 
@@ -136,7 +163,7 @@ class WebhookSink:
 
     def _headers(self, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
         headers = self._fixed_headers.copy()
-        headers["content-type"] = "application/json"
+        headers["content-type"] = self._content_type
         headers["webhook-id"] = msg_id
         headers["webhook-timestamp"] = str(timestamp)
         if self._signer is not None:
