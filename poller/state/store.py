@@ -40,6 +40,10 @@ class Store(Outbox):
     def path(self) -> Path:
         return self._db.path
 
+    def lost(self) -> str | None:
+        """Say why the state file is gone or replaced under us (None: it is still there)."""
+        return self._db.lost()
+
     def close(self) -> None:
         """Close the file and release the lock; closing twice is harmless."""
         self._db.close()
