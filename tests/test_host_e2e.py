@@ -79,9 +79,7 @@ def _add_interaction(sim: SimulatorThread) -> str:
 
 
 def _delivered(receiver: ReceiverThread, interaction_sid: str) -> bool:
-    return any(
-        r.body["data"]["interaction"]["sid"] == interaction_sid for r in receiver.received()
-    )
+    return any(r.body["data"]["interaction"]["sid"] == interaction_sid for r in receiver.received())
 
 
 def _set(receiver: ReceiverThread, **fields: Any) -> None:
@@ -143,11 +141,13 @@ def test_wall_clock_steps_neither_stall_deliveries_nor_fail_health(
         _set(plain_receiver, status=204, retry_after=None)
         wait_for(lambda: _delivered(plain_receiver, waiting), timeout=30, what="the retry")
         retry_delay = time.monotonic() - stepped
-        new_delay = _deliver_after(plain_receiver, sim, stepped)
+        new_delay = _deliver_after(plain_receiver, sim, time.monotonic())
         (back,) = _events(daemon, "clock_stepped")
         assert -3610 < back["step_seconds"] < -3590
-        print(f"step -1h: retry due in 5 s delivered after {retry_delay:.2f} s; "
-              f"a new interaction after {new_delay:.2f} s")
+        print(
+            f"step -1h: the retry due 5 s later delivered {retry_delay:.2f} s after the step; "
+            f"then a new interaction {new_delay:.2f} s after it appeared"
+        )
         assert retry_delay < 12.0 and new_delay < 12.0
 
         stepped = _step_to(rc, "+1h")  # two hours forward from there
