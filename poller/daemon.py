@@ -270,8 +270,12 @@ class Daemon:
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), WATCH_SECONDS)
-            if not self.stop.is_set():
+            if self.stop.is_set():
+                return
+            try:
                 self.watch_once(store)
+            except Exception as exc:  # the watch's boundary: a bug here must not stop it
+                log.error("watch_failed", error=str(exc), error_type=type(exc).__name__)
 
     def watch_once(self, store: Store) -> None:
         """Correct a step of the wall clock; stop on a lost state; record the outbox's age."""
@@ -298,7 +302,7 @@ class Daemon:
                 job.modify(next_run_time=now)
                 rescheduled += 1
         try:
-            shifted: int | None = store.shift_pending(step)
+            shifted: int | None = store.shift_due_times(step)
         except StateError as exc:
             shifted = None
             log.error("clock_step_not_stored", step_seconds=round(step, 3), error=str(exc))

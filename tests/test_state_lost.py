@@ -39,7 +39,7 @@ def test_a_file_replaced_at_the_path_is_lost(tmp_path: Path) -> None:
         assert store.lost() == "the path now names another file"
 
 
-def test_shift_pending_moves_due_and_enqueue_times_of_pending_rows_only(tmp_path: Path) -> None:
+def test_a_clock_step_moves_due_and_enqueue_times_of_pending_rows_only(tmp_path: Path) -> None:
     with Store.open(tmp_path / "state.db") as store:
         kept, dead = make_event(session_sid=session(1)), make_event(session_sid=session(2))
         enqueue(store, [kept, dead], ["hook"], T0)
@@ -47,7 +47,7 @@ def test_shift_pending_moves_due_and_enqueue_times_of_pending_rows_only(tmp_path
         store.retry_later(rows[kept.id].id, next_attempt_at=T0 + 60, error="503", status=503)
         store.dead_letter(rows[dead.id].id, error="410", status=410, now=T0)
 
-        assert store.shift_pending(-3600.0) == 1
+        assert store.shift_due_times(-3600.0) == 1
         assert store.due("hook", T0 - 3600 + 59.9, 10) == []  # the queue head moved too
         (row,) = store.due("hook", T0 - 3600 + 60, 10)
         assert (row.enqueued_at, row.next_attempt_at) == (T0 - 3600, T0 - 3600 + 60)

@@ -81,19 +81,6 @@ class Outbox:
                 (next_attempt_at, short_error(error), status, delivery_id),
             )
 
-    def shift_pending(self, seconds: float) -> int:
-        """Move every pending row's times by ``seconds`` (a step of the wall clock).
-
-        Due times and enqueue times alike: what waited keeps waiting what was left of its
-        wait, and what was young stays young (ages, ``max_age_seconds``). Returns the rows.
-        """
-        with self._db.transaction() as conn:
-            return conn.execute(
-                "UPDATE deliveries SET next_attempt_at = next_attempt_at + ?1, "
-                "enqueued_at = enqueued_at + ?1 WHERE state = 'pending'",
-                (seconds,),
-            ).rowcount
-
     def dead_letter(self, delivery_id: int, *, error: str, status: int | None, now: float) -> None:
         """Count one failed attempt and give up: the row stops blocking its queue."""
         with self._db.transaction() as conn:
@@ -193,6 +180,19 @@ def enqueue(
         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id, sink) DO NOTHING",
         delivery_rows,
     )
+
+
+def shift_pending(conn: sqlite3.Connection, seconds: float) -> int:
+    """Move every pending row's times by ``seconds`` (a step of the wall clock).
+
+    Due times and enqueue times alike: what waited keeps waiting what was left of its wait,
+    and what was young stays young (ages, ``max_age_seconds``). Returns the rows moved.
+    """
+    return conn.execute(
+        "UPDATE deliveries SET next_attempt_at = next_attempt_at + ?1, "
+        "enqueued_at = enqueued_at + ?1 WHERE state = 'pending'",
+        (seconds,),
+    ).rowcount
 
 
 def _delete_where(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> int:
