@@ -36,7 +36,12 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import structlog
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -78,6 +83,9 @@ class Daemon:
     async def run(self) -> int:
         # Its "skipped: maximum number of running instances" warning becomes cycle_skipped.
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+        # Its "Run time of job ... was missed" warning (a clock step, before the watch corrects
+        # it) becomes job_missed.
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
         store = Store.open(self.config.state.path)
         server = await self._start_health_server()
         self._install_signals()
@@ -179,6 +187,7 @@ class Daemon:
         """One cycle job per watched Service, plus the heartbeat and the pruning."""
         scheduler = AsyncIOScheduler()
         scheduler.add_listener(_on_skipped, EVENT_JOB_MAX_INSTANCES)
+        scheduler.add_listener(_on_missed, EVENT_JOB_MISSED)
         interval = self.config.poll.interval_seconds
         for cycle in app.cycles:
             _every(
@@ -360,6 +369,12 @@ def _on_skipped(event: JobSubmissionEvent) -> None:
     # thousands of sessions takes several intervals. APScheduler's own line says it
     # unstructured at WARNING; say it once, structured.
     log.info("cycle_skipped", job=event.job_id, reason="previous cycle still running")
+
+
+def _on_missed(event: JobEvent) -> None:
+    # A run more than its grace time late: the wall clock stepped forward (the watch makes
+    # every job due at once right after), or the event loop was blocked.
+    log.info("job_missed", job=event.job_id, scheduled_at=str(event.scheduled_run_time))
 
 
 def _now_dt() -> datetime:
