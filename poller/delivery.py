@@ -219,7 +219,9 @@ class Dispatcher:
             return []
         now = None if run.ignore_timers else self._clock()
         rows = self._store.backlog(sink, now, DIGEST_MAX_EVENTS + len(attempted))
-        rows = [d for d in rows if d.id not in attempted and not self._holds.held(d.id)]
+        # A held row holds its whole queue back: the rows behind it must not overtake it.
+        held = {d.event.session_sid for d in rows if self._holds.held(d.id)}
+        rows = [d for d in rows if d.id not in attempted and d.event.session_sid not in held]
         rows = rows[:DIGEST_MAX_EVENTS]
         return rows if len(rows) > threshold else []
 
@@ -315,8 +317,14 @@ class Dispatcher:
         status = exc.status if isinstance(exc, DeliveryError) else None
         retry_after = exc.retry_after if isinstance(exc, RetryableDeliveryError) else None
         permanent = isinstance(exc, PermanentDeliveryError)
-        for delivery in deliveries:
-            self._settle_one(sink, delivery, error, status, retry_after, permanent, tally)
+        unstored: StateError | None = None
+        for delivery in deliveries:  # every one of a digest is held, even if the first failed
+            try:
+                self._settle_one(sink, delivery, error, status, retry_after, permanent, tally)
+            except StateError as failure:
+                unstored = unstored or failure
+        if unstored is not None:
+            raise unstored
 
     def _settle_one(
         self,

@@ -164,3 +164,34 @@ async def test_the_daemon_loop_logs_each_failed_pass_in_one_line_and_goes_on(
     (failed,) = [e for e in logs if e["event"] == "delivery_loop_failed"]
     assert failed["error"] == DISK_FULL and failed["held"] == 1 and failed["next_pass_in"] == 1.0
     assert sink.sent == [event.id]
+
+
+async def test_every_event_of_a_failed_digest_is_held_not_only_the_first(store: Store) -> None:
+    clock = Clock()
+    events = [make_event(session_sid=session(n)) for n in range(3)]
+    enqueue(store, events, ["slack"], T0)
+    sink = ScriptedSink("slack", default=retryable(), digest_threshold=1)
+    d = dispatcher(FullDisk(store), [sink], clock)  # type: ignore[arg-type]
+    with pytest.raises(StateError):
+        await d.run_once()
+    await d.run_once()
+    assert sink.digests == [[e.id for e in events]]  # not sent again, not even a part of it
+    clock.now += POLICY.initial_backoff_seconds
+    with pytest.raises(StateError):
+        await d.run_once()
+    assert len(sink.digests) == 2
+
+
+async def test_a_held_event_holds_back_the_events_behind_it_in_a_digest(store: Store) -> None:
+    clock = Clock()
+    first, second = make_event(session_sid=session(1)), make_event(session_sid=session(1))
+    enqueue(store, [first, second], ["slack"], T0)
+    (head,) = store.due("slack", None, 10)
+    sink = ScriptedSink("slack", digest_threshold=0)
+    d = dispatcher(store, [sink], clock)
+    d._holds.hold(head.id, attempts=1, seconds=10.0)  # as after a failed write of its retry
+    await d.run_once()
+    assert sink.digests == [] and sink.sent == []
+    clock.now += 10.0
+    await d.run_once()
+    assert sink.digests == [[first.id, second.id]]
