@@ -9,6 +9,20 @@ SIGTERM/SIGINT: pause the scheduler, let in-flight cycles and deliveries finish 
 ``delivery.shutdown_timeout_seconds``, then cancel what is left (a cancelled poll commits
 nothing, an unacknowledged delivery stays in the outbox: nothing is lost), close, exit 0.
 SIGHUP: reload the config; an invalid one is logged and the old one kept.
+
+Clocks. Every duration is measured on the monotonic clock (health ages, deadlines, the
+delivery loop's pauses, rate limits, Slack's pacing); the wall clock is for what is stored and
+shown. APScheduler 3.x schedules on the wall clock (``datetime.now``) and cannot be given
+another: a step back of an hour would hold every job for an hour, a step forward would make
+it skip runs as misfired. We keep it, for its jitter, ``max_instances`` and coalescing, and
+correct it: a watch task of our own, timed by the event loop's monotonic clock, compares both
+clocks every ``WATCH_SECONDS``; on a step (``clock_stepped``, ``poller_clock_steps_total``)
+every job is due at once and the outbox's stored due times move by the step, so nothing waits
+the step's length and nothing becomes due early. Driving the cycles from a loop of our own
+would have meant rewriting what APScheduler does well to fix the one thing it cannot.
+
+The same watch notices a state file that vanished or was replaced (``state_lost``): not ready
+any more, stop, exit 1, so that the supervisor restarts the daemon on a state it can keep.
 """
 
 from __future__ import annotations
@@ -22,15 +36,21 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import structlog
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+from apscheduler.events import (
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from poller import metrics
 from poller.app import App, build_app, retire_removed_sinks, sync_watch
+from poller.clockwatch import ClockWatch
 from poller.config import Config, load_config
 from poller.cycle import ServiceCycle
-from poller.errors import ConfigError, CredentialsError
+from poller.errors import ConfigError, CredentialsError, StateError
 from poller.observe import HealthServer, HealthState, configure_logging
 from poller.sdnotify import Notifier
 from poller.state import Store
@@ -38,6 +58,9 @@ from poller.state import Store
 log = structlog.get_logger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
+# The clock and the state file are checked this often (monotonic): a step is corrected, and a
+# lost state noticed, well within one heartbeat.
+WATCH_SECONDS = 1.0
 PRUNE_SECONDS = 3600.0
 RESTART_PAUSE_SECONDS = 5.0
 
@@ -54,13 +77,19 @@ class Daemon:
         self._fatal: BaseException | None = None
         self.health = HealthState.for_interval(config.poll.interval_seconds)
         self.notifier = Notifier.from_environment()
+        self.clock_watch = ClockWatch()
+        self._scheduler: AsyncIOScheduler | None = None
 
     async def run(self) -> int:
         # Its "skipped: maximum number of running instances" warning becomes cycle_skipped.
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+        # Its "Run time of job ... was missed" warning (a clock step, before the watch corrects
+        # it) becomes job_missed.
+        logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
         store = Store.open(self.config.state.path)
         server = await self._start_health_server()
         self._install_signals()
+        watch = asyncio.create_task(self._watch(store))
         try:
             while True:
                 app = build_app(self.config, store=store)
@@ -77,11 +106,14 @@ class Daemon:
                         break
                 self._reload.clear()
         finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
             self.notifier.notify("STOPPING=1")
             if server is not None:
                 await server.stop()
             store.close()
-        if isinstance(self._fatal, CredentialsError):
+        if self._fatal is not None:
             log.error("daemon_stopped", reason=str(self._fatal))
             return 1
         log.info("daemon_stopped", reason="signal")
@@ -133,6 +165,7 @@ class Daemon:
         delivery_stop = asyncio.Event()
         delivery = asyncio.create_task(app.dispatcher.run_forever(delivery_stop, app.wake))
         scheduler.start()
+        self._scheduler = scheduler
         self.notifier.notify("READY=1")
         log.info("daemon_started", watches=len(app.cycles), sinks=len(app.sinks))
         stop_wait = asyncio.create_task(self.stop.wait())
@@ -143,12 +176,18 @@ class Daemon:
         self.notifier.notify("STOPPING=1" if self.stop.is_set() else "RELOADING=1")
         scheduler.pause()
         await self._drain(delivery, delivery_stop)
+        self._scheduler = None
         scheduler.shutdown(wait=False)
+        if delivery.done() and not delivery.cancelled() and delivery.exception() is not None:
+            # Retrieved here, so asyncio never prints "Task exception was never retrieved".
+            failure = delivery.exception()
+            log.error("delivery_loop_failed", error=str(failure), error_type=type(failure).__name__)
 
     def _schedule(self, app: App) -> AsyncIOScheduler:
         """One cycle job per watched Service, plus the heartbeat and the pruning."""
         scheduler = AsyncIOScheduler()
         scheduler.add_listener(_on_skipped, EVENT_JOB_MAX_INSTANCES)
+        scheduler.add_listener(_on_missed, EVENT_JOB_MISSED)
         interval = self.config.poll.interval_seconds
         for cycle in app.cycles:
             _every(
@@ -177,7 +216,7 @@ class Daemon:
         if not delivery.done():
             pending.add(delivery)
         timeout = self.config.delivery.shutdown_timeout_seconds
-        done, late = await asyncio.wait(pending, timeout=timeout) if pending else (set(), set())
+        _, late = await asyncio.wait(pending, timeout=timeout) if pending else (set(), set())
         for task in late:
             task.cancel()
         for task in late:
@@ -185,8 +224,6 @@ class Daemon:
                 await task
         if late:
             log.warning("drain_deadline_passed", cancelled=len(late))
-        if delivery in done and not delivery.cancelled() and delivery.exception() is not None:
-            log.error("delivery_loop_failed", error=str(delivery.exception()))
 
     async def _cycle_job(self, cycle: ServiceCycle, app: App) -> None:
         if self.stop.is_set():
@@ -233,9 +270,66 @@ class Daemon:
         )
 
     async def _heartbeat_job(self, app: App) -> None:
+        # Run by the scheduler: proves that it runs jobs (the watch task keeps the ages).
         self.health.heartbeat()
-        self.health.set_outbox_oldest(app.store.oldest_pending_enqueued_at())
         self.notifier.notify("WATCHDOG=1")
+
+    async def _watch(self, store: Store) -> None:
+        """Every ``WATCH_SECONDS`` of the monotonic clock: the clock, the state, the outbox."""
+        while not self.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), WATCH_SECONDS)
+            if self.stop.is_set():
+                return
+            try:
+                self.watch_once(store)
+            except Exception as exc:  # the watch's boundary: a bug here must not stop it
+                log.error("watch_failed", error=str(exc), error_type=type(exc).__name__)
+
+    def watch_once(self, store: Store) -> None:
+        """Correct a step of the wall clock; stop on a lost state; record the outbox's age."""
+        step = self.clock_watch.check()
+        if step is not None:
+            self._clock_stepped(store, step)
+        reason = store.lost()
+        if reason is not None:
+            self._state_lost(store, reason)
+            return
+        try:
+            self.health.set_outbox_oldest(store.oldest_pending_enqueued_at())
+        except StateError as exc:
+            log.error("outbox_age_unknown", error=str(exc))
+
+    def _clock_stepped(self, store: Store, step: float) -> None:
+        """Make every job due now and move the stored due times by ``step``."""
+        metrics.CLOCK_STEPS.inc()
+        rescheduled = 0
+        scheduler = self._scheduler
+        if scheduler is not None and scheduler.running:
+            now = _now_dt()
+            for job in scheduler.get_jobs():
+                job.modify(next_run_time=now)
+                rescheduled += 1
+        try:
+            shifted: int | None = store.shift_due_times(step)
+        except StateError as exc:
+            shifted = None
+            log.error("clock_step_not_stored", step_seconds=round(step, 3), error=str(exc))
+        log.warning(
+            "clock_stepped",
+            step_seconds=round(step, 3),
+            jobs_rescheduled=rescheduled,
+            deliveries_shifted=shifted,
+        )
+
+    def _state_lost(self, store: Store, reason: str) -> None:
+        if self._fatal is not None:
+            return
+        log.error("state_lost", path=str(store.path), reason=reason)
+        metrics.STATE_LOST.inc()
+        self.health.state_lost(reason)
+        self._fatal = StateError(f"state file {store.path} is lost: {reason}")
+        self.stop.set()
 
     async def _prune_job(self, app: App) -> None:
         pruned = app.store.prune(time.time(), self.config.state.prune_after_seconds)
@@ -275,6 +369,12 @@ def _on_skipped(event: JobSubmissionEvent) -> None:
     # thousands of sessions takes several intervals. APScheduler's own line says it
     # unstructured at WARNING; say it once, structured.
     log.info("cycle_skipped", job=event.job_id, reason="previous cycle still running")
+
+
+def _on_missed(event: JobEvent) -> None:
+    # A run more than its grace time late: the wall clock stepped forward (the watch makes
+    # every job due at once right after), or the event loop was blocked.
+    log.info("job_missed", job=event.job_id, scheduled_at=str(event.scheduled_run_time))
 
 
 def _now_dt() -> datetime:

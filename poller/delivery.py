@@ -16,6 +16,11 @@ least once either way, and one transaction per event cost more than the sending.
     SinkDisabledError         -> stop using the sink; its deliveries stay pending
     any other exception       -> treated as retryable (a bug in a sink must not lose events)
 
+When the outbox itself cannot be written (``StateError``: a full disk), the deliveries whose
+outcome it could not record are held back in memory with their backoff
+(``poller.delivery_holds``) and the pass fails; ``run_forever`` logs ``delivery_loop_failed``
+once per failed pass and pauses, growing the pause while the failures go on.
+
 The outbox it drains and the results it reports are in ``poller.delivery_results``.
 """
 
@@ -32,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from poller import crashpoints
+from poller.backoff import Backoff
+from poller.delivery_holds import Holds
 from poller.delivery_results import OutboxStore as OutboxStore
 from poller.delivery_results import RunResult as RunResult
 from poller.delivery_results import SinkResult as SinkResult
@@ -40,6 +47,7 @@ from poller.errors import (
     PermanentDeliveryError,
     RetryableDeliveryError,
     SinkDisabledError,
+    StateError,
 )
 from poller.metrics import DEAD_LETTERS, DELIVERIES, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
 from poller.retry_policy import DeliveryPolicy as DeliveryPolicy
@@ -58,6 +66,8 @@ IDLE_POLL_SECONDS = 1.0
 # While a long backlog drains, refresh the outbox gauges this often (each refresh counts the
 # outbox); every pass refreshes them when it ends.
 GAUGE_REFRESH_SECONDS = 1.0
+# After a pass that failed on the outbox: 1 s, 2 s, 4 s ... at most a minute, then on.
+FAILED_PASS_PAUSE = Backoff(base=1.0, factor=2.0, cap=60.0, jitter="none")
 
 
 @dataclass
@@ -103,6 +113,7 @@ class Dispatcher:
         self._batch_size = batch_size
         self._idle_poll_seconds = idle_poll_seconds
         self._disabled: set[str] = set()
+        self._holds = Holds(monotonic)
 
     @property
     def disabled_sinks(self) -> frozenset[str]:
@@ -124,17 +135,38 @@ class Dispatcher:
         Returns once ``stop`` is set and the sends in flight have finished.
         """
         self._refresh_dead_letters(self._sinks)
+        failures = 0
         while not stop.is_set():
             wake.clear()
-            await self._run(_Run(ignore_timers=False, deadline=None, stop=stop))
+            pause = self._idle_poll_seconds
+            try:
+                await self._run(_Run(ignore_timers=False, deadline=None, stop=stop))
+                failures = 0
+            except StateError as exc:
+                pause = FAILED_PASS_PAUSE.ceiling(failures)
+                failures += 1
+                log.error(
+                    "delivery_loop_failed",
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    failures=failures,
+                    held=len(self._holds),
+                    next_pass_in=pause,
+                )
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._idle_poll_seconds):
-                    await _wait_any((stop, wake))
+                async with asyncio.timeout(pause):
+                    await _wait_any((stop,) if failures else (stop, wake))
 
     async def _run(self, run: _Run) -> RunResult:
         tallies = {sink.name: _Tally() for sink in self._sinks}
         active = [sink for sink in self._sinks if sink.name not in self._disabled]
-        await _gather_all(self._drain(sink, tallies[sink.name], run) for sink in active)
+        try:
+            await _gather_all(self._drain(sink, tallies[sink.name], run) for sink in active)
+        except BaseException:
+            # The gauges still say what is pending (reading works on a full disk).
+            with contextlib.suppress(StateError):
+                self._update_gauges(self._sinks)
+            raise
         pending = self._update_gauges(self._sinks)
         return RunResult(
             {
@@ -187,12 +219,18 @@ class Dispatcher:
             return []
         now = None if run.ignore_timers else self._clock()
         rows = self._store.backlog(sink, now, DIGEST_MAX_EVENTS + len(attempted))
-        rows = [d for d in rows if d.id not in attempted][:DIGEST_MAX_EVENTS]
+        # A held row holds its whole queue back: the rows behind it must not overtake it.
+        held = {d.event.session_sid for d in rows if self._holds.held(d.id)}
+        rows = [d for d in rows if d.id not in attempted and d.event.session_sid not in held]
+        rows = rows[:DIGEST_MAX_EVENTS]
         return rows if len(rows) > threshold else []
 
     def _due(self, sink: str, run: _Run, attempted: set[int]) -> list[Delivery]:
         if not run.ignore_timers:
-            return self._store.due(sink, self._clock(), self._batch_size)
+            if not self._holds:
+                return self._store.due(sink, self._clock(), self._batch_size)
+            rows = self._store.due(sink, self._clock(), self._batch_size + len(self._holds))
+            return [d for d in rows if not self._holds.held(d.id)][: self._batch_size]
         # Timers ignored: failed heads stay due, so look past the ones already tried.
         rows = self._store.due(sink, None, self._batch_size + len(attempted))
         return [d for d in rows if d.id not in attempted][: self._batch_size]
@@ -252,7 +290,15 @@ class Dispatcher:
         """Take ``delivered`` out of the outbox in one transaction, and count them."""
         if not delivered:
             return
-        self._store.ack([d.id for d in delivered])
+        ids = [d.id for d in delivered]
+        try:
+            self._store.ack(ids)
+        except StateError:
+            # Sent, but still due in the outbox: not again at once (at least once, not storms).
+            for delivery in delivered:
+                self._holds.back_off(delivery, self._policy, None, self._rng)
+            raise
+        self._holds.release(ids)
         crashpoints.reached("after_ack")
         tally.delivered += len(delivered)
         DELIVERIES.labels(sink=sink.name, outcome="success").inc(len(delivered))
@@ -271,8 +317,14 @@ class Dispatcher:
         status = exc.status if isinstance(exc, DeliveryError) else None
         retry_after = exc.retry_after if isinstance(exc, RetryableDeliveryError) else None
         permanent = isinstance(exc, PermanentDeliveryError)
-        for delivery in deliveries:
-            self._settle_one(sink, delivery, error, status, retry_after, permanent, tally)
+        unstored: StateError | None = None
+        for delivery in deliveries:  # every one of a digest is held, even if the first failed
+            try:
+                self._settle_one(sink, delivery, error, status, retry_after, permanent, tally)
+            except StateError as failure:
+                unstored = unstored or failure
+        if unstored is not None:
+            raise unstored
 
     def _settle_one(
         self,
@@ -286,10 +338,12 @@ class Dispatcher:
     ) -> None:
         bound = log.bind(sink=sink.name, event_id=delivery.event.id)
         now = self._clock()
-        attempts = delivery.attempts + 1
+        attempts = self._holds.attempts(delivery.id, delivery.attempts) + 1
         reason = self._give_up_reason(delivery, attempts, now, permanent)
         if reason is not None:
-            self._store.dead_letter(delivery.id, error=error, status=status, now=now)
+            self._store_outcome(
+                delivery, retry_after, self._store.dead_letter, error=error, status=status, now=now
+            )
             tally.dead += 1
             DELIVERIES.labels(sink=sink.name, outcome="dead").inc()
             bound.error(
@@ -301,8 +355,13 @@ class Dispatcher:
             )
             return
         delay = self._policy.next_delay(attempts, retry_after, self._rng)
-        self._store.retry_later(
-            delivery.id, next_attempt_at=now + delay, error=error, status=status
+        self._store_outcome(
+            delivery,
+            retry_after,
+            self._store.retry_later,
+            next_attempt_at=now + delay,
+            error=error,
+            status=status,
         )
         tally.failed += 1
         DELIVERIES.labels(sink=sink.name, outcome="retry").inc()
@@ -313,6 +372,21 @@ class Dispatcher:
             next_attempt_in=round(delay, 3),
             error=error,
         )
+
+    def _store_outcome(
+        self,
+        delivery: Delivery,
+        retry_after: float | None,
+        write: Callable[..., None],
+        **fields: Any,
+    ) -> None:
+        """Record a failed attempt with ``write``; if the outbox cannot, hold it in memory."""
+        try:
+            write(delivery.id, **fields)
+        except StateError:
+            self._holds.back_off(delivery, self._policy, retry_after, self._rng)
+            raise
+        self._holds.release([delivery.id])
 
     def _give_up_reason(
         self, delivery: Delivery, attempts: int, now: float, permanent: bool

@@ -22,22 +22,26 @@ Clock = Callable[[], float]
 
 
 class HealthState:
-    """What the probes report; every time is Unix seconds from ``clock``.
+    """What the probes report; every age is measured on ``clock``, a monotonic clock.
 
     Alive: the scheduler's heartbeat is at most ``liveness_timeout`` old (the construction
-    counts as the first heartbeat). Ready: a poll succeeded at most ``ready_max_poll_age`` ago
-    and the oldest pending delivery is at most ``max_outbox_age`` old.
+    counts as the first heartbeat). Ready: a poll succeeded at most ``ready_max_poll_age`` ago,
+    the oldest pending delivery is at most ``max_outbox_age`` old, and the state file is still
+    the one the daemon opened. A step of the wall clock moves no age: only the outbox's
+    enqueue time is a wall time (``wall_clock``), turned into an age when it is recorded.
     """
 
     def __init__(
         self,
         *,
-        clock: Clock = time.time,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
         liveness_timeout: float = 120.0,
         ready_max_poll_age: float = 150.0,
         max_outbox_age: float = 3600.0,
     ) -> None:
         self._clock = clock
+        self._wall_clock = wall_clock
         self.liveness_timeout = liveness_timeout
         self.ready_max_poll_age = ready_max_poll_age
         self.max_outbox_age = max_outbox_age
@@ -46,11 +50,20 @@ class HealthState:
         self._last_failure: float | None = None
         self._consecutive_failures = 0
         self._outbox_oldest: float | None = None
+        self._state_lost: str | None = None
 
     @classmethod
-    def for_interval(cls, interval_seconds: float, *, clock: Clock = time.time) -> HealthState:
+    def for_interval(
+        cls,
+        interval_seconds: float,
+        *,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> HealthState:
         """Build a state whose readiness tolerates two missed polls of ``interval_seconds``."""
-        return cls(clock=clock, ready_max_poll_age=3 * interval_seconds + 60.0)
+        return cls(
+            clock=clock, wall_clock=wall_clock, ready_max_poll_age=3 * interval_seconds + 60.0
+        )
 
     def heartbeat(self) -> None:
         """Record that the scheduler is running jobs."""
@@ -67,8 +80,20 @@ class HealthState:
         self._consecutive_failures += 1
 
     def set_outbox_oldest(self, enqueued_at: float | None) -> None:
-        """Record when the oldest pending delivery was enqueued (None: the outbox is empty)."""
-        self._outbox_oldest = enqueued_at
+        """Record when (Unix time) the oldest pending delivery was enqueued (None: empty).
+
+        Kept as the ``clock`` time it corresponds to, so that its age goes on growing at the
+        monotonic clock's pace until the next call, whatever the wall clock does meanwhile.
+        """
+        if enqueued_at is None:
+            self._outbox_oldest = None
+            return
+        age = max(0.0, self._wall_clock() - enqueued_at)
+        self._outbox_oldest = self._clock() - age
+
+    def state_lost(self, reason: str) -> None:
+        """Record that the state file vanished or was replaced: never ready again."""
+        self._state_lost = reason
 
     def alive(self) -> tuple[bool, dict[str, Any]]:
         """Tell whether the heartbeat is recent, with the JSON body for ``/healthz``."""
@@ -85,7 +110,7 @@ class HealthState:
         now = self._clock()
         poll_age = None if self._last_success is None else now - self._last_success
         outbox_age = None if self._outbox_oldest is None else max(0.0, now - self._outbox_oldest)
-        checks = {
+        checks: dict[str, dict[str, object]] = {
             "poll": {
                 "ok": poll_age is not None and poll_age <= self.ready_max_poll_age,
                 "last_success_age_seconds": _rounded(poll_age),
@@ -98,6 +123,8 @@ class HealthState:
                 "max_age_seconds": self.max_outbox_age,
             },
         }
+        if self._state_lost is not None:
+            checks["state"] = {"ok": False, "lost": self._state_lost}
         failed = [name for name, check in checks.items() if not check["ok"]]
         status = "unavailable" if failed else "ok"
         if self._last_success is None:

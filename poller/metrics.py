@@ -71,3 +71,13 @@ WATCHED_SESSIONS = Gauge(
 CONFIG_ERRORS = Counter(
     "poller_config_errors", "Configs rejected at start or reload.", registry=REGISTRY
 )
+CLOCK_STEPS = Counter(
+    "poller_clock_steps",
+    "Steps of the wall clock the daemon noticed and corrected for (NTP steps, VM resumes).",
+    registry=REGISTRY,
+)
+STATE_LOST = Counter(
+    "poller_state_lost",
+    "Times the state file vanished or was replaced under the daemon (it then exits).",
+    registry=REGISTRY,
+)

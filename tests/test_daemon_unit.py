@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from structlog.testing import capture_logs
 
-from poller.config import parse_config
+from poller.config import StateConfig, parse_config
 from poller.daemon import Daemon
 from poller.errors import CredentialsError, StateError
 
@@ -58,3 +59,35 @@ async def test_rejected_credentials_stop_the_daemon() -> None:
         )
     assert daemon.stop.is_set()
     assert [e["event"] for e in logs] == ["credentials_rejected"]
+
+
+class _BrokenDispatcher:
+    async def run_forever(self, stop: object, wake: object) -> None:
+        raise RuntimeError("a bug in the delivery loop")
+
+
+async def test_a_failed_delivery_loop_is_one_line_and_its_exception_is_retrieved(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+    import gc
+
+    from poller.app import build_app
+
+    config = _config().model_copy(update={"state": StateConfig(path=tmp_path / "state.db")})
+    daemon = Daemon("unused.yaml", config)
+    app = build_app(config)
+    app.cycles = []  # no polls: this test is about the delivery task alone
+    app.dispatcher = _BrokenDispatcher()  # type: ignore[assignment]
+    unhandled: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: unhandled.append(ctx))
+    try:
+        with capture_logs() as logs:
+            await daemon._serve(app)
+        gc.collect()
+    finally:
+        await app.aclose()
+    (failed,) = [e for e in logs if e["event"] == "delivery_loop_failed"]
+    assert failed["error"] == "a bug in the delivery loop"
+    assert failed["error_type"] == "RuntimeError"
+    assert unhandled == []  # no "Task exception was never retrieved"

@@ -350,7 +350,11 @@ def clock() -> FakeClock:
 @pytest.fixture
 def state(clock: FakeClock) -> HealthState:
     return HealthState(
-        clock=clock, liveness_timeout=60.0, ready_max_poll_age=150.0, max_outbox_age=3600.0
+        clock=clock,
+        wall_clock=clock,
+        liveness_timeout=60.0,
+        ready_max_poll_age=150.0,
+        max_outbox_age=3600.0,
     )
 
 

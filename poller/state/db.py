@@ -34,6 +34,10 @@ class Database:
         self.conn = conn
         self._lock_fd: int | None = lock_fd
         self._closed = False
+        # Which file this is: if the path later names another file, or none, the state we
+        # write goes to a file nobody will ever open again (see ``lost``).
+        stat = os.stat(path)
+        self._identity = (stat.st_dev, stat.st_ino)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -63,6 +67,24 @@ class Database:
     def error(self, exc: sqlite3.Error) -> StateError:
         """Translate a sqlite3 error into the poller's error tree."""
         return StateError(f"state file {self.path}: {exc}")
+
+    def lost(self) -> str | None:
+        """Say why the path no longer names the file opened (None: it still does).
+
+        SQLite goes on writing to an unlinked file without an error: a deleted state directory
+        or a replaced file would lose everything written from then on, at the next start.
+        """
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            if not self.path.parent.is_dir():
+                return f"its directory {self.path.parent} no longer exists"
+            return "the file was removed"
+        except OSError as exc:
+            return f"it cannot be checked: {exc.strerror}"
+        if (stat.st_dev, stat.st_ino) != self._identity:
+            return "the path now names another file"
+        return None
 
     @property
     def closed(self) -> bool:

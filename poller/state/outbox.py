@@ -182,6 +182,19 @@ def enqueue(
     )
 
 
+def shift_pending(conn: sqlite3.Connection, seconds: float) -> int:
+    """Move every pending row's times by ``seconds`` (a step of the wall clock).
+
+    Due times and enqueue times alike: what waited keeps waiting what was left of its wait,
+    and what was young stays young (ages, ``max_age_seconds``). Returns the rows moved.
+    """
+    return conn.execute(
+        "UPDATE deliveries SET next_attempt_at = next_attempt_at + ?1, "
+        "enqueued_at = enqueued_at + ?1 WHERE state = 'pending'",
+        (seconds,),
+    ).rowcount
+
+
 def _delete_where(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> int:
     """Delete the deliveries matching ``where``, then the events left without any."""
     # ``where`` is built here from fixed text and "?" placeholders only.

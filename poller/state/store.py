@@ -16,7 +16,7 @@ from poller.events import Event
 from poller.records import Fingerprint
 from poller.state.db import open_database
 from poller.state.models import SessionState, short_error
-from poller.state.outbox import Outbox, enqueue
+from poller.state.outbox import Outbox, enqueue, shift_pending
 
 
 class Store(Outbox):
@@ -39,6 +39,19 @@ class Store(Outbox):
     @property
     def path(self) -> Path:
         return self._db.path
+
+    def lost(self) -> str | None:
+        """Say why the state file is gone or replaced under us (None: it is still there)."""
+        return self._db.lost()
+
+    def shift_due_times(self, seconds: float) -> int:
+        """Move the pending deliveries' times by ``seconds`` (the wall clock stepped).
+
+        See ``outbox.shift_pending``; returns how many deliveries moved. Sessions' settle
+        windows are not moved: each poll recomputes them from Twilio's own dates.
+        """
+        with self._db.transaction() as conn:
+            return shift_pending(conn, seconds)
 
     def close(self) -> None:
         """Close the file and release the lock; closing twice is harmless."""
