@@ -64,3 +64,9 @@ WATCHED_SESSIONS = Gauge(
 CONFIG_ERRORS = Counter(
     "poller_config_errors", "Configs rejected at start or reload.", registry=REGISTRY
 )
+TEMPLATE_FAILURES = Counter(
+    "poller_template_failures",
+    "Template renders that failed or were cut short (the default message went instead).",
+    ["sink", "reason"],
+    registry=REGISTRY,
+)
