@@ -234,7 +234,8 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         _tick()
         args = tuple(_materialized(argument) for argument in args)
         kwargs = {key: _materialized(value) for key, value in kwargs.items()}
-        if not isinstance(__obj, Macro):  # a macro's own work is counted as it runs
+        # A macro's own work is counted as it runs; range() has a bound of its own.
+        if not isinstance(__obj, Macro) and __obj is not bounded_range:
             _check_work(_receiver_weight(__obj), (*args, *kwargs.values()), "a call")
         result = super().call(__context, __obj, *args, **kwargs)
         _check_size(result, "the result of a call")
