@@ -75,6 +75,13 @@ def test_constant_expressions_are_not_folded_when_the_template_compiles(source: 
         ("{{ 'x'.ljust(10**7) }}", "too_large"),
         ("{{ '%1000000000s' % 'x' }}", "too_large"),
         ("{{ '{:>1000000000}'.format('x') }}", "too_large"),
+        ("{{ '%*s' % (10**9, 'x') }}", "too_large"),
+        ("{{ '{0[0]:{0[1]}}'.format(['x', 10**9]) }}", "too_large"),
+        ("{{ '{:{w}}'.format('x', w=10**9) }}", "too_large"),
+        ("{{ '\t'.expandtabs(10**9) }}", "too_large"),
+        ("{{ [1]|batch(10**9, 'x')|list }}", "too_large"),
+        ("{{ range(1000)|map('center', 2000)|join }}", "too_large"),
+        ("{{ {}.fromkeys(range(1000), 'x' * 40000) }}", "too_large"),
         ("{{ '%s'|format('x' * 40000) * 2 }}", "too_large"),
         ("{% set a = ['x' * 40000] %}{{ [a, a] }}", "too_large"),
         ("{% set a = ['x' * 30000] %}{{ (a, a) }}", "too_large"),
@@ -107,6 +114,11 @@ def test_constant_expressions_are_not_folded_when_the_template_compiles(source: 
 )
 def test_sandbox_refuses_what_can_blow_up(source: str, reason: str) -> None:
     assert _reason(source, body="hello") == reason
+
+
+def test_runaway_recursion_is_an_ordinary_error() -> None:
+    with pytest.raises(RecursionError):
+        _render("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}")
 
 
 def test_lipsum_is_not_offered() -> None:

@@ -92,17 +92,18 @@ def tick() -> None:
 # -- weights ---------------------------------------------------------------------------------
 
 
-def weight(value: object, limit: int = MAX_SIZE) -> int:
+def weight(value: object, limit: int = MAX_SIZE, *, magnitudes: bool = False) -> int:
     """Return how big ``value`` is (characters, items, digits), counting at most to ``limit + 1``.
 
     Containers count every item they refer to (shared references included), so a list holding
-    the same list twice weighs twice as much: what ``str()`` of it would cost.
+    the same list twice weighs twice as much: what ``str()`` of it would cost. With
+    ``magnitudes``, an int counts its value instead of its digits (it may be a width or count).
     """
     total = 0
     stack = [value]
     while stack:
         item = stack.pop()
-        total += _own_weight(item)
+        total += _magnitude(item) if magnitudes else _own_weight(item)
         if total > limit:
             return limit + 1
         if isinstance(item, dict):
@@ -125,11 +126,16 @@ def _own_weight(item: object) -> int:
     return item.bit_length() // 3 + 1
 
 
+def _magnitude(item: object) -> int:
+    if isinstance(item, int) and not isinstance(item, bool):
+        return max(1, min(abs(item), MAX_WORK + 1))
+    return _own_weight(item)
+
+
 def _argument_weight(value: object) -> int:
-    """An int argument counts as its value: it may be a width or a count."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return min(abs(value), MAX_WORK + 1)
-    return weight(value, MAX_WORK)
+    """An int in an argument counts as its value, however deep: ``'{0[0]:{0[1]}}'.format(
+    ['x', 10**9])`` and ``'%*s' % (10**9, 'x')`` take their widths from inside a sequence."""
+    return weight(value, MAX_WORK, magnitudes=True)
 
 
 def format_weight(value: str) -> int:
