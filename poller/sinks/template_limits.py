@@ -12,7 +12,7 @@ import contextlib
 import contextvars
 import re
 import time
-from collections.abc import Iterable, Iterator, MappingView
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -99,6 +99,9 @@ def weight(value: object, limit: int = MAX_SIZE, *, magnitudes: bool = False) ->
     the same list twice weighs twice as much: what ``str()`` of it would cost. With
     ``magnitudes``, an int counts its value instead of its digits (it may be a width or count).
     """
+    kind = type(value)
+    if kind is str or kind is bytes:  # the common case, without the walk
+        return min(max(1, len(cast("str", value))), limit + 1)
     total = 0
     stack = [value]
     while stack:
@@ -106,24 +109,34 @@ def weight(value: object, limit: int = MAX_SIZE, *, magnitudes: bool = False) ->
         total += _magnitude(item) if magnitudes else _own_weight(item)
         if total > limit:
             return limit + 1
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, _CONTAINERS):
+        kind = type(item)
+        if kind is dict or (kind not in _SCALARS and isinstance(item, dict)):
+            stack.extend(cast("dict[object, object]", item).keys())
+            stack.extend(cast("dict[object, object]", item).values())
+        elif kind in _CONTAINERS:
             stack.extend(cast("Iterable[object]", item))
     return total
 
 
-# Only these are looked into: anything else (Undefined, a loop, a macro) counts as one.
-_CONTAINERS = (list, tuple, set, frozenset, MappingView)
+# Only these are looked into (exact types: a subclass may iterate in ways of its own); anything
+# else (Undefined, a loop, a macro) counts as one.
+_CONTAINERS = frozenset(
+    {list, tuple, set, frozenset, type({}.keys()), type({}.values()), type({}.items())}
+)
+_SCALARS = frozenset({str, bytes, int, float, bool, type(None), range})
 
 
 def _own_weight(item: object) -> int:
-    if isinstance(item, str | bytes | range):
+    kind = type(item)
+    if kind is str or kind is bytes or kind is range:
+        return max(1, len(cast("str", item)))
+    if kind is int:
+        return cast("int", item).bit_length() // 3 + 1
+    if isinstance(item, str | bytes):  # a subclass: Markup
         return max(1, len(item))
-    if isinstance(item, bool) or not isinstance(item, int):
-        return 1
-    return item.bit_length() // 3 + 1
+    if isinstance(item, int) and not isinstance(item, bool):
+        return item.bit_length() // 3 + 1
+    return 1
 
 
 def _magnitude(item: object) -> int:
@@ -157,7 +170,7 @@ def check_work(receiver: int, arguments: Iterable[object], what: str) -> None:
 
 def materialized(value: object) -> object:
     """Return an iterator's items as a list (counted and bounded), anything else as it is."""
-    if not isinstance(value, Iterator):
+    if type(value) in _SCALARS or type(value) in _CONTAINERS or not isinstance(value, Iterator):
         return value
     items: list[object] = []
     total = 0
