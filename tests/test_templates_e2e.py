@@ -223,3 +223,28 @@ def _logged(daemon: DaemonProcess, event: str) -> bool:
 
 def _count(daemon: DaemonProcess, event: str) -> int:
     return sum(1 for item in daemon.log_events() if item.get("event") == event)
+
+
+def test_sighup_with_a_bomb_template_is_rejected_and_the_daemon_carries_on(
+    sim: SimulatorThread, slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Before: a reload evaluated ``{{ 'x' * 10**9 }}`` inside the daemon (17 s, 3.9 GB)."""
+    port = free_port()
+    sink = {"name": "support", "type": "slack", "webhook_url": slack.webhook_url}
+    http = {"listen": f"127.0.0.1:{port}"}
+    config = write_config(tmp_path, sim, "http://127.0.0.1:9", sinks=[sink], http=http)
+    daemon = DaemonProcess(config, tmp_path).start()
+    try:
+        wait_for(lambda: _logged(daemon, "session_baselined"), what="the first poll")
+        write_config(
+            tmp_path, sim, "http://127.0.0.1:9", sinks=[{**sink, "template": BOMB}], http=http
+        )
+        daemon.signal(signal.SIGHUP)
+        wait_for(lambda: _logged(daemon, "reload_rejected"), what="the reload to be rejected")
+        [rejected] = [e for e in daemon.log_events() if e.get("event") == "reload_rejected"]
+        assert "sinks[0].template" in str(rejected["error"])
+        assert "(too_large)" in str(rejected["error"])
+        assert _healthy(port)
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
