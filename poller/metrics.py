@@ -81,3 +81,9 @@ STATE_LOST = Counter(
     "Times the state file vanished or was replaced under the daemon (it then exits).",
     registry=REGISTRY,
 )
+TEMPLATE_FAILURES = Counter(
+    "poller_template_failures",
+    "Template renders that failed or were cut short (the default message went instead).",
+    ["sink", "reason"],
+    registry=REGISTRY,
+)

@@ -736,16 +736,16 @@ def test_load_config_reads_os_environ_by_default(
 
 def test_slack_template_is_compiled_at_load_and_sandboxed() -> None:
     data = valid()
-    data["sinks"][1]["template"] = "{{ kind }} in {{ session }}"
+    data["sinks"][1]["template"] = "{{ event.type }} in {{ session_sid }}"
     slack = parse(data).sinks[1]
     assert isinstance(slack, SlackSinkConfig)
     assert slack.template is not None
     template = compile_template(slack.template)
-    assert template.render(kind="interaction.created", session="KC1") == (
+    assert template.render(event={"type": "interaction.created"}, session_sid="KC1") == (
         "interaction.created in KC1"
     )
     with pytest.raises(Exception, match="undefined"):
-        template.render(kind="x")
+        template.render(event={"type": "x"})
     with pytest.raises(Exception, match="unsafe"):
         compile_template("{{ x.__class__.__mro__ }}").render(x=1)
 

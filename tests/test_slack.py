@@ -33,6 +33,7 @@ from poller.errors import (
     SinkDisabledError,
 )
 from poller.events import Event, EventType
+from poller.metrics import REGISTRY
 from poller.samples import SAMPLE_BODY, sample_event
 from poller.sinks.slack import SlackSink
 from poller.sinks.slack_api import Pacer
@@ -326,15 +327,22 @@ async def make_sink(fake: FakeSlack, clock: FakeClock) -> AsyncIterator[MakeSink
     built: list[SlackSink] = []
 
     def make(
-        *, api: bool = False, threads: MemoryThreads | None = None, **values: Any
+        *,
+        api: bool = False,
+        threads: MemoryThreads | None = None,
+        unchecked_template: str | None = None,
+        **values: Any,
     ) -> SlackSink:
         destination = (
             {"token": TOKEN, "channel": "C0PROXY", "api_base_url": fake.api_base_url}
             if api
             else {"webhook_url": fake.webhook_url}
         )
+        config = slack_config(**destination, **values)
+        if unchecked_template is not None:  # one the config would refuse, as if it got past
+            config = config.model_copy(update={"template": unchecked_template})
         sink = SlackSink(
-            slack_config(**destination, **values),
+            config,
             store=threads or MemoryThreads(),
             clock=clock,
             sleep=clock.sleep,
@@ -669,26 +677,72 @@ async def test_template_sees_no_data_when_include_data_is_false(
     assert fake.accepted[0].payload["text"] == "None False"
 
 
+def _failures(reason: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "poller_template_failures_total", {"sink": "support", "reason": reason}
+    )
+    return value or 0.0
+
+
 @pytest.mark.parametrize(
-    "template",
+    ("template", "reason"),
     [
-        "{{ event.nope }}",
-        "{{ 1 / 0 }}",
-        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-        "{% if false %}x{% endif %}   ",
+        ("{{ event.nope }}", "undefined"),
+        ("{{ 1 / 0 }}", "error"),
+        ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "unsafe"),
+        ("{% if false %}x{% endif %}   ", "empty"),
+        ("{{ 'x' * 10**9 }}", "too_large"),
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}.{% endfor %}{% endfor %}",
+            "range_too_long",
+        ),
+        (
+            "{% for i in range(1000) %}{% for j in range(1000) %}{{ j }}{% endfor %}{% endfor %}",
+            "output_too_long",
+        ),
     ],
 )
 async def test_template_failing_at_run_time_falls_back_to_the_default_message(
-    fake: FakeSlack, make_sink: MakeSink, template: str
+    fake: FakeSlack, make_sink: MakeSink, template: str, reason: str
 ) -> None:
-    sink = make_sink(template=template)
+    sink = make_sink(unchecked_template=template)
+    before = _failures(reason)
     with capture_logs() as logs:
         await sink.send(make_event(data={"body": "hello"}))
     [post] = fake.accepted
     assert post.payload == event_message(make_event(data={"body": "hello"}), include_data=True)
-    assert [line["event"] for line in logs if line["log_level"] == "warning"] == [
-        "slack_template_failed"
-    ]
+    [warning] = [line for line in logs if line["log_level"] == "warning"]
+    assert (warning["event"], warning["sink"], warning["reason"]) == (
+        "template_failed",
+        "support",
+        reason,
+    )
+    assert _failures(reason) == before + 1
+
+
+async def test_template_that_fails_only_for_some_events_is_accepted_and_falls_back_on_them(
+    fake: FakeSlack, make_sink: MakeSink
+) -> None:
+    sink = make_sink(template="{% for field, v in changes.items() %}{{ field }}{% endfor %}")
+    updated = make_event(
+        event_type=EventType.UPDATED, changes={"outbound_resource_status": ("sent", "failed")}
+    )
+    await sink.send(updated)
+    await sink.send(make_event(n=2))
+    assert fake.accepted[0].payload["text"] == "outbound_resource_status"
+    assert fake.accepted[1].payload == event_message(make_event(n=2), include_data=True)
+
+
+async def test_template_out_of_operations_falls_back_to_the_default_message(
+    fake: FakeSlack, make_sink: MakeSink
+) -> None:
+    slow = "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}x"
+    sink = make_sink(unchecked_template=slow)
+    with capture_logs() as logs:
+        await sink.send(make_event())
+    [reason] = [line["reason"] for line in logs if line["event"] == "template_failed"]
+    assert reason in ("too_many_operations", "too_slow")  # whichever bound comes first
+    assert fake.accepted[0].payload == event_message(make_event(), include_data=True)
 
 
 def test_template_that_does_not_compile_is_a_config_error() -> None:
@@ -742,12 +796,12 @@ async def test_no_token_webhook_url_or_body_in_any_log_line_or_error(
             errors.append(str(exc))
 
     with capture_logs() as logs:
-        hook = make_sink(template="{{ nope }}")
+        hook = make_sink(unchecked_template="{{ nope }}")
         await attempt(hook)
         for status, answer in [(500, "rollup_error"), (404, "no_service"), (429, "x")]:
             fake.fail_webhook(status, answer, retry_after="1")
             await attempt(hook)
-        api = make_sink(api=True, template="{{ nope }}")
+        api = make_sink(api=True, unchecked_template="{{ nope }}")
         await attempt(api)
         for error, status in [("invalid_auth", 200), ("ratelimited", 429), ("fatal", 500)]:
             fake.fail_api(error, status=status, retry_after="1")
@@ -758,7 +812,7 @@ async def test_no_token_webhook_url_or_body_in_any_log_line_or_error(
     assert len(fake.accepted) == 2
     assert len(errors) == 8
     assert {line["event"] for line in logs} >= {
-        "slack_template_failed",
+        "template_failed",
         "slack_delivery_failed",
         "slack_transport_error",
     }

@@ -16,11 +16,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import PlainValidator, SecretStr
 
 from poller.config.messages import _NO_VALUE, _invalid
 from poller.events import EVENT_TYPES
+from poller.sinks.slack_template import MessageTemplate
+from poller.sinks.templates import compile_template
+
+__all__ = ["compile_template"]  # the one sandbox of every template, for poller.config users
 
 _RESERVED_HEADERS = frozenset(
     {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type"}
@@ -209,24 +212,21 @@ def _headers(value: object) -> dict[str, str]:
     return dict(value)
 
 
-_TEMPLATES = SandboxedEnvironment(autoescape=False, undefined=jinja2.StrictUndefined)
-
-
-def compile_template(source: str) -> jinja2.Template:
-    """Compile a Slack message template in the sandbox every template runs in."""
-    return _TEMPLATES.from_string(source)
-
-
 def _template(value: object) -> str:
+    """Compile a Slack template (nothing of it runs), then render it on sample events, bounded."""
     if not isinstance(value, str) or not value.strip():
         raise _invalid("expected a non-empty Jinja2 template string")
     try:
-        compile_template(value)
+        template = MessageTemplate(value)
     except jinja2.TemplateSyntaxError as exc:
         message = " ".join(str(exc.message or "syntax error").split())
         raise _invalid(
             f"expected a valid Jinja2 template, line {exc.lineno}: {message}", got=_NO_VALUE
         ) from None
+    try:
+        template.check()
+    except ValueError as exc:
+        raise _invalid(f"expected a template that renders, but {exc}", got=_NO_VALUE) from None
     return value
 
 

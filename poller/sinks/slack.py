@@ -7,10 +7,12 @@ Two modes, chosen by the config:
   thread (its ``ts`` is kept in the state) and later events of that session reply in it.
   Digests go to the channel itself.
 
-Messages are built in :mod:`poller.sinks.slack_blocks` (limits, escaping, templates); HTTP,
-pacing (one message per second) and error classification live in :mod:`poller.sinks.slack_api`.
-A ``template`` shapes single-event messages (digests keep the built-in summary); one that
-fails at run time is logged and the default message is sent instead. Twilio's values are
+Messages are built in :mod:`poller.sinks.slack_blocks` (limits, escaping) and
+:mod:`poller.sinks.slack_template` (templates); HTTP, pacing (one message per second) and error
+classification live in :mod:`poller.sinks.slack_api`. A ``template`` shapes single-event
+messages (digests keep the built-in summary); it renders in a worker thread within the bounds of
+:mod:`poller.sinks.templates`, and one that fails or is cut short at run time is logged
+(``template_failed``), counted, and the default message is sent instead. Twilio's values are
 escaped before the template sees them, so a template may ping on purpose (``<!here>``) while
 a message body never can.
 """
@@ -29,10 +31,13 @@ from pydantic import SecretStr
 
 from poller.errors import ConfigError
 from poller.events import Event
+from poller.metrics import TEMPLATE_FAILURES
 from poller.samples import sample_event
 from poller.sinks import ThreadStore
 from poller.sinks.slack_api import Clock, SlackClient, Sleep
-from poller.sinks.slack_blocks import Message, MessageTemplate, digest_message, event_message
+from poller.sinks.slack_blocks import Message, digest_message, event_message
+from poller.sinks.slack_template import MessageTemplate
+from poller.sinks.templates import failure_reason
 
 __all__ = ["SlackSettings", "SlackSink", "sample_event"]
 
@@ -94,7 +99,7 @@ class SlackSink:
 
     async def send(self, event: Event) -> None:
         """Post the message of ``event``; in Web API mode, in its session's thread."""
-        message = self._message(event)
+        message = await self._message(event)
         if self._config.webhook_url is not None:
             await self._client.post_webhook(self._config.webhook_url.get_secret_value(), message)
             return
@@ -119,17 +124,20 @@ class SlackSink:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    def _message(self, event: Event) -> Message:
+    async def _message(self, event: Event) -> Message:
         if self._template is not None:
             try:
-                return self._template.render(event, include_data=self.include_data)
+                return await self._template.render(event, include_data=self.include_data)
             except Exception as exc:  # a user's template may raise anything: fall back
+                reason = failure_reason(exc)
                 log.warning(
-                    "slack_template_failed",
+                    "template_failed",
                     sink=self.name,
                     event_id=event.id,
+                    reason=reason,
                     error=type(exc).__name__,
                 )
+                TEMPLATE_FAILURES.labels(sink=self.name, reason=reason).inc()
         return event_message(event, include_data=self.include_data)
 
     async def _post_message(self, message: Message, *, thread_ts: str | None) -> Mapping[str, Any]:

@@ -22,9 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
-from jinja2 import StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
-
 from poller.events import Event, EventType
 from poller.records import parse_time
 
@@ -322,63 +319,3 @@ def digest_message(events: Sequence[Event], *, include_data: bool) -> Message:
         ),
     ]
     return {"text": headline, "blocks": blocks}
-
-
-class MessageTemplate:
-    """A user's Jinja2 template for the message text, rendered in a sandbox.
-
-    Every variable from Twilio is escaped for mrkdwn *before* rendering and the output is used as
-    it is, so values never ping or link while the template's own text may (``<!here>``).
-    Variables: ``event`` (``type``, ``id``, ``timestamp``), ``interaction`` (the raw record,
-    without ``data`` when ``include_data`` is false), ``body``, ``duration``, ``changes``
-    (``{field: [old, new]}``), ``session_sid``, ``service_sid``, ``title``; absent ones are None.
-    """
-
-    def __init__(self, source: str) -> None:
-        """Compile ``source``; raise ``jinja2.TemplateSyntaxError`` when it is not a template."""
-        environment = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
-        self._template = environment.from_string(source)
-
-    def render(self, event: Event, *, include_data: bool) -> Message:
-        """Return the message; raise whatever the template raises, or ValueError when empty."""
-        text = self._template.render(template_variables(event, include_data=include_data))
-        if not text.strip():
-            raise ValueError("the template rendered nothing")
-        return {
-            "text": fit(text, MAX_FALLBACK_TEXT, verbatim),
-            "blocks": [section_block(fit(text, MAX_SECTION_TEXT, verbatim)), context(event)],
-        }
-
-
-def template_variables(event: Event, *, include_data: bool) -> dict[str, Any]:
-    """Return the variables of a :class:`MessageTemplate`, every value from Twilio escaped."""
-    interaction = dict(event.interaction)
-    if not include_data:
-        interaction.pop("data", None)
-    body = event.message_text() if include_data else None
-    seconds = event.call_duration() if include_data else None
-    changes = (
-        None
-        if event.changes is None
-        else {key: [old, new] for key, (old, new) in event.changes.items()}
-    )
-    return {
-        "event": {"type": event.type.value, "id": event.id, "timestamp": _escaped(event.timestamp)},
-        "interaction": _escaped(interaction),
-        "body": _escaped(body),
-        "duration": _escaped(seconds),
-        "changes": _escaped(changes),
-        "session_sid": _escaped(event.session_sid),
-        "service_sid": _escaped(event.service_sid),
-        "title": title(event),
-    }
-
-
-def _escaped(value: Any) -> Any:
-    if isinstance(value, str):
-        return escape(value)
-    if isinstance(value, Mapping):
-        return {escape(key): _escaped(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_escaped(item) for item in value]
-    return value
