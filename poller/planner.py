@@ -237,8 +237,10 @@ def _last_polled(state: SessionState | None) -> float:
 
 
 def _rank(planned: Planned, state: SessionState | None) -> tuple[int, float, str, Planned]:
-    """Sort key and plan: priority, then the least recently polled (baselines: most recently
-    active) first."""
+    """Return the plan with its sort key: priority, then the least recently polled first.
+
+    Baselines go the most recently active first instead: their sessions were never polled.
+    """
     reason = planned.reason
     if reason == "new" and not planned.new_traffic:
         reason = "baseline"  # what existed before the watch: a baseline like any other

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,8 @@ from poller.cycle import ServiceCycle
 from poller.planner import PlanSettings
 from poller.poll import PollSettings, SessionPoller
 from poller.records import Interaction, Session
-from poller.state import Store
+from poller.state import Store, schema
+from poller.state.db import open_database
 
 SERVICE = "KS" + "a" * 32
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -209,3 +211,33 @@ async def test_poller_once_is_not_budgeted(store: Store) -> None:
         proxy.add(sid(n), "2026-11-27T10:00:00Z")
     result = await cycle_of(store, proxy).run(everything=True)
     assert result.planned == 200
+
+
+def test_the_watch_keeps_what_its_first_listing_showed_of_each_session(store: Store) -> None:
+    listed = {sid(0): ("2026-11-27T10:00:00Z|x|open", "2026-11-27T10:00:00Z"), sid(1): ("||", None)}
+    store.begin_watch(SERVICE, [sid(0), sid(1), sid(2)], NOW, listed=listed)
+    first, second, third = (store.session(sid(n)) for n in range(3))
+    assert first is not None and second is not None and third is not None
+    assert (first.watch_listed, first.watch_last_interaction) == (True, "2026-11-27T10:00:00Z")
+    assert first.activity_marker == "2026-11-27T10:00:00Z|x|open" and not first.baselined
+    assert (second.watch_listed, second.watch_last_interaction) == (True, None)
+    assert (third.watch_listed, third.activity_marker) == (False, None)
+    assert store.baseline_counts(SERVICE) == (0, 3)
+    assert store.baseline_counts("KS" + "b" * 32) == (0, 0)
+
+
+def test_a_state_file_from_before_migration_2_keeps_its_sessions_unlisted(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    open_database(path, schema.MIGRATIONS[:1]).close()
+    conn = sqlite3.connect(path)
+    with conn:  # what version 1 wrote when a watch began
+        conn.execute(
+            "INSERT INTO sessions (service_sid, session_sid, new_traffic, added_at) "
+            "VALUES (?, ?, 0, ?)",
+            (SERVICE, sid(0), NOW),
+        )
+    conn.close()
+    with Store.open(path) as store:
+        state = store.session(sid(0))
+        assert store.summary()["schema_version"] == 2
+    assert state is not None and (state.watch_listed, state.baselined) == (False, False)
