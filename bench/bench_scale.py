@@ -9,18 +9,26 @@ of ~5 new interactions/s (10 changes/s: half creations, half status steps) runs 
 sessions for ``--minutes`` (default 3). The traffic generator notes the wall time of every
 creation; the receiver notes when each event arrives.
 
+``--cold-start``: no baseline beforehand, the limit on from the start: the daemon baselines
+the 5,000 sessions in the background within each cycle's request budget while the traffic
+runs from second 20; the run goes on until the baseline is done plus one minute (at least
+``--minutes``). Printed as well: the warnings and errors the daemon logged, when its baseline
+ended, and its CPU over the whole run.
+
 Printed: requests per cycle over the steady phase (simulator counters / cycles), p50/p99 from
 an interaction's creation to its delivery, the daemon's CPU over the steady phase (% of one
 core, from /proc) and its peak RSS (``ru_maxrss`` from ``wait4``). Baseline: the naive
 strategy "poll every session every cycle" (5,000 requests per cycle, ~167 s per cycle at
 30 requests/s), computed, and the ratio.
 
-    python bench/bench_scale.py [--quick] [--minutes M] [--sessions N] [--baseline-under-limit]
+    python bench/bench_scale.py [--quick] [--minutes M] [--sessions N]
+                                [--baseline-under-limit | --cold-start]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import subprocess
@@ -56,6 +64,9 @@ SIM_BURST = 150.0
 ACTIVE_SESSIONS = 100
 CHANGES_PER_SECOND = 10.0  # about half are new interactions, half status steps
 INTERACTIONS_PER_SESSION = 10
+COLD_TRAFFIC_FROM = 20.0  # seconds after the daemon's start
+COLD_TAIL = 60.0  # seconds of traffic after the baseline ended
+COLD_CAP = 1200.0  # give up on the baseline after this long
 
 
 def wait_ready(port: int, proc: subprocess.Popen[str], timeout: float) -> float:
@@ -104,8 +115,10 @@ def run(args: argparse.Namespace) -> None:
         config, env = write_config(
             folder, info, interval=interval, receiver_url=info.receiver_url, http_port=port
         )
+        if args.cold_start:
+            _log_at_info(config)
         baseline_took = None
-        if not args.baseline_under_limit:
+        if not (args.baseline_under_limit or args.cold_start):
             fast, _ = write_config(folder, info, rate=150.0, receiver_url=info.receiver_url)
             lab.call("rate_limit", rate=None)
             once = run_child(
@@ -135,15 +148,21 @@ def run(args: argparse.Namespace) -> None:
                 print(f"daemon ready (first cycle done) after {ready:.1f}s")
                 if args.baseline_under_limit:
                     baseline_took = ready
-                steady = measure_steady(lab, daemon.pid, info.sessions, seconds)
+                if args.cold_start:
+                    steady = measure_cold(lab, daemon.pid, info.sessions, seconds, port, started)
+                else:
+                    steady = measure_steady(lab, daemon.pid, info.sessions, seconds)
                 missing = lab.call("wait_delivered", seconds=3 * interval + 5)["missing"]
                 latencies = lab.call("latencies")
                 rss_live = proc_rss_mb(daemon.pid)
             finally:
                 finished = stop_child(daemon, started)
         lab_cpu = lab.close()["cpu_seconds"]
-        errors = [line for line in log_path.read_text().splitlines() if '"error"' in line]
+        lines = log_path.read_text().splitlines()
+        errors = [line for line in lines if '"error"' in line]
     report(args, steady, latencies, missing, finished.max_rss_mb, rss_live, baseline_took)
+    if args.cold_start:
+        report_cold(lines, steady, finished.cpu)
     print(f"lab (simulator + receiver + traffic) cpu: {lab_cpu:.1f}s; daemon exit {finished.code}")
     if errors:
         print(f"daemon logged {len(errors)} error lines, the first: {errors[0][:300]}")
@@ -163,6 +182,102 @@ def measure_steady(lab: Lab, pid: int, sessions: list[str], seconds: float) -> d
     cpu, wall = proc_cpu_seconds(pid) - cpu_before, time.monotonic() - wall_before
     after = lab.call("stats")
     return {"before": before, "after": after, "cpu": cpu, "wall": wall, "traffic": traffic}
+
+
+def measure_cold(
+    lab: Lab, pid: int, sessions: list[str], seconds: float, port: int, started: float
+) -> dict[str, Any]:
+    """Traffic from second 20 of the daemon until its baseline is done plus a minute."""
+    time.sleep(max(0.0, started + COLD_TRAFFIC_FROM - time.monotonic()))
+    before = lab.call("stats")
+    cpu_before, wall_before = proc_cpu_seconds(pid), time.monotonic()
+    lab.call("start_traffic", rate=CHANGES_PER_SECOND, sessions=sessions[:ACTIVE_SESSIONS])
+    baseline_done: float | None = None
+    printed = wall_before
+    while True:
+        time.sleep(5.0)
+        now = time.monotonic()
+        pending = _pending_baselines(port)
+        if baseline_done is None and pending == 0:
+            baseline_done = now - started
+        ran = now - wall_before
+        if (
+            ran >= seconds
+            and baseline_done is not None
+            and now - started >= baseline_done + COLD_TAIL
+        ):
+            break
+        if now - started > COLD_CAP:
+            print(f"  the baseline did not end within {COLD_CAP:.0f}s")
+            break
+        if now - printed >= 30.0:
+            printed = now
+            cpu = proc_cpu_seconds(pid) - cpu_before
+            print(
+                f"  {ran:5.0f}s  daemon cpu {100 * cpu / ran:4.1f}%  baselines pending {pending}",
+                flush=True,
+            )
+    traffic = lab.call("stop_traffic")
+    cpu, wall = proc_cpu_seconds(pid) - cpu_before, time.monotonic() - wall_before
+    after = lab.call("stats")
+    return {
+        "before": before,
+        "after": after,
+        "cpu": cpu,
+        "wall": wall,
+        "traffic": traffic,
+        "whole_wall": time.monotonic() - started,
+        "whole_cpu": proc_cpu_seconds(pid),
+        "baseline_done": baseline_done,
+    }
+
+
+def _pending_baselines(port: int) -> float | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+    for line in text.splitlines():
+        if line.startswith("poller_baseline_pending_sessions "):
+            return float(line.split()[1])
+    return None
+
+
+def _log_at_info(config: Path) -> None:
+    """Log at info, so that every warning and the baseline's progress are in the log."""
+    import yaml
+
+    data = yaml.safe_load(config.read_text())
+    data["log"]["level"] = "info"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def report_cold(lines: list[str], steady: dict[str, Any], cpu_total: float) -> None:
+    events = []
+    for line in lines:
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    loud = [e for e in events if isinstance(e, dict) and e.get("level") in ("warning", "error")]
+    kinds: dict[str, int] = {}
+    for e in loud:
+        kinds[str(e.get("event"))] = kinds.get(str(e.get("event")), 0) + 1
+    progress = sum(
+        1 for e in events if isinstance(e, dict) and e.get("event") == "baseline_progress"
+    )
+    done = steady["baseline_done"]
+    whole = steady["whole_wall"]
+    print(
+        f"cold start: baseline ended {'never' if done is None else f'{done:.0f}s'} after the "
+        f"daemon's start; {progress} baseline_progress lines; warnings and errors logged: "
+        f"{len(loud)} {kinds or ''}"
+    )
+    print(
+        f"cold start: daemon CPU over the whole run {cpu_total:.1f}s in {whole:.0f}s = "
+        f"{100 * cpu_total / whole:.1f}% of one core"
+    )
 
 
 def report(
@@ -255,7 +370,14 @@ def main() -> None:
         action="store_true",
         help="let the daemon baseline under the 30/s limit (adds ~200 s at 5,000 sessions)",
     )
+    parser.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="no baseline beforehand: the daemon baselines under the limit, traffic from second 20",
+    )
     args = parser.parse_args()
+    if args.cold_start and args.baseline_under_limit:
+        parser.error("--cold-start and --baseline-under-limit exclude each other")
     if args.quick:
         args.sessions = args.sessions or 500
         args.minutes = args.minutes or 25 / 60

@@ -70,10 +70,18 @@ def build_app(
     plan = PlanSettings(
         interval_seconds=config.poll.interval_seconds,
         full_sweep_seconds=config.poll.full_sweep_seconds,
+        requests_per_second=config.twilio.max_requests_per_second,
     )
     cycles = [
         ServiceCycle(
-            watch, client, poller, store, plan, page_size=config.twilio.page_size, clock=clock
+            watch,
+            client,
+            poller,
+            store,
+            plan,
+            page_size=config.twilio.page_size,
+            concurrency=config.twilio.max_concurrency,
+            clock=clock,
         )
         for watch in config.watch
     ]

@@ -18,7 +18,7 @@ import structlog
 
 from poller import metrics
 from poller.errors import CredentialsError, SourceError
-from poller.planner import Planned, PlanSettings, plan_listed
+from poller.planner import Planned, PlanSettings, cycle_budget, plan_listed
 from poller.poll import PollOutcome, SessionPoller
 from poller.records import Session
 from poller.state import Store
@@ -71,6 +71,7 @@ class ServiceCycle:
         settings: PlanSettings,
         *,
         page_size: int,
+        concurrency: int = 8,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.watch = watch
@@ -80,6 +81,7 @@ class ServiceCycle:
         self._settings = settings
         self._page_size = page_size
         self._clock = clock
+        self._concurrency = max(1, concurrency)
         self._service_size: int | None = None  # sessions in the Service at the last listing
 
     def _listing_pays(self) -> bool:
@@ -107,8 +109,11 @@ class ServiceCycle:
         if self.watch.all_sessions:
             started_at = self._store.watch_begun(sid)
             if started_at is None:
-                self._store.begin_watch(sid, [s.sid for s in listed], now)
+                shown = {s.sid: (s.activity_marker, s.date_last_interaction) for s in listed}
+                self._store.begin_watch(sid, [s.sid for s in listed], now, listed=shown)
+                states = {s.session_sid: s for s in self._store.sessions(sid)}
         only = None if self.watch.all_sessions else frozenset(self.watch.sessions)
+        pages = math.ceil(max(1, len(listed)) / self._page_size)
         return plan_listed(
             sid,
             listed,
@@ -118,6 +123,7 @@ class ServiceCycle:
             settings=self._settings,
             only=only,
             everything=everything,
+            budget=None if everything else cycle_budget(self._settings, pages),
         )
 
     async def run(self, *, everything: bool = False) -> CycleResult:
@@ -131,10 +137,10 @@ class ServiceCycle:
             except SourceError as exc:
                 log.warning("session_list_failed", error=str(exc))
                 return CycleResult(sid, 0, 0, 0, 0, listing_failed=True)
-            gathered = await asyncio.gather(
-                *(self._poll(p) for p in planned), return_exceptions=True
-            )
-        outcomes = _outcomes(gathered)
+            before = self._store.baseline_counts(sid)
+            outcomes = await self._poll_all(planned)
+            after = self._store.baseline_counts(sid)
+            report_baseline(before, after, self._settings.interval_seconds)
         reasons: dict[str, int] = {}
         for p in planned:
             reasons[p.reason] = reasons.get(p.reason, 0) + 1
@@ -147,26 +153,55 @@ class ServiceCycle:
             reasons=reasons,
         )
         metrics.WATCHED_SESSIONS.set(self._store.watched_count())
+        metrics.BASELINE_PENDING.set(self._store.baseline_counts()[1])
         log.debug("cycle_finished", planned=result.planned, failed=result.failed, **reasons)
         return result
 
-    def _poll(self, p: Planned) -> asyncio.Future[PollOutcome] | asyncio.Task[PollOutcome]:
+    async def _poll_all(self, planned: list[Planned]) -> list[PollOutcome]:
+        """Poll in plan order, ``concurrency`` at a time.
+
+        A poll starts only when a worker takes it, so its timeout never counts the time it
+        waited behind the rest of the cycle for the rate limiter.
+        """
+        queue = iter(planned)
+        outcomes: list[PollOutcome] = []
+
+        async def worker() -> None:
+            for p in queue:
+                outcomes.append(await self._poll(p))
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(self._concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            # One poll let an error through (credentials, the state): stop the others.
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+        return outcomes
+
+    async def _poll(self, p: Planned) -> PollOutcome:
         session = p.session
-        return asyncio.ensure_future(
-            self._poller.poll(
-                p.service_sid,
-                p.session_sid,
-                new_traffic=p.new_traffic,
-                activity_marker=p.marker,
-                status=session.status if session else None,
-                final=p.final,
-            )
+        return await self._poller.poll(
+            p.service_sid,
+            p.session_sid,
+            new_traffic=p.new_traffic,
+            activity_marker=p.marker,
+            status=session.status if session else None,
+            final=p.final,
         )
 
 
-def _outcomes(gathered: list[PollOutcome | BaseException]) -> list[PollOutcome]:
-    """Re-raise the first error a poll let through (credentials, a state failure)."""
-    for item in gathered:
-        if isinstance(item, BaseException):
-            raise item
-    return [item for item in gathered if isinstance(item, PollOutcome)]
+def report_baseline(before: tuple[int, int], after: tuple[int, int], interval: float) -> None:
+    """Say once per cycle how a baseline goes: done, left and the time left at this pace.
+
+    ``before``, ``after``: (baselined, not yet baselined) around the cycle's polls. Silent
+    when nothing waited for a baseline before or after.
+    """
+    done, left = after
+    if left == 0 and before[1] == 0:
+        return
+    per_cycle = done - before[0]
+    eta = math.ceil(left / per_cycle) * interval if per_cycle > 0 else None
+    log.info("baseline_progress", done=done, left=left, eta_seconds=eta)

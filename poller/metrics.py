@@ -68,6 +68,11 @@ DEAD_LETTERS = Gauge(
 WATCHED_SESSIONS = Gauge(
     "poller_watched_sessions", "Sessions currently watched.", registry=REGISTRY
 )
+BASELINE_PENDING = Gauge(
+    "poller_baseline_pending_sessions",
+    "Watched sessions whose baseline is not fetched yet.",
+    registry=REGISTRY,
+)
 CONFIG_ERRORS = Counter(
     "poller_config_errors", "Configs rejected at start or reload.", registry=REGISTRY
 )

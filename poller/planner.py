@@ -14,6 +14,12 @@ Proxy's 30 requests/s that is almost three minutes. The Sessions list costs one 
 - it is closed (its final poll) or vanished from the list (final poll: 404 marks it gone);
 - it is among the least recently polled, a few each cycle, so that every session is swept
   once per ``full_sweep_seconds`` as a safety net.
+
+A cycle polls no more sessions than its Service's request budget for one interval allows
+(:func:`cycle_budget`), by priority: what must be looked at (activity, confirm, retry, closed,
+vanished, revived, unlisted, new traffic) before settling, settling before baselines (the most
+recently active first), baselines before the sweep. What does not fit waits for the next
+cycle, where it comes first within its priority (the least recently polled first).
 """
 
 from __future__ import annotations
@@ -26,7 +32,16 @@ from poller.records import Session, parse_time
 from poller.state import SessionState
 
 UNCONFIRMED = "?"
-_NEEDS_CONFIRMATION = frozenset({"new", "retry", "activity", "revived"})
+_NEEDS_CONFIRMATION = frozenset({"new", "baseline", "retry", "activity", "revived"})
+
+# Priorities, lowest first; what a reason does not name is a must (activity, retry, ...).
+_SETTLING, _BASELINE, _SWEEP = 1, 2, 3
+_PRIORITY = {"settling": _SETTLING, "baseline": _BASELINE, "sweep": _SWEEP}
+
+# Share of an interval's requests a cycle plans: a cycle using them all would end just as the
+# next is due, and the scheduler's jitter (up to a quarter interval) would then skip the next
+# cycle every few cycles. The rest absorbs that, the retries and the next pages of long sessions.
+BUDGET_SHARE = 0.85
 
 # How far Twilio's clock and ours may disagree when telling new sessions from old ones.
 CLOCK_SKEW_SECONDS = 300.0
@@ -50,6 +65,19 @@ class Planned:
 class PlanSettings:
     interval_seconds: float
     full_sweep_seconds: float
+    # The Service's rate limit (``twilio.max_requests_per_second``); None: no budget.
+    requests_per_second: float | None = None
+
+
+def cycle_budget(settings: PlanSettings, listing_pages: int) -> int | None:
+    """How many polls one cycle may plan: the interval's requests less the listing's pages.
+
+    None when there is no limit. Never less than one, so a cycle always moves on.
+    """
+    if settings.requests_per_second is None:
+        return None
+    requests = math.floor(settings.requests_per_second * settings.interval_seconds * BUDGET_SHARE)
+    return max(1, requests - listing_pages)
 
 
 def sweep_quota(total: int, settings: PlanSettings) -> int:
@@ -105,8 +133,12 @@ def _reason(state: SessionState | None, session: Session, now: float) -> str | N
         # Listed and not closed, yet marked gone: unwatched, then watched again within the
         # grace period (or a 404 that Twilio's list does not agree with). Look again.
         return "revived"
-    if state.consecutive_failures > 0 or not state.baselined:
+    if state.consecutive_failures > 0 or (not state.baselined and state.new_traffic):
         return "retry"
+    if not state.baselined:
+        # Listed when the watch began, not fetched yet: activity since then is polled at once.
+        moved = state.activity_marker not in (None, session.activity_marker)
+        return "activity" if moved else "baseline"
     if session.is_closed:
         return "closed"
     if state.activity_marker == UNCONFIRMED + session.activity_marker:
@@ -128,6 +160,7 @@ def plan_listed(
     settings: PlanSettings,
     only: frozenset[str] | None = None,
     everything: bool = False,
+    budget: int | None = None,
 ) -> list[Planned]:
     """Plan a cycle of one Service from its Sessions list and the stored session states.
 
@@ -136,8 +169,10 @@ def plan_listed(
     ``everything``: poll every session that is not gone (``poller once``).
     ``watch_started_at``: None when no session can be new traffic (an explicit list, or the
     listing that began the watch, whose sessions are what already existed).
+    ``budget``: at most this many polls, by priority (None: no limit). The plan is in the
+    order to poll in.
     """
-    planned: list[Planned] = []
+    ranked: list[tuple[int, float, str, Planned]] = []
     idle: list[tuple[float, str, Session]] = []
     seen: set[str] = set()
     for session in listed:
@@ -149,39 +184,70 @@ def plan_listed(
             continue  # closed, settled and left: nothing in it can change
         reason = _reason(state, session, now) or ("full" if everything else None)
         if reason is None:
-            idle.append((state.last_success_at or 0.0 if state else 0.0, session.sid, session))
+            idle.append((_last_polled(state), session.sid, session))
             continue
         new_traffic = (
             state is None
             and watch_started_at is not None
             and _created_since(session, watch_started_at)
         )
-        planned.append(
-            Planned(
-                service_sid,
-                session.sid,
-                reason,
-                new_traffic=new_traffic,
-                session=session,
-                final=reason == "closed",
-                marker=_marker_after(reason, session, now),
-            )
+        planned = Planned(
+            service_sid,
+            session.sid,
+            reason,
+            new_traffic=new_traffic,
+            session=session,
+            final=reason == "closed",
+            marker=_marker_after(reason, session, now),
         )
+        ranked.append(_rank(planned, state))
+    ranked += [
+        _rank(p, states.get(p.session_sid)) for p in _not_listed(service_sid, states, seen, only)
+    ]
     idle.sort(key=lambda item: (item[0], item[1]))
     for _, sid, session in idle[: sweep_quota(len(seen), settings)]:
-        planned.append(
-            Planned(service_sid, sid, "sweep", session=session, marker=session.activity_marker)
-        )
+        sweep = Planned(service_sid, sid, "sweep", session=session, marker=session.activity_marker)
+        ranked.append(_rank(sweep, states.get(sid)))
+    ranked.sort(key=lambda item: item[:3])
+    return [item[3] for item in ranked[:budget]]
+
+
+def _not_listed(
+    service_sid: str,
+    states: Mapping[str, SessionState],
+    seen: set[str],
+    only: frozenset[str] | None,
+) -> list[Planned]:
+    """Sessions the list did not show: unlisted ones of an explicit watch, or vanished ones."""
     if only is not None:
-        planned += [
+        return [
             Planned(service_sid, sid, "unlisted")
             for sid in sorted(only - seen)
             if sid not in states or states[sid].gone_at is None
         ]
+    return [
+        Planned(service_sid, sid, "vanished", final=True)
+        for sid, state in sorted(states.items())
+        if sid not in seen and state.gone_at is None
+    ]
+
+
+def _last_polled(state: SessionState | None) -> float:
+    return (state.last_success_at or 0.0) if state is not None else 0.0
+
+
+def _rank(planned: Planned, state: SessionState | None) -> tuple[int, float, str, Planned]:
+    """Return the plan with its sort key: priority, then the least recently polled first.
+
+    Baselines go the most recently active first instead: their sessions were never polled.
+    """
+    reason = planned.reason
+    if reason == "new" and not planned.new_traffic:
+        reason = "baseline"  # what existed before the watch: a baseline like any other
+    priority = _PRIORITY.get(reason, 0)
+    if priority == _BASELINE:
+        active = parse_time(planned.session.date_last_interaction) if planned.session else None
+        order = -active.timestamp() if active is not None else math.inf
     else:
-        planned += [
-            Planned(service_sid, sid, "vanished", final=True)
-            for sid, state in sorted(states.items())
-            if sid not in seen and state.gone_at is None
-        ]
-    return planned
+        order = _last_polled(state)
+    return priority, order, planned.session_sid, planned

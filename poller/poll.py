@@ -21,7 +21,7 @@ from poller.errors import CredentialsError, NotFoundError, SourceError
 from poller.events import Event
 from poller.records import FINAL_SESSION_STATUSES, Fingerprint, Interaction, parse_time
 from poller.routing import NamedSinkRouting, route
-from poller.state import Store
+from poller.state import SessionState, Store
 
 log = structlog.get_logger(__name__)
 
@@ -138,16 +138,19 @@ class SessionPoller:
         crashpoints.reached("after_fetch")
         now = self._clock()
         notify = state.baselined or state.new_traffic or self._settings.first_run == "notify_all"
+        # Listed when the watch began: Twilio's own clock splits the baseline from the events.
+        assumed = None if notify or not state.watch_listed else _baseline_of(state, fetched)
         unsettled_until = self._unsettled_until(fetched, now)
         events = self._commit(
             service_sid,
             session_sid,
             fetched,
-            notify=notify,
+            notify=notify or assumed is not None,
             now=now,
             activity_marker=activity_marker,
             status=status,
             unsettled_until=unsettled_until,
+            assumed=assumed,
         )
         crashpoints.reached("after_commit")
         metrics.LAST_SUCCESSFUL_POLL.set(now)
@@ -155,10 +158,11 @@ class SessionPoller:
             metrics.EVENTS.labels(type=event.type.value).inc()
         if events and self._on_events is not None:
             self._on_events()
-        if not state.baselined and not notify:
-            log.info("session_baselined", interactions=len(fetched))
-        elif events:
+        if events:
             log.info("session_changed", events=len(events), interactions=len(fetched))
+        elif not state.baselined and not notify:
+            # debug: a first start baselines thousands; baseline_progress says it per cycle
+            log.debug("session_baselined", interactions=len(fetched))
         return PollOutcome(
             service_sid,
             session_sid,
@@ -178,8 +182,12 @@ class SessionPoller:
         activity_marker: str | None,
         status: str | None,
         unsettled_until: float | None,
+        assumed: Mapping[str, Fingerprint] | None = None,
     ) -> list[Event]:
-        """Diff against the known set (read once) and commit; return the events committed."""
+        """Diff against the known set (read once) and commit; return the events committed.
+
+        ``assumed``: interactions taken as known though never stored (a baseline's share).
+        """
         known = self._store.known(session_sid)
         if _same_as_known(known, fetched):
             # Most polls find nothing new: equal fingerprints can make no event, so neither
@@ -193,7 +201,8 @@ class SessionPoller:
                 unsettled_until=unsettled_until,
             )
             return []
-        events = diff(service_sid, session_sid, known, fetched, iso_utc(now)) if notify else []
+        before = {**assumed, **known} if assumed else known
+        events = diff(service_sid, session_sid, before, fetched, iso_utc(now)) if notify else []
         self._store.commit_poll(
             service_sid,
             session_sid,
@@ -219,6 +228,24 @@ class SessionPoller:
             if changed_at + settle > now:
                 latest = max(latest or 0.0, changed_at + settle)
         return latest
+
+
+def _baseline_of(state: SessionState, fetched: Sequence[Interaction]) -> dict[str, Fingerprint]:
+    """The interactions of a session listed when its watch began that are its baseline.
+
+    Those created at or before the ``date_last_interaction`` that listing showed (Twilio's
+    clock against Twilio's clock; one-second resolution, so one created in that same second
+    counts as baseline). No date listed: nothing had happened, every interaction is an event.
+    An interaction without a readable creation date is taken as baseline: never notify what
+    may have existed.
+    """
+    cutoff = parse_time(state.watch_last_interaction)
+    baseline: dict[str, Fingerprint] = {}
+    for interaction in fetched:
+        created = interaction.created_at
+        if created is None or (cutoff is not None and created <= cutoff):
+            baseline[interaction.sid] = interaction.fingerprint
+    return baseline
 
 
 def _same_as_known(known: Mapping[str, Fingerprint], fetched: Sequence[Interaction]) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from poller.planner import PlanSettings, plan_listed, sweep_quota
+from poller.planner import Planned, PlanSettings, cycle_budget, plan_listed, sweep_quota
 from poller.records import Session
 from poller.state import SessionState
 
@@ -261,3 +261,114 @@ def test_gone_session_listed_open_again_is_revived_and_closed_one_stays_gone() -
         settings=PlanSettings(10, 10_000),
     )
     assert reasons(planned) == {sid(0): "revived"}
+
+
+# ---- the request budget ------------------------------------------------------------------------
+
+
+def listed_at_watch(s: Session, marker: str | None = None) -> SessionState:
+    """A session the listing that began the watch showed, not baselined yet."""
+    return state(
+        s,
+        baselined=False,
+        last_success_at=None,
+        activity_marker=marker or s.activity_marker,
+        watch_listed=True,
+        watch_last_interaction=s.date_last_interaction,
+    )
+
+
+def after_poll(p: Planned, now: float) -> SessionState:
+    assert p.session is not None
+    return state(p.session, last_success_at=now, activity_marker=p.marker)
+
+
+def test_5000_new_sessions_under_a_budget_of_250_are_baselined_once_each_activity_first() -> None:
+    # The listing that began the watch: 5,000 sessions, active at different times of a day.
+    at_watch = [session(n, last=f"2026-11-27T{n % 24:02d}:{n % 60:02d}:00Z") for n in range(5000)]
+    states = {s.sid: listed_at_watch(s) for s in at_watch}
+    listed = list(at_watch)
+    active = {sid(n) for n in range(0, 5000, 125)}  # 40 sessions move before their baseline
+    for n in range(0, 5000, 125):
+        listed[n] = session(n, last="2026-12-01T00:00:00Z")
+    settings = PlanSettings(interval_seconds=10, full_sweep_seconds=3600)
+    baselined: list[str] = []
+    now = NOW
+    for cycle in range(25):
+        planned = plan_listed(
+            SERVICE, listed, states, watch_started_at=0, now=now, settings=settings, budget=250
+        )
+        assert len(planned) == (250 if cycle < 20 else len(planned))
+        assert len({p.session_sid for p in planned}) == len(planned)
+        if cycle == 0:
+            assert {p.session_sid for p in planned[:40]} == active
+            assert {p.reason for p in planned[:40]} == {"activity"}
+            assert {p.reason for p in planned[40:]} == {"baseline"}
+        baselined += [p.session_sid for p in planned if not states[p.session_sid].baselined]
+        states.update({p.session_sid: after_poll(p, now) for p in planned})
+        now += 10
+    assert sorted(baselined) == sorted(s.sid for s in at_watch)  # each one exactly once
+
+
+def test_priorities_must_then_settling_then_baseline_then_sweep() -> None:
+    listed = [session(n) for n in range(4)]
+    states = {
+        sid(0): state(listed[0], last_success_at=NOW - 1000),  # idle: the sweep's
+        sid(1): listed_at_watch(listed[1]),  # baseline
+        sid(2): state(listed[2], unsettled_until=NOW + 60),  # settling
+        sid(3): state(listed[3], activity_marker="moved earlier"),  # activity
+    }
+    settings = PlanSettings(10, 10)  # the sweep's share: every idle session
+    planned = plan_listed(SERVICE, listed, states, watch_started_at=0, now=NOW, settings=settings)
+    assert [p.reason for p in planned] == ["activity", "settling", "baseline", "sweep"]
+    capped = plan_listed(
+        SERVICE, listed, states, watch_started_at=0, now=NOW, settings=settings, budget=2
+    )
+    assert [p.reason for p in capped] == ["activity", "settling"]
+
+
+def test_what_does_not_fit_waits_and_the_oldest_goes_first() -> None:
+    listed = [session(n, last="2026-12-01T00:00:00Z") for n in range(3)]
+    states = {
+        sid(0): state(session(0), last_success_at=NOW - 10),
+        sid(1): state(session(1), last_success_at=NOW - 30),
+        sid(2): state(session(2), last_success_at=NOW - 20),
+    }
+    planned = plan_listed(
+        SERVICE, listed, states, watch_started_at=0, now=NOW, settings=SETTINGS, budget=2
+    )
+    assert [p.session_sid for p in planned] == [sid(1), sid(2)]
+    states.update({p.session_sid: after_poll(p, NOW) for p in planned})
+    (waited,) = plan_listed(
+        SERVICE, listed, states, watch_started_at=0, now=NOW + 10, settings=SETTINGS, budget=1
+    )
+    assert (waited.session_sid, waited.reason) == (sid(0), "activity")
+
+
+def test_baselines_go_most_recently_active_first() -> None:
+    listed = [
+        session(0, last="2026-11-01T00:00:00Z"),
+        session(1, last="2026-11-20T00:00:00Z"),
+        session(2, last="2026-11-10T00:00:00Z"),
+        session(3, last=""),
+    ]
+    states = {s.sid: listed_at_watch(s) for s in listed}
+    planned = plan_listed(SERVICE, listed, states, watch_started_at=0, now=NOW, settings=SETTINGS)
+    assert [p.session_sid for p in planned] == [sid(1), sid(2), sid(0), sid(3)]
+
+
+def test_new_traffic_is_a_must_and_an_unknown_old_session_waits_like_a_baseline() -> None:
+    started = 1_790_000_000.0
+    old = session(0, created="2026-01-01T00:00:00Z", last="2026-12-01T00:00:00Z")
+    new = session(1, created="2027-03-01T00:00:00Z", last="2026-01-01T00:00:00Z")
+    (planned,) = plan_listed(
+        SERVICE, [old, new], {}, watch_started_at=started, now=NOW, settings=SETTINGS, budget=1
+    )
+    assert (planned.session_sid, planned.new_traffic) == (sid(1), True)
+
+
+def test_cycle_budget_is_the_intervals_share_of_requests_less_the_listing() -> None:
+    settings = PlanSettings(interval_seconds=10, full_sweep_seconds=3600, requests_per_second=25)
+    assert cycle_budget(settings, listing_pages=5) == 207  # floor(25 x 10 x 0.85) - 5
+    assert cycle_budget(PlanSettings(10, 3600), listing_pages=5) is None
+    assert cycle_budget(PlanSettings(1, 3600, requests_per_second=1), listing_pages=9) == 1

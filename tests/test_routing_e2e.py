@@ -228,6 +228,13 @@ def _logged(daemon: DaemonProcess, event: str) -> int:
     return sum(1 for line in daemon.log_lines() if f'"event": "{event}"' in line)
 
 
+def _baseline_done(daemon: DaemonProcess) -> bool:
+    return any(
+        item.get("event") == "baseline_progress" and item.get("left") == 0
+        for item in daemon.log_events()
+    )
+
+
 def _of_session(posts: Sequence[Posted], session: str) -> list[Posted]:
     return [post for post in posts if session in json.dumps(post.payload)]
 
@@ -258,7 +265,7 @@ def test_web_api_threads_each_session_across_a_daemon_restart(
     config = write_config(tmp_path, sim, "http://127.0.0.1:9", sinks=[chat])
     daemon = _daemon(config, tmp_path, "first")
     try:
-        wait_for(lambda: _logged(daemon, "session_baselined") == 2, what="both baselines")
+        wait_for(lambda: _baseline_done(daemon), what="both baselines")
         news = [s.add_interaction(service, first, body=f"first {n}")["sid"] for n in range(2)]
         s.add_interaction(service, second, body="second 0")
         wait_for(lambda: len(slack.accepted) == 3, what="three messages")

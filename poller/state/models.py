@@ -26,6 +26,11 @@ class SessionState:
     last_failure_at: float | None = None
     # When the session was closed, deleted or unwatched; None while it is watched.
     gone_at: float | None = None
+    # Shown by the Sessions list that began its Service's watch, with this date_last_interaction
+    # (None: no interaction listed). Until the baseline, interactions created at or before it
+    # are the baseline and later ones are events.
+    watch_listed: bool = False
+    watch_last_interaction: str | None = None
 
 
 @dataclass(frozen=True)

@@ -125,8 +125,17 @@ CREATE TABLE slack_threads (
 INSERT INTO meta (key, value) VALUES ('created_at', strftime('%s', 'now'));
 """
 
+# What the Sessions list showed of each session when its watch began: the
+# date_last_interaction (NULL: none listed, or the session did not exist then) that splits the
+# session's interactions into its baseline and its events. "Listed" says the listing showed
+# the session; the marker is kept in activity_marker until the baseline.
+_V2 = """
+ALTER TABLE sessions ADD COLUMN watch_listed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN watch_last_interaction TEXT;
+"""
+
 # Append only: MIGRATIONS[n] takes a file from version n to version n + 1.
-MIGRATIONS: Sequence[str] = (_V1,)
+MIGRATIONS: Sequence[str] = (_V1, _V2)
 
 
 def latest_version(migrations: Sequence[str] = MIGRATIONS) -> int:

@@ -97,13 +97,24 @@ class Store(Outbox):
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM watches WHERE service_sid = ?", (service_sid,))
 
-    def begin_watch(self, service_sid: str, session_sids: Sequence[str], now: float) -> float:
+    def begin_watch(
+        self,
+        service_sid: str,
+        session_sids: Sequence[str],
+        now: float,
+        *,
+        listed: Mapping[str, tuple[str, str | None]] | None = None,
+    ) -> float:
         """Record that the watch began with these sessions (to baseline), in one transaction.
 
         What a Service held when its watch began is "what already exists": those sessions are
-        baselined, whatever the clocks say. Returns when the watch began (the first call's
-        ``now``; later calls change nothing).
+        baselined, whatever the clocks say. ``listed``: what the listing showed of each
+        session, ``(activity marker, date_last_interaction)``; the marker tells activity
+        before the baseline, the date splits the baseline from the events (see
+        ``SessionState.watch_last_interaction``). Returns when the watch began (the first
+        call's ``now``; later calls change nothing).
         """
+        shown = listed or {}
         with self._db.transaction() as conn:
             inserted = conn.execute(
                 "INSERT INTO watches (service_sid, started_at) VALUES (?, ?) "
@@ -112,9 +123,13 @@ class Store(Outbox):
             ).rowcount
             if inserted:
                 conn.executemany(
-                    "INSERT INTO sessions (service_sid, session_sid, new_traffic, added_at) "
-                    "VALUES (?, ?, 0, ?) ON CONFLICT (session_sid) DO NOTHING",
-                    [(service_sid, sid, now) for sid in session_sids],
+                    "INSERT INTO sessions (service_sid, session_sid, new_traffic, added_at, "
+                    "activity_marker, watch_last_interaction, watch_listed) "
+                    "VALUES (?, ?, 0, ?, ?, ?, ?) ON CONFLICT (session_sid) DO NOTHING",
+                    [
+                        (service_sid, sid, now, *shown.get(sid, (None, None)), int(sid in shown))
+                        for sid in session_sids
+                    ],
                 )
             row = conn.execute(
                 "SELECT started_at FROM watches WHERE service_sid = ?", (service_sid,)
@@ -134,6 +149,15 @@ class Store(Outbox):
             (service_sid,),
         )
         return [_session(row) for row in rows]
+
+    def baseline_counts(self, service_sid: str | None = None) -> tuple[int, int]:
+        """Return (baselined, not yet baselined) of the watched sessions (of one Service)."""
+        rows = self._db.read(
+            "SELECT COUNT(*) FILTER (WHERE baselined), COUNT(*) FILTER (WHERE NOT baselined) "
+            "FROM sessions WHERE gone_at IS NULL AND (?1 IS NULL OR service_sid = ?1)",
+            (service_sid,),
+        )
+        return int(rows[0][0]), int(rows[0][1])
 
     def watched_count(self) -> int:
         """Return how many stored sessions are watched (not gone)."""
@@ -387,4 +411,6 @@ def _session(row: sqlite3.Row) -> SessionState:
         unsettled_until=row["unsettled_until"],
         last_failure_at=row["last_failure_at"],
         gone_at=row["gone_at"],
+        watch_listed=bool(row["watch_listed"]),
+        watch_last_interaction=row["watch_last_interaction"],
     )
