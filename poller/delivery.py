@@ -25,8 +25,8 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -65,6 +65,8 @@ class _Tally:
     delivered: int = 0
     failed: int = 0
     dead: int = 0
+    # Deliveries that failed in this pass -> when (``monotonic``) their retry is due.
+    retry_at: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class Dispatcher:
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         batch_size: int = BATCH_SIZE,
         idle_poll_seconds: float = IDLE_POLL_SECONDS,
@@ -99,6 +102,7 @@ class Dispatcher:
         self._policy = policy
         self._clock = clock
         self._monotonic = monotonic
+        self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self._batch_size = batch_size
         self._idle_poll_seconds = idle_poll_seconds
@@ -114,7 +118,10 @@ class Dispatcher:
     ) -> RunResult:
         """Deliver what is due until nothing is, or ``deadline`` (``monotonic`` time) passes.
 
-        With ``ignore_timers`` every pending delivery is due, and each is attempted at most once.
+        With ``ignore_timers`` every pending delivery is due and attempted once; with a
+        ``deadline`` too (``poller once``), a failed one whose retry is due before the deadline
+        (the immediate first retry, a ``Retry-After``, the backoff) is waited for and tried
+        again in the same pass; the rest stays pending.
         """
         return await self._run(_Run(ignore_timers, deadline, None))
 
@@ -162,6 +169,8 @@ class Dispatcher:
             backlog = self._backlog(sink.name, run, attempted, threshold)
             due = backlog or self._due(sink.name, run, attempted)
             if not due:
+                if await self._wait_for_retry(tally, attempted, run):
+                    continue
                 return
             attempted.update(d.id for d in due)
             dead_before = tally.dead
@@ -174,6 +183,25 @@ class Dispatcher:
                 refresh_gauges_at = self._monotonic() + GAUGE_REFRESH_SECONDS
             if tally.dead != dead_before:
                 self._refresh_dead_letters([sink])
+
+    async def _wait_for_retry(self, tally: _Tally, attempted: set[int], run: _Run) -> bool:
+        """Once mode: sleep until the next retry due before the deadline; False if none is.
+
+        The deliveries whose retry is then due are attempted again.
+        """
+        if not run.ignore_timers or run.deadline is None:
+            return False
+        deadline = run.deadline
+        soonest = min((t for t in tally.retry_at.values() if t < deadline), default=None)
+        if soonest is None:
+            return False
+        await self._sleep(max(0.0, soonest - self._monotonic()))
+        now = self._monotonic()
+        for delivery_id, ready in list(tally.retry_at.items()):
+            if ready <= now:
+                attempted.discard(delivery_id)
+                del tally.retry_at[delivery_id]
+        return True
 
     def _backlog(
         self, sink: str, run: _Run, attempted: set[int], threshold: int | None
@@ -305,6 +333,7 @@ class Dispatcher:
             delivery.id, next_attempt_at=now + delay, error=error, status=status
         )
         tally.failed += 1
+        tally.retry_at[delivery.id] = self._monotonic() + delay
         DELIVERIES.labels(sink=sink.name, outcome="retry").inc()
         bound.warning(
             "delivery_failed",

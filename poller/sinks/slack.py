@@ -30,7 +30,7 @@ from pydantic import SecretStr
 from poller.errors import ConfigError
 from poller.events import Event
 from poller.samples import sample_event
-from poller.sinks import ThreadStore
+from poller.sinks import PaceStore, ThreadStore
 from poller.sinks.slack_api import Clock, SlackClient, Sleep
 from poller.sinks.slack_blocks import Message, MessageTemplate, digest_message, event_message
 
@@ -73,6 +73,8 @@ class SlackSink:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
+        pace_store: PaceStore | None = None,
+        wall: Clock = time.time,
     ) -> None:
         self.name = config.name
         self.include_data = config.include_data
@@ -90,6 +92,8 @@ class SlackSink:
             transport=transport,
             clock=clock,
             sleep=sleep,
+            pace_store=pace_store,
+            wall=wall,
         )
 
     async def send(self, event: Event) -> None:
