@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import PlainValidator, SecretStr
 
 from poller.config.messages import _NO_VALUE, _invalid
 from poller.events import EVENT_TYPES
+
+if TYPE_CHECKING:
+    import jinja2
 
 _RESERVED_HEADERS = frozenset(
     {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type"}
@@ -209,15 +212,23 @@ def _headers(value: object) -> dict[str, str]:
     return dict(value)
 
 
-_TEMPLATES = SandboxedEnvironment(autoescape=False, undefined=jinja2.StrictUndefined)
+@functools.cache
+def _templates() -> jinja2.Environment:
+    # Jinja2 costs more to import than the rest of the config: only configs with templates pay.
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(autoescape=False, undefined=jinja2.StrictUndefined)
 
 
 def compile_template(source: str) -> jinja2.Template:
     """Compile a Slack message template in the sandbox every template runs in."""
-    return _TEMPLATES.from_string(source)
+    return _templates().from_string(source)
 
 
 def _template(value: object) -> str:
+    import jinja2
+
     if not isinstance(value, str) or not value.strip():
         raise _invalid("expected a non-empty Jinja2 template string")
     try:
