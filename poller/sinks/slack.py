@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import httpx
-import jinja2
 import structlog
 from pydantic import SecretStr
 
@@ -150,6 +149,8 @@ class SlackSink:
 def _compile(config: SlackSettings) -> MessageTemplate | None:
     if config.template is None:
         return None
+    import jinja2  # only sinks with a template pay for it
+
     try:
         return MessageTemplate(config.template)
     except jinja2.TemplateSyntaxError as exc:

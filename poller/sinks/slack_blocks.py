@@ -22,9 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC
 from typing import Any
 
-from jinja2 import StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
-
 from poller.events import Event, EventType
 from poller.records import parse_time
 
@@ -336,6 +333,10 @@ class MessageTemplate:
 
     def __init__(self, source: str) -> None:
         """Compile ``source``; raise ``jinja2.TemplateSyntaxError`` when it is not a template."""
+        # Imported here: only sinks with a template pay for Jinja2.
+        from jinja2 import StrictUndefined
+        from jinja2.sandbox import SandboxedEnvironment
+
         environment = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
         self._template = environment.from_string(source)
 
