@@ -17,7 +17,7 @@ under ``PYTHONDONTWRITEBYTECODE=1`` compiles every module at every start. The ch
 with bytecode caching on, in a temporary ``PYTHONPYCACHEPREFIX``, after one unmeasured run of
 each command, so what is measured is the installed case for the baseline and the poller alike.
 
-    python bench/bench_startup.py [--runs N] [--importtime]
+    python bench/bench_startup.py [--runs N] [--quick] [--importtime]
 
 ``--importtime`` prints the imports that cost most (``python -X importtime``, cumulative
 microseconds, one run) for both commands.
@@ -154,8 +154,11 @@ def _top_imports(argv: Sequence[str], env: dict[str, str], count: int = 12) -> l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9, help="runs of each command (median)")
+    parser.add_argument("--quick", action="store_true", help="one run each: a smoke run")
     parser.add_argument("--importtime", action="store_true", help="print the costliest imports")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 1
     print(f"bench_startup: {args.runs} runs each, median CPU (user + system) per child")
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp, TwilioStandIn() as twilio:
