@@ -169,7 +169,7 @@ class Dispatcher:
             backlog = self._backlog(sink.name, run, attempted, threshold)
             due = backlog or self._due(sink.name, run, attempted)
             if not due:
-                if await self._wait_for_retry(tally, attempted, run):
+                if await self._wait_for_retry(sink.name, tally, attempted, run):
                     continue
                 return
             attempted.update(d.id for d in due)
@@ -184,7 +184,9 @@ class Dispatcher:
             if tally.dead != dead_before:
                 self._refresh_dead_letters([sink])
 
-    async def _wait_for_retry(self, tally: _Tally, attempted: set[int], run: _Run) -> bool:
+    async def _wait_for_retry(
+        self, sink: str, tally: _Tally, attempted: set[int], run: _Run
+    ) -> bool:
         """Once mode: sleep until the next retry due before the deadline; False if none is.
 
         The deliveries whose retry is then due are attempted again.
@@ -195,7 +197,10 @@ class Dispatcher:
         soonest = min((t for t in tally.retry_at.values() if t < deadline), default=None)
         if soonest is None:
             return False
-        await self._sleep(max(0.0, soonest - self._monotonic()))
+        wait = max(0.0, soonest - self._monotonic())
+        if wait > 0:
+            log.info("delivery_retry_wait", sink=sink, wait_seconds=round(wait, 3))
+        await self._sleep(wait)
         now = self._monotonic()
         for delivery_id, ready in list(tally.retry_at.items()):
             if ready <= now:

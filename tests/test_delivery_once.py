@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from sink_contract_cases import make_event
+from structlog.testing import capture_logs
 from test_delivery import (
     POLICY,
     T0,
@@ -167,3 +168,16 @@ async def test_a_digest_that_failed_is_retried_whole_within_the_deadline(
     assert sink.digests == [[e.id for e in events]] * 2
     assert clock.slept == [1.0]
     assert result.sinks["chat"] == SinkResult(delivered=4, failed=4)
+
+
+async def test_each_wait_is_logged_with_its_sink_and_length(store: StoreUnderTest) -> None:
+    clock = SleepingClock()
+    event = make_event()
+    enqueue(store, [event], ["hook"], T0)
+    sink = ScriptedSink("hook", script={event.id: [retryable(7.0)]})
+    with capture_logs() as logs:
+        await once_dispatcher(store, [sink], clock).run_once(ignore_timers=True, deadline=DEADLINE)
+    waits = [e for e in logs if e["event"] == "delivery_retry_wait"]
+    assert [(e["sink"], e["wait_seconds"], e["log_level"]) for e in waits] == [
+        ("hook", 7.0, "info")
+    ]
