@@ -108,7 +108,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    from poller.observe import configure_logging
+    from poller.logging_setup import configure_logging
     from poller.once import once_from_config
 
     config = _load(args)
@@ -208,7 +208,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from poller.observe import configure_logging
+    # Not poller.observe: its health server would import aiohttp for every command.
+    from poller.logging_setup import configure_logging
 
     # Until a command configures logging from its config: warnings only, never on stdout.
     configure_logging("auto", "warning", stream=sys.stderr)

@@ -30,8 +30,8 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -75,6 +75,8 @@ class _Tally:
     delivered: int = 0
     failed: int = 0
     dead: int = 0
+    # Deliveries that failed in this pass -> when (``monotonic``) their retry is due.
+    retry_at: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class Dispatcher:
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         batch_size: int = BATCH_SIZE,
         idle_poll_seconds: float = IDLE_POLL_SECONDS,
@@ -109,6 +112,7 @@ class Dispatcher:
         self._policy = policy
         self._clock = clock
         self._monotonic = monotonic
+        self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self._batch_size = batch_size
         self._idle_poll_seconds = idle_poll_seconds
@@ -125,7 +129,10 @@ class Dispatcher:
     ) -> RunResult:
         """Deliver what is due until nothing is, or ``deadline`` (``monotonic`` time) passes.
 
-        With ``ignore_timers`` every pending delivery is due, and each is attempted at most once.
+        With ``ignore_timers`` every pending delivery is due and attempted once; with a
+        ``deadline`` too (``poller once``), a failed one whose retry is due before the deadline
+        (the immediate first retry, a ``Retry-After``, the backoff) is waited for and tried
+        again in the same pass; the rest stays pending.
         """
         return await self._run(_Run(ignore_timers, deadline, None))
 
@@ -194,6 +201,8 @@ class Dispatcher:
             backlog = self._backlog(sink.name, run, attempted, threshold)
             due = backlog or self._due(sink.name, run, attempted)
             if not due:
+                if await self._wait_for_retry(sink.name, tally, attempted, run):
+                    continue
                 return
             attempted.update(d.id for d in due)
             dead_before = tally.dead
@@ -206,6 +215,30 @@ class Dispatcher:
                 refresh_gauges_at = self._monotonic() + GAUGE_REFRESH_SECONDS
             if tally.dead != dead_before:
                 self._refresh_dead_letters([sink])
+
+    async def _wait_for_retry(
+        self, sink: str, tally: _Tally, attempted: set[int], run: _Run
+    ) -> bool:
+        """Once mode: sleep until the next retry due before the deadline; False if none is.
+
+        The deliveries whose retry is then due are attempted again.
+        """
+        if not run.ignore_timers or run.deadline is None:
+            return False
+        deadline = run.deadline
+        soonest = min((t for t in tally.retry_at.values() if t < deadline), default=None)
+        if soonest is None:
+            return False
+        wait = max(0.0, soonest - self._monotonic())
+        if wait > 0:
+            log.info("delivery_retry_wait", sink=sink, wait_seconds=round(wait, 3))
+        await self._sleep(wait)
+        now = self._monotonic()
+        for delivery_id, ready in list(tally.retry_at.items()):
+            if ready <= now:
+                attempted.discard(delivery_id)
+                del tally.retry_at[delivery_id]
+        return True
 
     def _backlog(
         self, sink: str, run: _Run, attempted: set[int], threshold: int | None
@@ -364,6 +397,7 @@ class Dispatcher:
             status=status,
         )
         tally.failed += 1
+        tally.retry_at[delivery.id] = self._monotonic() + delay
         DELIVERIES.labels(sink=sink.name, outcome="retry").inc()
         bound.warning(
             "delivery_failed",

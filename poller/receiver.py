@@ -40,6 +40,7 @@ class ReceiverState:
     fail_rate: float = 0.0
     fail_status: int = 503
     retry_after: str | None = None
+    fail_next: int = 0  # answer this many next deliveries with fail_status, then recover
     seed: int = 0
     received: list[Received] = field(default_factory=list)
     attempts: int = 0
@@ -50,6 +51,9 @@ class ReceiverState:
         self._rng = random.Random(self.seed)
 
     def roll_failure(self) -> bool:
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return True
         return self.fail_rate > 0 and self._rng.random() < self.fail_rate
 
 
@@ -103,7 +107,7 @@ class Receiver:
 
     async def _mode(self, request: web.Request) -> web.Response:
         body = await request.json()
-        for key in ("status", "fail_rate", "fail_status", "retry_after"):
+        for key in ("status", "fail_rate", "fail_status", "retry_after", "fail_next"):
             if key in body:
                 setattr(self.state, key, body[key])
         return web.json_response({"ok": True})

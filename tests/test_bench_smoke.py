@@ -1,7 +1,7 @@
 """Smoke runs of the quick benchmarks: each runs to the end and prints its ratio lines.
 
-Only ``bench_state`` and ``bench_delivery`` run here (seconds each); ``bench_scale`` and
-``bench_fullscan`` take minutes and are run by hand (docs/benchmarks.md).
+Only ``bench_state``, ``bench_delivery`` and ``bench_startup`` run here (seconds each);
+``bench_scale`` and ``bench_fullscan`` take minutes and are run by hand (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -47,3 +47,12 @@ def test_bench_delivery_quick_delivers_everything_and_prints_its_ratio() -> None
     ratios = _ratios(output)
     assert ratios["dispatcher/bare events per second"] > 0
     assert "outbox pending after: 0" in output
+
+
+def test_bench_startup_quick_prints_both_start_up_ratios() -> None:
+    ratios = _ratios(_run_quick("bench_startup.py"))
+    assert {
+        "check-config/bare interpreter cpu",
+        "once to first request/bare interpreter cpu",
+    } <= set(ratios)
+    assert all(value > 1 for value in ratios.values())  # never cheaper than the bare interpreter

@@ -15,6 +15,8 @@ from tests.support import SECRET, run_poller, seeded_simulator, write_config
 
 pytestmark = pytest.mark.slow
 
+SHORT_DEADLINE = {"once_deadline_seconds": 4}
+
 
 @pytest.fixture
 def sim() -> Iterator[SimulatorThread]:
@@ -78,7 +80,8 @@ def test_signature_verifies_with_the_reference_library(
 def test_receiver_down_keeps_events_pending_until_a_later_once(
     sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path
 ) -> None:
-    config = str(write_config(tmp_path, sim, receiver.base_url))
+    # A receiver that stays down is retried until the deadline: keep it short.
+    config = str(write_config(tmp_path, sim, receiver.base_url, delivery=SHORT_DEADLINE))
     assert run_poller("once", "-c", config).returncode == 0
     service, sessions = _sessions(sim)
     sim.simulator.add_interaction(service, sessions[1], body="while the receiver is down")
@@ -179,7 +182,7 @@ def test_status_change_after_a_session_closes_is_still_delivered(
 def test_events_waiting_for_a_removed_sink_are_dead_lettered_not_lost(
     sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path
 ) -> None:
-    config = str(write_config(tmp_path, sim, receiver.base_url))
+    config = str(write_config(tmp_path, sim, receiver.base_url, delivery=SHORT_DEADLINE))
     assert run_poller("once", "-c", config).returncode == 0
     service, sessions = _sessions(sim)
     sim.simulator.add_interaction(service, sessions[0], body="for the old sink")

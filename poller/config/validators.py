@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import jinja2
 from pydantic import PlainValidator, SecretStr
 
 from poller.config.messages import _NO_VALUE, _invalid
 from poller.events import EVENT_TYPES
-from poller.sinks.slack_template import MessageTemplate
-from poller.sinks.templates import compile_template
-
-__all__ = ["compile_template"]  # the one sandbox of every template, for poller.config users
+if TYPE_CHECKING:
+    import jinja2
 
 _RESERVED_HEADERS = frozenset(
     {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type"}
@@ -212,8 +211,20 @@ def _headers(value: object) -> dict[str, str]:
     return dict(value)
 
 
+def compile_template(source: str) -> jinja2.Template:
+    """Compile ``source`` in the one bounded sandbox of every template."""
+    # Jinja2 costs more to import than the rest of the config: only configs with templates pay.
+    from poller.sinks.templates import compile_template as compile_bounded
+
+    return compile_bounded(source)
+
+
 def _template(value: object) -> str:
     """Compile a Slack template (nothing of it runs), then render it on sample events, bounded."""
+    import jinja2
+
+    from poller.sinks.slack_template import MessageTemplate
+
     if not isinstance(value, str) or not value.strip():
         raise _invalid("expected a non-empty Jinja2 template string")
     try:

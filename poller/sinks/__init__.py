@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import httpx
 
@@ -51,6 +51,15 @@ class ThreadStore(Protocol):
     def set_thread_ts(self, sink: str, session_sid: str, ts: str) -> None: ...
 
 
+@runtime_checkable
+class PaceStore(Protocol):
+    """What a paced sink may keep in the state: when it may post next (Unix times)."""
+
+    def sink_pace(self, sink: str) -> tuple[float, float] | None: ...
+
+    def set_sink_pace(self, sink: str, *, not_before: float, now: float) -> None: ...
+
+
 @dataclass(frozen=True)
 class SinkDeps:
     """What the registry hands every sink factory besides its config."""
@@ -78,8 +87,10 @@ def _slack(config: SinkConfig, deps: SinkDeps) -> Sink:
 
     if not isinstance(config, SlackSinkConfig):
         raise TypeError(f"sink {config.name!r}: expected a slack config")
-    # Slack paces itself on a monotonic clock of its own; the wall clock is not for it.
-    return SlackSink(config, store=deps.store, transport=deps.transport)
+    # Slack paces itself on a monotonic clock of its own; the wall clock is not for it. Its
+    # pacing is kept in the state when the state can keep it (``poller once`` from cron).
+    pace = deps.store if isinstance(deps.store, PaceStore) else None
+    return SlackSink(config, store=deps.store, transport=deps.transport, pace_store=pace)
 
 
 def _teams(config: SinkConfig, deps: SinkDeps) -> Sink:

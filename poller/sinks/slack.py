@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import httpx
-import jinja2
 import structlog
 from pydantic import SecretStr
 
@@ -33,7 +32,7 @@ from poller.errors import ConfigError
 from poller.events import Event
 from poller.metrics import TEMPLATE_FAILURES
 from poller.samples import sample_event
-from poller.sinks import ThreadStore
+from poller.sinks import PaceStore, ThreadStore
 from poller.sinks.slack_api import Clock, SlackClient, Sleep
 from poller.sinks.slack_blocks import Message, digest_message, event_message
 from poller.sinks.slack_template import MessageTemplate
@@ -78,6 +77,8 @@ class SlackSink:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
+        pace_store: PaceStore | None = None,
+        wall: Clock = time.time,
     ) -> None:
         self.name = config.name
         self.include_data = config.include_data
@@ -95,6 +96,8 @@ class SlackSink:
             transport=transport,
             clock=clock,
             sleep=sleep,
+            pace_store=pace_store,
+            wall=wall,
         )
 
     async def send(self, event: Event) -> None:
@@ -154,6 +157,8 @@ class SlackSink:
 def _compile(config: SlackSettings) -> MessageTemplate | None:
     if config.template is None:
         return None
+    import jinja2  # only sinks with a template pay for it
+
     try:
         return MessageTemplate(config.template)
     except jinja2.TemplateSyntaxError as exc:

@@ -53,7 +53,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import httpx
@@ -68,6 +68,9 @@ from poller.errors import (
     RetryableDeliveryError,
     SinkDisabledError,
 )
+
+if TYPE_CHECKING:
+    from poller.sinks import PaceStore
 
 log = structlog.get_logger(__name__)
 
@@ -147,12 +150,19 @@ class Pacer:
     """
 
     def __init__(
-        self, interval: float, *, clock: Clock, sleep: Sleep, max_wait: float = MAX_WAIT_SECONDS
+        self,
+        interval: float,
+        *,
+        clock: Clock,
+        sleep: Sleep,
+        max_wait: float = MAX_WAIT_SECONDS,
+        on_change: Callable[[float], None] | None = None,
     ) -> None:
         self._interval = interval
         self._max_wait = max_wait
         self._clock = clock
         self._sleep = sleep
+        self.on_change = on_change
         self._lock = asyncio.Lock()
         self._next = float("-inf")
 
@@ -173,11 +183,18 @@ class Pacer:
             try:
                 yield 0.0
             finally:
-                self._next = max(self._next, self._clock() + self._interval)
+                self.hold_off(self._interval)
 
     def hold_off(self, seconds: float) -> None:
-        """Let nobody through for ``seconds`` from now (Slack said ``Retry-After``)."""
-        self._next = max(self._next, self._clock() + seconds)
+        """Let nobody through for ``seconds`` from now (Slack said ``Retry-After``).
+
+        ``on_change`` hears the seconds left whenever that moves the next turn later.
+        """
+        later = self._clock() + seconds
+        if later > self._next:
+            self._next = later
+            if self.on_change is not None:
+                self.on_change(seconds)
 
 
 class SlackClient:
@@ -192,10 +209,14 @@ class SlackClient:
         clock: Clock,
         sleep: Sleep,
         interval: float = MESSAGE_INTERVAL_SECONDS,
+        pace_store: PaceStore | None = None,
+        wall: Clock = time.time,
     ) -> None:
         self._sink = sink
         self._timeout = timeout
         self._pacer = Pacer(interval, clock=clock, sleep=sleep)
+        if pace_store is not None:
+            self._resume_pace(pace_store, wall)
         if transport is None:
             # httpx's own async transport costs about twice the CPU per request.
             transport = AiohttpTransport(limits=POOL_LIMITS)
@@ -208,6 +229,24 @@ class SlackClient:
             # As in ProxyClient: environment proxies (HTTPS_PROXY) are never used.
             trust_env=False,
         )
+
+    def _resume_pace(self, store: PaceStore, wall: Clock) -> None:
+        """Wait out what an earlier run left (its last post, Slack's pause); keep ours."""
+        kept = store.sink_pace(self._sink)
+        now = wall()
+        if kept is not None:
+            not_before, set_at = kept
+            # Never more than was asked when it was kept, should the wall clock step back.
+            left = min(not_before - now, not_before - set_at)
+            if left > 0:
+                self._pacer.hold_off(left)
+                log.debug("slack_pace_resumed", sink=self._sink, wait_seconds=round(left, 3))
+
+        def remember(seconds: float) -> None:
+            at = wall()
+            store.set_sink_pace(self._sink, not_before=at + seconds, now=at)
+
+        self._pacer.on_change = remember
 
     async def post_webhook(self, url: str, message: Mapping[str, Any]) -> None:
         """POST ``message`` to an incoming webhook; raise unless Slack took it."""

@@ -134,8 +134,18 @@ ALTER TABLE sessions ADD COLUMN watch_listed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sessions ADD COLUMN watch_last_interaction TEXT;
 """
 
+# A sink's pacing outlives the process (``poller once`` from cron): no post before
+# ``not_before`` (Unix time), which was set at ``set_at``.
+_V3_SINK_PACING = """
+CREATE TABLE sink_pacing (
+    sink TEXT PRIMARY KEY,
+    not_before REAL NOT NULL,
+    set_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
 # Append only: MIGRATIONS[n] takes a file from version n to version n + 1.
-MIGRATIONS: Sequence[str] = (_V1, _V2)
+MIGRATIONS: Sequence[str] = (_V1, _V2, _V3_SINK_PACING)
 
 
 def latest_version(migrations: Sequence[str] = MIGRATIONS) -> int:

@@ -303,6 +303,22 @@ class Store(Outbox):
                 (sink, session_sid, ts),
             )
 
+    # sink pacing (kept across runs)
+
+    def sink_pace(self, sink: str) -> tuple[float, float] | None:
+        """Return ``(not_before, set_at)``: no post of ``sink`` before ``not_before``."""
+        rows = self._db.read("SELECT not_before, set_at FROM sink_pacing WHERE sink = ?", (sink,))
+        return (float(rows[0][0]), float(rows[0][1])) if rows else None
+
+    def set_sink_pace(self, sink: str, *, not_before: float, now: float) -> None:
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO sink_pacing (sink, not_before, set_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (sink) DO UPDATE SET "
+                "not_before = excluded.not_before, set_at = excluded.set_at",
+                (sink, not_before, now),
+            )
+
     # introspection
 
     def summary(self, now: float | None = None) -> dict[str, object]:

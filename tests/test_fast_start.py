@@ -1,0 +1,95 @@
+"""Each command imports only what it needs: heavy libraries stay out of the commands that do
+not use them (what they cost: ``bench/bench_startup.py``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.support import ROOT
+
+HEAVY = (
+    "aiohttp",
+    "aiohttp.web",
+    "httpx",
+    "apscheduler",
+    "prometheus_client",
+    "jinja2",
+    "standardwebhooks",
+)
+
+# Runs a command in this interpreter, then prints which of HEAVY it imported.
+PROBE = """
+import json, sys
+from poller.cli import main
+code = main(sys.argv[2:])
+heavy = json.loads(sys.argv[1])
+print(json.dumps({"code": code, "imported": [m for m in heavy if m in sys.modules]}))
+"""
+
+
+def _config(tmp_path: Path, **sink: object) -> str:
+    config = {
+        "twilio": {
+            "account_sid": "AC" + "0" * 32,
+            "auth_token": "0" * 32,
+            "base_url": "http://127.0.0.1:9",
+            "retry_deadline_seconds": 0.5,
+        },
+        "state": {"path": str(tmp_path / "state.db")},
+        "watch": [{"service_sid": "KS" + "0" * 32, "sessions": ["KC" + "0" * 32]}],
+        "sinks": [{"name": "chat", "type": "slack", **sink}],
+        "log": {"format": "json", "level": "error"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def _imported(*argv: str) -> tuple[int, list[str]]:
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(HEAVY), *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    return int(result["code"]), list(result["imported"])
+
+
+def test_check_config_imports_no_http_scheduler_metrics_or_template_library(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, webhook_url="https://hooks.slack.com/services/T0/B0/x")
+    assert _imported("check-config", "-c", config) == (0, [])
+
+
+def test_a_config_with_a_template_still_has_it_checked(tmp_path: Path) -> None:
+    webhook = "https://hooks.slack.com/services/T0/B0/x"
+    good = _config(tmp_path, webhook_url=webhook, template="{{ event.type }}")
+    assert _imported("check-config", "-c", good) == (0, ["jinja2"])
+    bad = _config(tmp_path, webhook_url=webhook, template="{{ event.type ")
+    assert _imported("check-config", "-c", bad)[0] == 2
+
+
+def test_once_loads_neither_the_scheduler_nor_the_health_server_nor_jinja2(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, webhook_url="http://127.0.0.1:9/services/T0/B0/x")
+    code, imported = _imported("once", "-c", config)
+    assert code == 1  # nobody answers at 127.0.0.1:9: the poll fails, as it should
+    assert imported == ["aiohttp", "httpx", "prometheus_client"]  # what it polls with
+
+
+def test_once_with_a_slack_template_loads_jinja2(tmp_path: Path) -> None:
+    config = _config(
+        tmp_path, webhook_url="http://127.0.0.1:9/services/T0/B0/x", template="{{ title }}"
+    )
+    code, imported = _imported("once", "-c", config)
+    assert code == 1
+    assert "jinja2" in imported
