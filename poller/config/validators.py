@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import ipaddress
 import math
 import re
@@ -21,6 +20,7 @@ from pydantic import PlainValidator, SecretStr
 
 from poller.config.messages import _NO_VALUE, _invalid
 from poller.events import EVENT_TYPES
+
 if TYPE_CHECKING:
     import jinja2
 

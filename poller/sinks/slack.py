@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import structlog
@@ -35,8 +35,9 @@ from poller.samples import sample_event
 from poller.sinks import PaceStore, ThreadStore
 from poller.sinks.slack_api import Clock, SlackClient, Sleep
 from poller.sinks.slack_blocks import Message, digest_message, event_message
-from poller.sinks.slack_template import MessageTemplate
-from poller.sinks.templates import failure_reason
+
+if TYPE_CHECKING:
+    from poller.sinks.slack_template import MessageTemplate
 
 __all__ = ["SlackSettings", "SlackSink", "sample_event"]
 
@@ -132,6 +133,8 @@ class SlackSink:
             try:
                 return await self._template.render(event, include_data=self.include_data)
             except Exception as exc:  # a user's template may raise anything: fall back
+                from poller.sinks.templates import failure_reason
+
                 reason = failure_reason(exc)
                 log.warning(
                     "template_failed",
@@ -158,6 +161,8 @@ def _compile(config: SlackSettings) -> MessageTemplate | None:
     if config.template is None:
         return None
     import jinja2  # only sinks with a template pay for it
+
+    from poller.sinks.slack_template import MessageTemplate
 
     try:
         return MessageTemplate(config.template)
