@@ -11,11 +11,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import httpx
-
 from poller.events import Event
 
 if TYPE_CHECKING:
+    import httpx
+
     from poller.config import (
         DiscordSinkConfig,
         EmailSinkConfig,
