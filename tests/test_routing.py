@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from poller.events import EVENT_TYPES, Event, EventType
+from poller.events import INTERACTION_EVENT_TYPES, Event, EventType
 from poller.routing import accepts, route
 
 FIXTURE: dict[str, Any] = json.loads(
@@ -19,7 +19,7 @@ FIXTURE: dict[str, Any] = json.loads(
 )
 SERVICE = FIXTURE["service_sid"]
 SESSION = FIXTURE["session_sid"]
-BOTH = tuple(EVENT_TYPES)
+BOTH = tuple(INTERACTION_EVENT_TYPES)
 FILTER_KEYS = (
     "type",
     "inbound_resource_status",

@@ -125,8 +125,21 @@ CREATE TABLE slack_threads (
 INSERT INTO meta (key, value) VALUES ('created_at', strftime('%s', 'now'));
 """
 
+# Each session's own fingerprint (session events): a row once the poller has seen the Session
+# record; ``checked_at`` is when it was last read (a watch without the Sessions list fetches it).
+_SESSION_FINGERPRINTS = """
+CREATE TABLE session_fingerprints (
+    session_sid TEXT PRIMARY KEY REFERENCES sessions (session_sid) ON DELETE CASCADE,
+    status TEXT,
+    closed_reason TEXT,
+    date_expiry TEXT,
+    date_ended TEXT,
+    checked_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
 # Append only: MIGRATIONS[n] takes a file from version n to version n + 1.
-MIGRATIONS: Sequence[str] = (_V1,)
+MIGRATIONS: Sequence[str] = (_V1, _SESSION_FINGERPRINTS)
 
 
 def latest_version(migrations: Sequence[str] = MIGRATIONS) -> int:
