@@ -402,3 +402,12 @@ def test_teams_discord_and_email_render_the_session_and_its_changes() -> None:
     text = mail.get_body(("plain",))
     assert "Session closed" in str(mail["Subject"])
     assert text is not None and "in-progress → closed" in text.get_content()
+
+
+def test_the_documented_session_updated_is_the_sample_with_its_id() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "events.md").read_text()
+    section = text.split("## Session events", 1)[1].split("## Event ids", 1)[0]
+    documented = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    event = _closed_event()
+    assert documented == event.payload()
+    assert f"`{event.id}`" in section
