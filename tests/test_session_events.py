@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from poller.config import WebhookSinkConfig
 from poller.errors import MalformedResponseError, NotFoundError
 from poller.events import INTERACTION_EVENT_TYPES, SESSION_EVENT_TYPES, Event, EventType
 from poller.poll import PollSettings, SessionPoller
@@ -411,3 +412,12 @@ def test_the_documented_session_updated_is_the_sample_with_its_id() -> None:
     event = _closed_event()
     assert documented == event.payload()
     assert f"`{event.id}`" in section
+
+
+def test_events_accepts_the_session_types_and_the_default_leaves_them_out() -> None:
+    base = {"name": "ops", "type": "webhook", "url": "https://example.com/hook"}
+    assert WebhookSinkConfig.model_validate(base).events == INTERACTION_EVENT_TYPES
+    chosen = WebhookSinkConfig.model_validate({**base, "events": ["session.updated"]})
+    assert chosen.events == ("session.updated",)
+    with pytest.raises(ValueError, match=r"session\.created or session\.updated"):
+        WebhookSinkConfig.model_validate({**base, "events": ["session.closed"]})
