@@ -4,6 +4,7 @@ the Session fetch of a watch without the Sessions list, and what each sink says 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from poller.sinks.render import summarize
 from poller.sinks.slack_blocks import event_message, template_variables
 from poller.sinks.teams import escape as teams_escape
 from poller.sinks.teams import event_card
-from poller.state import Store
+from poller.state import Store, schema
 from poller.twilio import ProxyClient
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -421,3 +422,24 @@ def test_events_accepts_the_session_types_and_the_default_leaves_them_out() -> N
     assert chosen.events == ("session.updated",)
     with pytest.raises(ValueError, match=r"session\.created or session\.updated"):
         WebhookSinkConfig.model_validate({**base, "events": ["session.closed"]})
+
+
+async def test_a_state_file_from_before_session_events_baselines_its_sessions_quietly(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    schema.migrate(conn, schema.MIGRATIONS[:1])
+    conn.execute(
+        "INSERT INTO sessions (service_sid, session_sid, baselined, new_traffic, added_at) "
+        "VALUES (?, ?, 1, 1, 0)",
+        (SERVICE, SID),
+    )
+    conn.commit()
+    conn.close()
+    twilio = FakeTwilio()
+    with Store.open(path) as store:
+        assert store.summary()["schema_version"] == 2
+        await poller_of(store, twilio).poll(SERVICE, SID, new_traffic=True, session=OPEN)
+        assert queued(store, "all") == []
+        assert store.session_fingerprint(SID) == StoredSession(OPEN.fingerprint, NOW)
