@@ -3,6 +3,8 @@
 A watch that reads its Service's Sessions list hands every poll the listed record for free. A
 watch that does not (an explicit ``sessions:`` list too short for the listing to pay) fetches
 the Session only when :func:`poller.session_diff.needs_fetch` says it is worth one request.
+A fetch that fails (other than on the credentials) costs the poll its session events only: the
+interactions' events are committed, and the next poll fetches again (nothing was stored).
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import structlog
+
+from poller.errors import CredentialsError, SourceError
 from poller.events import Event, EventType
 from poller.records import Session, SessionFingerprint
 from poller.session_diff import StoredSession, needs_fetch, session_events
 from poller.state import Store
+
+log = structlog.get_logger(__name__)
 
 
 class SessionFetcher(Protocol):
@@ -63,7 +70,7 @@ class SessionSights:
         final: bool,
         now: float,
     ) -> Sight | None:
-        """Return the listed record, or fetch it when worth it (raises the client's errors)."""
+        """Return the listed record, or fetch it when worth it (raises CredentialsError)."""
         stored = self._store.session_fingerprint(session_sid)
         if listed is not None:
             return Sight(listed, stored, fetched=False)
@@ -73,7 +80,13 @@ class SessionSights:
             stored, activity=activity, final=final, now=now, refresh_seconds=self._refresh
         ):
             return None
-        record = await self._source.fetch_session(service_sid, session_sid)
+        try:
+            record = await self._source.fetch_session(service_sid, session_sid)
+        except CredentialsError:
+            raise
+        except SourceError as exc:
+            log.warning("session_fetch_failed", error=str(exc), error_type=type(exc).__name__)
+            return None
         return Sight(record, stored, fetched=True)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from poller.config import WebhookSinkConfig
 from poller.errors import MalformedResponseError, NotFoundError
@@ -443,3 +444,24 @@ async def test_a_state_file_from_before_session_events_baselines_its_sessions_qu
         await poller_of(store, twilio).poll(SERVICE, SID, new_traffic=True, session=OPEN)
         assert queued(store, "all") == []
         assert store.session_fingerprint(SID) == StoredSession(OPEN.fingerprint, NOW)
+
+
+async def test_a_failed_session_fetch_costs_only_the_session_events(store: Store) -> None:
+    class Failing(FakeTwilio):
+        async def fetch_session(self, service_sid: str, session_sid: str) -> Session:
+            self.fetches += 1
+            raise NotFoundError("Twilio answered 404 to GET /v1/Services/KS/Sessions/KC")
+
+    twilio = Failing()
+    twilio.add(1)
+    poller = poller_of(store, twilio)
+    with capture_logs() as logs:
+        outcome = await poller.poll(SERVICE, SID, new_traffic=True)
+    assert (outcome.ok, outcome.events) == (True, 1)
+    assert queued(store, "all") == ["interaction.created"]
+    assert store.session_fingerprint(SID) is None
+    assert [e["error_type"] for e in logs if e["event"] == "session_fetch_failed"] == [
+        "NotFoundError"
+    ]
+    await poller.poll(SERVICE, SID)
+    assert twilio.fetches == 2  # nothing stored: the next poll tries again
