@@ -64,8 +64,17 @@ def build_app(
         first_run=config.poll.first_run,
         settle_seconds=config.poll.settle_seconds,
         timeout_seconds=config.poll.timeout_seconds,
+        session_refresh_seconds=config.poll.full_sweep_seconds,
     )
-    poller = SessionPoller(client, store, settings, config.sinks, clock=clock, on_events=wake.set)
+    poller = SessionPoller(
+        client,
+        store,
+        settings,
+        config.sinks,
+        clock=clock,
+        on_events=wake.set,
+        session_source=client,
+    )
     dispatcher = Dispatcher(store, sinks, DeliveryPolicy.from_config(config.delivery), clock=clock)
     plan = PlanSettings(
         interval_seconds=config.poll.interval_seconds,

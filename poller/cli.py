@@ -167,7 +167,7 @@ def _dead_letter_row(dead: DeadLetter) -> dict[str, object]:
         "type": event.type.value,
         "service_sid": event.service_sid,
         "session_sid": event.session_sid,
-        "interaction_sid": event.interaction_sid,
+        "interaction_sid": event.interaction_sid or None,  # None: a session event
         "attempts": dead.attempts,
         "last_status": dead.last_status,
         "last_error": dead.last_error,

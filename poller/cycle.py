@@ -190,6 +190,7 @@ class ServiceCycle:
             activity_marker=p.marker,
             status=session.status if session else None,
             final=p.final,
+            session=session,
         )
 
 

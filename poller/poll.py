@@ -19,8 +19,9 @@ from poller import crashpoints, metrics
 from poller.diff import diff, known_after
 from poller.errors import CredentialsError, NotFoundError, SourceError
 from poller.events import Event
-from poller.records import FINAL_SESSION_STATUSES, Fingerprint, Interaction, parse_time
+from poller.records import FINAL_SESSION_STATUSES, Fingerprint, Interaction, Session, parse_time
 from poller.routing import NamedSinkRouting, route
+from poller.session_sight import SessionFetcher, SessionSights, Sight, in_session_order
 from poller.state import SessionState, Store
 
 log = structlog.get_logger(__name__)
@@ -37,6 +38,8 @@ class PollSettings:
     first_run: FirstRun
     settle_seconds: float
     timeout_seconds: float
+    # A watch without the Sessions list fetches each Session at least this often.
+    session_refresh_seconds: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,8 @@ class PollOutcome:
     gone: bool = False
     unsettled: bool = False
     error: str | None = None
+    # The session's status as this poll learnt it (None: not learnt).
+    status: str | None = None
 
 
 def iso_utc(ts: float) -> str:
@@ -67,8 +72,12 @@ class SessionPoller:
         *,
         clock: Callable[[], float] = time.time,
         on_events: Callable[[], None] | None = None,
+        session_source: SessionFetcher | None = None,
     ) -> None:
         self._source = source
+        self._sights = SessionSights(
+            session_source, store, refresh_seconds=settings.session_refresh_seconds
+        )
         self._store = store
         self._settings = settings
         self._sinks = sinks
@@ -84,19 +93,23 @@ class SessionPoller:
         activity_marker: str | None = None,
         status: str | None = None,
         final: bool = False,
+        session: Session | None = None,
     ) -> PollOutcome:
         """Poll one session; never raises for Twilio's errors (they become the outcome).
 
         ``final``: the session vanished from its Service's list or is closed; after a poll
         that finds nothing left to settle it is marked gone (and pruned after the grace).
+        ``session``: the Session as its Service's list showed it (None: not listed; it is
+        fetched when worth it, for session events).
         """
         started = time.perf_counter()
         with structlog.contextvars.bound_contextvars(
             service_sid=service_sid, session_sid=session_sid
         ):
             outcome = await self._poll(
-                service_sid, session_sid, new_traffic, activity_marker, status
+                service_sid, session_sid, new_traffic, activity_marker, status, final, session
             )
+            status = outcome.status or status
             # A closed session can still report status changes (a message queued before the
             # close is delivered after it): it leaves once nothing in it can change.
             leaving = final or status in FINAL_SESSION_STATUSES
@@ -116,6 +129,8 @@ class SessionPoller:
         new_traffic: bool,
         activity_marker: str | None,
         status: str | None,
+        final: bool,
+        session: Session | None,
     ) -> PollOutcome:
         state = self._store.ensure_session(
             service_sid, session_sid, new_traffic=new_traffic, now=self._clock()
@@ -123,6 +138,16 @@ class SessionPoller:
         try:
             async with asyncio.timeout(self._settings.timeout_seconds):
                 fetched = await self._source.list_interactions(service_sid, session_sid)
+                known = self._store.known(session_sid)
+                unchanged = _same_as_known(known, fetched)
+                sight = await self._sights.sight(
+                    service_sid,
+                    session_sid,
+                    session,
+                    activity=not unchanged,
+                    final=final,
+                    now=self._clock(),
+                )
         except NotFoundError:
             log.info("session_gone")
             self._store.mark_session_gone(session_sid, self._clock())
@@ -141,6 +166,8 @@ class SessionPoller:
         # Listed when the watch began: Twilio's own clock splits the baseline from the events.
         assumed = None if notify or not state.watch_listed else _baseline_of(state, fetched)
         unsettled_until = self._unsettled_until(fetched, now)
+        if sight is not None:
+            status = sight.record.status
         events = self._commit(
             service_sid,
             session_sid,
@@ -150,6 +177,9 @@ class SessionPoller:
             activity_marker=activity_marker,
             status=status,
             unsettled_until=unsettled_until,
+            known=(known, unchanged),
+            sight=sight,
+            created=state.new_traffic and not state.baselined,
             assumed=assumed,
         )
         crashpoints.reached("after_commit")
@@ -169,6 +199,7 @@ class SessionPoller:
             ok=True,
             events=len(events),
             unsettled=unsettled_until is not None,
+            status=status,
         )
 
     def _commit(
@@ -182,14 +213,26 @@ class SessionPoller:
         activity_marker: str | None,
         status: str | None,
         unsettled_until: float | None,
+        known: tuple[Mapping[str, Fingerprint], bool],
+        sight: Sight | None,
+        created: bool,
         assumed: Mapping[str, Fingerprint] | None = None,
     ) -> list[Event]:
         """Diff against the known set (read once) and commit; return the events committed.
 
+        ``known``: the known set and whether ``fetched`` leaves it unchanged. The session's
+        own events (``sight``) go around the interactions' (:func:`in_session_order`).
         ``assumed``: interactions taken as known though never stored (a baseline's share).
         """
-        known = self._store.known(session_sid)
-        if _same_as_known(known, fetched):
+        known_set, unchanged = known
+        detected_at = iso_utc(now)
+        fingerprint = None if sight is None else sight.to_store()
+        around = (
+            []
+            if sight is None
+            else sight.events(service_sid, created=created, detected_at=detected_at)
+        )
+        if unchanged and not around:
             # Most polls find nothing new: equal fingerprints can make no event, so neither
             # the diff nor the interactions' rows are touched.
             self._store.commit_unchanged(
@@ -199,10 +242,12 @@ class SessionPoller:
                 activity_marker=activity_marker,
                 status=status,
                 unsettled_until=unsettled_until,
+                session_fingerprint=fingerprint,
             )
             return []
-        before = {**assumed, **known} if assumed else known
-        events = diff(service_sid, session_sid, before, fetched, iso_utc(now)) if notify else []
+        before = {**assumed, **known_set} if assumed else known_set
+        found = diff(service_sid, session_sid, before, fetched, detected_at) if notify else []
+        events = in_session_order(around, found)
         self._store.commit_poll(
             service_sid,
             session_sid,
@@ -212,7 +257,8 @@ class SessionPoller:
             activity_marker=activity_marker,
             status=status,
             unsettled_until=unsettled_until,
-            known=known,
+            known=known_set,
+            session_fingerprint=fingerprint,
         )
         return events
 

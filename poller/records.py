@@ -54,6 +54,18 @@ class Fingerprint(NamedTuple):
 FINGERPRINT_FIELDS: tuple[str, ...] = Fingerprint._fields
 
 
+class SessionFingerprint(NamedTuple):
+    """The fields of a Session whose change makes a ``session.updated`` event."""
+
+    status: str | None
+    closed_reason: str | None
+    date_expiry: str | None
+    date_ended: str | None
+
+
+SESSION_FINGERPRINT_FIELDS: tuple[str, ...] = SessionFingerprint._fields
+
+
 # Not frozen: a frozen dataclass sets each field through object.__setattr__, and 50,000 of
 # these are built per full scan (bench/bench_fullscan.py). Nothing mutates them.
 @dataclass(slots=True)
@@ -120,6 +132,8 @@ class Session:
     date_last_interaction: str | None
     date_expiry: str | None
     raw: Mapping[str, Any]
+    closed_reason: str | None = None
+    date_ended: str | None = None
 
     @classmethod
     def from_api(cls, raw: Mapping[str, Any]) -> Session | None:
@@ -137,6 +151,14 @@ class Session:
             date_last_interaction=_str_or_none(raw.get("date_last_interaction")),
             date_expiry=_str_or_none(raw.get("date_expiry")),
             raw=raw,
+            closed_reason=_str_or_none(raw.get("closed_reason")),
+            date_ended=_str_or_none(raw.get("date_ended")),
+        )
+
+    @property
+    def fingerprint(self) -> SessionFingerprint:
+        return SessionFingerprint(
+            self.status, self.closed_reason, self.date_expiry, self.date_ended
         )
 
     @property

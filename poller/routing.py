@@ -4,7 +4,9 @@ A sink takes an event when the event's type is in its ``events`` and every key o
 matches. A filter key that is None matches anything; a tuple matches when the value is one of
 its items, so an empty tuple matches nothing and a null value in the record matches no tuple.
 ``type`` and the status keys are compared with the interaction's raw fields, ``service_sid`` and
-``session_sid`` with the session the event was polled from.
+``session_sid`` with the session the event was polled from. Session events have no interaction:
+only ``service_sid`` and ``session_sid`` apply to them (a sink opts in to them by naming them in
+``events``).
 """
 
 from __future__ import annotations
@@ -58,13 +60,17 @@ def accepts(sink: SinkRouting, event: Event) -> bool:
     rules = sink.filter
     if rules is None:
         return True
+    where = _matches(rules.service_sid, event.service_sid) and _matches(
+        rules.session_sid, event.session_sid
+    )
+    if event.is_session_event:
+        return where
     interaction = event.interaction
     return (
-        _matches(rules.type, _text(interaction, "type"))
+        where
+        and _matches(rules.type, _text(interaction, "type"))
         and _matches(rules.inbound_resource_status, _text(interaction, "inbound_resource_status"))
         and _matches(rules.outbound_resource_status, _text(interaction, "outbound_resource_status"))
-        and _matches(rules.service_sid, event.service_sid)
-        and _matches(rules.session_sid, event.session_sid)
     )
 
 

@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from poller.diff import sort_key
-from poller.events import EVENT_TYPES, Event, EventType, event_id
-from poller.records import Interaction
+from poller.events import EVENT_TYPES, SESSION_EVENT_TYPES, Event, EventType, event_id
+from poller.records import Interaction, Session, SessionFingerprint
+from poller.session_diff import session_events
 
 SAMPLE_ACCOUNT_SID = "AC" + "a" * 32
 SAMPLE_SERVICE_SID = "KS" + "a" * 32
@@ -91,7 +92,47 @@ def _updated(raw: dict[str, str | None], stamp: str) -> Event:
     )
 
 
+def sample_session_event(moment: datetime, event_type: EventType) -> Event:
+    """Return a ``session.created`` (an open session) or a ``session.updated`` (it closed)."""
+    stamp = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    url = f"https://proxy.twilio.com/v1/Services/{SAMPLE_SERVICE_SID}/Sessions/{SAMPLE_SESSION_SID}"
+    raw = {
+        "service_sid": SAMPLE_SERVICE_SID,
+        "status": "open",
+        "unique_name": "Order #1234",
+        "date_started": stamp,
+        "date_ended": None,
+        "date_last_interaction": None,
+        "date_expiry": None,
+        "ttl": 0,
+        "mode": "voice-and-message",
+        "closed_reason": None,
+        "sid": SAMPLE_SESSION_SID,
+        "date_updated": stamp,
+        "date_created": stamp,
+        "account_sid": SAMPLE_ACCOUNT_SID,
+        "url": url,
+        "links": {"interactions": f"{url}/Interactions", "participants": f"{url}/Participants"},
+    }
+    created = event_type is EventType.SESSION_CREATED
+    stored = None if created else SessionFingerprint("in-progress", None, None, None)
+    if not created:
+        raw = {**raw, "status": "closed", "closed_reason": "", "date_ended": stamp}
+    session = Session.from_api(raw)
+    assert session is not None  # the record above has a sid
+    (event,) = session_events(
+        SAMPLE_SERVICE_SID, stored, session, created=created, detected_at=stamp
+    )
+    return event
+
+
 def sample_events(types: Iterable[str]) -> list[Event]:
     """Return one sample event of each of ``types`` (event type names) it knows."""
     moment = datetime(2026, 11, 27, 10, 0, 5, tzinfo=UTC)
-    return [sample_event(moment, EventType(t)) for t in types if t in EVENT_TYPES]
+    return [
+        sample_session_event(moment, EventType(t))
+        if t in SESSION_EVENT_TYPES
+        else sample_event(moment, EventType(t))
+        for t in types
+        if t in EVENT_TYPES
+    ]

@@ -87,7 +87,7 @@ def _segment(sid: str) -> str:
 
 
 class ProxyClient:
-    """Lists a Proxy Service's Sessions and a Session's Interactions."""
+    """Lists a Proxy Service's Sessions and a Session's Interactions; fetches one Session."""
 
     def __init__(
         self,
@@ -159,6 +159,20 @@ class ProxyClient:
         path = f"/v1/Services/{_segment(service_sid)}/Sessions"
         cap = (self._limits.max_sessions_per_service, "twilio.max_sessions_per_service")
         return await self._list(Target(service_sid), path, "sessions", Session.from_api, cap)
+
+    async def fetch_session(self, service_sid: str, session_sid: str) -> Session:
+        """Return one Session (``GET .../Sessions/{sid}``), with the listings' pinning, rate
+        limit, retries and bounds; an answer that is not that Session is malformed."""
+        path = f"/v1/Services/{_segment(service_sid)}/Sessions/{_segment(session_sid)}"
+        url = httpx.URL(f"{self._root}{path}")
+        body = await self._fetch_page(Target(service_sid, session_sid), url)
+        if not isinstance(body, dict):
+            kind = type(body).__name__
+            raise malformed(url.path, "bad_json", f"is not a JSON object (got {kind})")
+        session = Session.from_api(body)
+        if session is None or session.sid != session_sid:
+            raise malformed(url.path, "sid_mismatch", f"is not the Session {session_sid}")
+        return session
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

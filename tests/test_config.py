@@ -28,7 +28,7 @@ from poller.config import (
     summarize,
 )
 from poller.errors import ConfigError
-from poller.events import EVENT_TYPES
+from poller.events import INTERACTION_EVENT_TYPES
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -387,7 +387,7 @@ def test_defaults_are_those_of_the_architecture() -> None:
     webhook, slack, _ = config.sinks
     assert isinstance(webhook, WebhookSinkConfig)
     assert isinstance(slack, SlackSinkConfig)
-    assert webhook.events == EVENT_TYPES == slack.events
+    assert webhook.events == INTERACTION_EVENT_TYPES == slack.events
     assert webhook.filter is None
     assert webhook.include_data is True
     assert slack.digest_threshold == 5

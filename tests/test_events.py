@@ -259,4 +259,9 @@ def test_created_event_id_depends_only_on_the_interaction() -> None:
 
 
 def test_event_types_are_the_contract_vocabulary() -> None:
-    assert EVENT_TYPES == ("interaction.created", "interaction.updated")
+    assert EVENT_TYPES == (
+        "interaction.created",
+        "interaction.updated",
+        "session.created",
+        "session.updated",
+    )

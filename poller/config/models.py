@@ -43,7 +43,7 @@ from poller.config.validators import (
     _text,
     _webhook_secret,
 )
-from poller.events import EVENT_TYPES
+from poller.events import INTERACTION_EVENT_TYPES
 
 SECRET_KEYS: frozenset[str] = frozenset(
     {"auth_token", "api_key_secret", "secret", "webhook_url", "token", "password"}
@@ -229,7 +229,7 @@ class SinkFilter(_Model):
 
 class _SinkCommon(_Model):
     name: Annotated[str, _text("a name of 1 to 64 letters, digits, '_', '.', '-'", _SINK_NAME)]
-    events: Annotated[tuple[str, ...], PlainValidator(_events)] = EVENT_TYPES
+    events: Annotated[tuple[str, ...], PlainValidator(_events)] = INTERACTION_EVENT_TYPES
     filter: SinkFilter | None = None
     include_data: bool = True
 

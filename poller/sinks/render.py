@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from poller.events import Event, EventType
+from poller.sinks.session_text import session_title
 from poller.sinks.slack_blocks import title as interaction_title
 
 MAX_FACTS = 14
@@ -37,7 +38,9 @@ class Summary:
 
 
 def event_title(event: Event) -> str:
-    """Return the headline of ``event``: "New message", "Call busy", "Session updated"."""
+    """Return the headline of ``event``: "New message", "Call busy", "Session closed"."""
+    if event.is_session_event:
+        return session_title(event)
     if event.type in (EventType.CREATED, EventType.UPDATED):
         return interaction_title(event)
     return humanise(str(event.type))

@@ -24,6 +24,7 @@ from typing import Any
 
 from poller.events import Event, EventType
 from poller.records import parse_time
+from poller.sinks.session_text import SESSION_DATES, SESSION_FIELDS, SESSION_LABELS, session_title
 
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
@@ -136,6 +137,8 @@ def labelled(label: str, raw: str, limit: int, render: Callable[[str], str] = es
 
 def title(event: Event) -> str:
     """Return the headline of an event: "New message", "Call busy", "Message status changed"."""
+    if event.is_session_event:
+        return session_title(event)
     kind = _KINDS.get(str(event.interaction.get("type")), "Interaction")
     if event.type is EventType.CREATED:
         return f"New {kind.lower()}"
@@ -192,7 +195,19 @@ def _status(value: object) -> str:
     return fit(value, _VALUE) if isinstance(value, str) and value else _NOTHING
 
 
+def _session_fields(event: Event) -> list[str]:
+    record = event.session or {}
+    values = [("Session", sid(event.session_sid))]
+    for key, label in SESSION_FIELDS:
+        raw = record.get(key)
+        values.append((label, when(raw) if key in SESSION_DATES and raw else _status(raw)))
+    values.append(("Time", when(event.timestamp)))
+    return [fit(f"*{label}*\n{text}", MAX_FIELD_TEXT, verbatim) for label, text in values]
+
+
 def _fields(event: Event) -> list[str]:
+    if event.is_session_event:
+        return _session_fields(event)
     it = event.interaction
     inbound, outbound = it.get("inbound_participant_sid"), it.get("outbound_participant_sid")
     values = [
@@ -209,8 +224,8 @@ def _fields(event: Event) -> list[str]:
 def _changes(changes: Mapping[str, tuple[str | None, str | None]]) -> str:
     lines = []
     for key, (old, new) in changes.items():
-        label = _LABELS.get(key) or escape(key)
-        if key == "date_updated":
+        label = _LABELS.get(key) or SESSION_LABELS.get(key) or escape(key)
+        if key == "date_updated" or key in SESSION_DATES:
             lines.append(f"• {label}: {when(old)} → {when(new)}")
         else:
             lines.append(f"• {label}: {_status(old)} → {_status(new)}")
@@ -242,6 +257,8 @@ def context(event: Event) -> dict[str, Any]:
         f"Interaction {sid(event.interaction_sid)}",
         f"Event {sid(event.id)}",
     ]
+    if event.is_session_event:
+        del parts[2]  # a session event is about no interaction
     return context_block([fit(" · ".join(parts), MAX_SECTION_TEXT, verbatim)])
 
 
@@ -260,7 +277,8 @@ def content_block(event: Event) -> dict[str, Any] | None:
 
 def fallback(event: Event, *, include_data: bool) -> str:
     """Return the plain ``text`` of an event message (notifications, screen readers)."""
-    text = f"{title(event)} in session {escape(event.session_sid)}"
+    where = ": " if event.is_session_event else " in session "
+    text = f"{title(event)}{where}{escape(event.session_sid)}"
     body = event.message_text() if include_data else None
     if body:
         text += ": " + fit(body.replace("\n", " "), _EXCERPT, marker=ellipsis)

@@ -144,8 +144,21 @@ CREATE TABLE sink_pacing (
 ) WITHOUT ROWID;
 """
 
+# Each session's own fingerprint (session events): a row once the poller has seen the Session
+# record; ``checked_at`` is when it was last read (a watch without the Sessions list fetches it).
+_V4_SESSION_FINGERPRINTS = """
+CREATE TABLE session_fingerprints (
+    session_sid TEXT PRIMARY KEY REFERENCES sessions (session_sid) ON DELETE CASCADE,
+    status TEXT,
+    closed_reason TEXT,
+    date_expiry TEXT,
+    date_ended TEXT,
+    checked_at REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
 # Append only: MIGRATIONS[n] takes a file from version n to version n + 1.
-MIGRATIONS: Sequence[str] = (_V1, _V2, _V3_SINK_PACING)
+MIGRATIONS: Sequence[str] = (_V1, _V2, _V3_SINK_PACING, _V4_SESSION_FINGERPRINTS)
 
 
 def latest_version(migrations: Sequence[str] = MIGRATIONS) -> int:

@@ -13,10 +13,12 @@ from pathlib import Path
 from types import TracebackType
 
 from poller.events import Event
-from poller.records import Fingerprint
+from poller.records import Fingerprint, SessionFingerprint
+from poller.session_diff import StoredSession
 from poller.state.db import open_database
 from poller.state.models import SessionState, short_error
 from poller.state.outbox import Outbox, enqueue, shift_pending
+from poller.state.session_records import read_fingerprint, write_fingerprint
 
 
 class Store(Outbox):
@@ -190,6 +192,13 @@ class Store(Outbox):
         except sqlite3.Error as exc:
             raise self._db.error(exc) from exc
 
+    def session_fingerprint(self, session_sid: str) -> StoredSession | None:
+        """Return the session's stored fingerprint (None: its record was never seen)."""
+        try:
+            return read_fingerprint(self._db.conn, session_sid)
+        except sqlite3.Error as exc:
+            raise self._db.error(exc) from exc
+
     def commit_poll(
         self,
         service_sid: str,
@@ -202,6 +211,7 @@ class Store(Outbox):
         status: str | None = None,
         unsettled_until: float | None = None,
         known: Mapping[str, Fingerprint] | None = None,
+        session_fingerprint: SessionFingerprint | None = None,
     ) -> None:
         """Record one successful poll in ONE transaction.
 
@@ -216,7 +226,8 @@ class Store(Outbox):
 
         ``known``: the known set as :meth:`known` returned it for this poll, so it is not
         read again (the store has one writer, and one session is never polled twice at once);
-        None reads it inside the transaction.
+        None reads it inside the transaction. ``session_fingerprint``: the Session record's
+        fingerprint as this poll saw it, stored (read at ``now``) when given.
         """
         with self._db.transaction() as conn:
             _record_success(
@@ -224,6 +235,8 @@ class Store(Outbox):
             )
             stored = _known(conn, session_sid) if known is None else known
             _write_delta(conn, session_sid, stored, fetched)
+            if session_fingerprint is not None:
+                write_fingerprint(conn, session_sid, session_fingerprint, now)
             enqueue(conn, events, now)
 
     def commit_unchanged(
@@ -235,6 +248,7 @@ class Store(Outbox):
         activity_marker: str | None = None,
         status: str | None = None,
         unsettled_until: float | None = None,
+        session_fingerprint: SessionFingerprint | None = None,
     ) -> None:
         """Record a successful poll that found exactly the known set: the session row only.
 
@@ -245,6 +259,8 @@ class Store(Outbox):
             _record_success(
                 conn, service_sid, session_sid, now, activity_marker, status, unsettled_until
             )
+            if session_fingerprint is not None:
+                write_fingerprint(conn, session_sid, session_fingerprint, now)
 
     def record_failure(self, session_sid: str, error: str, now: float) -> None:
         """Count one more failed poll in a row and keep a short form of ``error``.
