@@ -25,7 +25,8 @@ from poller.session_diff import StoredSession, needs_fetch, session_events
 from poller.sinks.discord import event_embed
 from poller.sinks.email_message import DEFAULT_SUBJECT, build_message, compile_subject
 from poller.sinks.render import summarize
-from poller.sinks.slack_blocks import event_message, template_variables
+from poller.sinks.slack_blocks import event_message
+from poller.sinks.slack_template import template_variables
 from poller.sinks.teams import escape as teams_escape
 from poller.sinks.teams import event_card
 from poller.state import Store, schema

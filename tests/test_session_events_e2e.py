@@ -154,6 +154,7 @@ def test_the_daemon_tells_a_close_without_new_interactions_to_an_explicit_watch(
             sinks=_sinks(receiver),
             # the safety net: each Session is fetched at least this often
             poll={"full_sweep_seconds": 2},
+            log={"format": "json", "level": "debug"},  # session_baselined is a debug line
         )
         daemon = DaemonProcess(config, tmp_path).start()
         try:

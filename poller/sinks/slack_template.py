@@ -49,7 +49,8 @@ class MessageTemplate:
     Every variable from Twilio is escaped for mrkdwn *before* rendering and the output is used as
     it is, so values never ping or link while the template's own text may (``<!here>``).
     Variables: ``event`` (``type``, ``id``, ``timestamp``), ``interaction`` (the raw record,
-    without ``data`` when ``include_data`` is false), ``body``, ``duration``, ``changes``
+    without ``data`` when ``include_data`` is false; empty for session events), ``session`` (the
+    raw Session of a session event, else None), ``body``, ``duration``, ``changes``
     (``{field: [old, new]}``), ``session_sid``, ``service_sid``, ``title``; absent ones are None.
     """
 
@@ -134,6 +135,7 @@ def template_variables(event: Event, *, include_data: bool) -> dict[str, Any]:
         "body": _escaped(body),
         "duration": _escaped(seconds),
         "changes": _escaped(changes),
+        "session": None if event.session is None else _escaped(dict(event.session)),
         "session_sid": _escaped(event.session_sid),
         "service_sid": _escaped(event.service_sid),
         "title": title(event),
