@@ -13,6 +13,7 @@ import structlog
 from poller.config import Config
 from poller.cycle import ServiceCycle
 from poller.delivery import Dispatcher
+from poller.events import SESSION_EVENT_TYPES
 from poller.planner import PlanSettings
 from poller.poll import PollSettings, SessionPoller
 from poller.retry_policy import DeliveryPolicy
@@ -60,6 +61,7 @@ def build_app(
         store.close()
         raise
     wake = asyncio.Event()
+    fetch_sessions = any(set(sink.events) & set(SESSION_EVENT_TYPES) for sink in config.sinks)
     settings = PollSettings(
         first_run=config.poll.first_run,
         settle_seconds=config.poll.settle_seconds,
@@ -73,13 +75,15 @@ def build_app(
         config.sinks,
         clock=clock,
         on_events=wake.set,
-        session_source=client,
+        # A Session fetch is a request: made only when a sink takes session events.
+        session_source=client if fetch_sessions else None,
     )
     dispatcher = Dispatcher(store, sinks, DeliveryPolicy.from_config(config.delivery), clock=clock)
     plan = PlanSettings(
         interval_seconds=config.poll.interval_seconds,
         full_sweep_seconds=config.poll.full_sweep_seconds,
         requests_per_second=config.twilio.max_requests_per_second,
+        requests_per_unlisted_poll=2 if fetch_sessions else 1,
     )
     cycles = [
         ServiceCycle(

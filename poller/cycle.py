@@ -18,7 +18,7 @@ import structlog
 
 from poller import metrics
 from poller.errors import CredentialsError, SourceError
-from poller.planner import Planned, PlanSettings, cycle_budget, plan_listed
+from poller.planner import Planned, PlanSettings, cycle_budget, plan_explicit, plan_listed
 from poller.poll import PollOutcome, SessionPoller
 from poller.records import Session
 from poller.state import Store
@@ -98,11 +98,9 @@ class ServiceCycle:
         sid = self.watch.service_sid
         states = {s.session_sid: s for s in self._store.sessions(sid)}
         if not self._listing_pays():
-            return [
-                Planned(sid, s, "explicit")
-                for s in self.watch.sessions
-                if s not in states or states[s].gone_at is None
-            ]
+            return plan_explicit(
+                sid, self.watch.sessions, states, settings=self._settings, everything=everything
+            )
         listed = await self._source.list_sessions(sid)
         self._service_size = len(listed)
         started_at: float | None = None

@@ -67,6 +67,9 @@ class PlanSettings:
     full_sweep_seconds: float
     # The Service's rate limit (``twilio.max_requests_per_second``); None: no budget.
     requests_per_second: float | None = None
+    # Requests one poll of an unlisted session may cost: 2 when it may fetch its Session too
+    # (a sink takes session events), else 1.
+    requests_per_unlisted_poll: int = 1
 
 
 def cycle_budget(settings: PlanSettings, listing_pages: int) -> int | None:
@@ -148,6 +151,38 @@ def _reason(state: SessionState | None, session: Session, now: float) -> str | N
     if state.unsettled_until is not None and state.unsettled_until > now:
         return "settling"
     return None
+
+
+def plan_explicit(
+    service_sid: str,
+    sessions: Sequence[str],
+    states: Mapping[str, SessionState],
+    *,
+    settings: PlanSettings,
+    everything: bool = False,
+) -> list[Planned]:
+    """Plan a cycle of an explicit ``sessions:`` watch that does not read the Sessions list.
+
+    Every session that is not gone, within the cycle's budget (each poll counted at
+    ``requests_per_unlisted_poll``); what does not fit waits, the least recently polled first.
+    """
+    planned = [
+        Planned(service_sid, sid, "explicit")
+        for sid in sessions
+        if sid not in states or states[sid].gone_at is None
+    ]
+    budget = None if everything else cycle_budget(settings, 0)
+    if budget is None:
+        return planned
+    fits = max(1, budget // max(1, settings.requests_per_unlisted_poll))
+    if len(planned) <= fits:
+        return planned
+
+    def last_polled(p: Planned) -> float:
+        state = states.get(p.session_sid)
+        return -1.0 if state is None else state.last_success_at or 0.0
+
+    return sorted(planned, key=last_polled)[:fits]
 
 
 def plan_listed(

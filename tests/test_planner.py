@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from poller.planner import Planned, PlanSettings, cycle_budget, plan_listed, sweep_quota
+from poller.planner import (
+    Planned,
+    PlanSettings,
+    cycle_budget,
+    plan_explicit,
+    plan_listed,
+    sweep_quota,
+)
 from poller.records import Session
 from poller.state import SessionState
 
@@ -372,3 +379,36 @@ def test_cycle_budget_is_the_intervals_share_of_requests_less_the_listing() -> N
     assert cycle_budget(settings, listing_pages=5) == 207  # floor(25 x 10 x 0.85) - 5
     assert cycle_budget(PlanSettings(10, 3600), listing_pages=5) is None
     assert cycle_budget(PlanSettings(1, 3600, requests_per_second=1), listing_pages=9) == 1
+
+
+def test_an_explicit_watch_without_the_listing_stays_within_the_budget_oldest_first() -> None:
+    limited = PlanSettings(interval_seconds=10, full_sweep_seconds=100, requests_per_second=10)
+    budget = cycle_budget(limited, 0)
+    assert budget is not None and budget < 300
+    sessions = [sid(n) for n in range(300)]
+    # Session n was last polled at NOW - n: the higher n, the longer it has waited.
+    states = {
+        sid(n): state(session(n), last_success_at=NOW - n) for n in range(1, 300)
+    }  # sid(0) has never been polled: it goes first
+    planned = plan_explicit(SERVICE, sessions, states, settings=limited)
+    assert [p.session_sid for p in planned] == [sid(0), *(sid(n) for n in range(299, 0, -1))][
+        :budget
+    ]
+    assert {p.reason for p in planned} == {"explicit"}
+
+
+def test_an_explicit_poll_that_may_fetch_its_session_counts_two_requests() -> None:
+    fetching = PlanSettings(
+        interval_seconds=10,
+        full_sweep_seconds=100,
+        requests_per_second=10,
+        requests_per_unlisted_poll=2,
+    )
+    budget = cycle_budget(fetching, 0)
+    assert budget is not None
+    sessions = [sid(n) for n in range(300)]
+    assert len(plan_explicit(SERVICE, sessions, {}, settings=fetching)) == budget // 2
+    # poller once polls everything, and a gone session is never planned
+    gone = {sid(1): state(session(1), gone_at=NOW)}
+    everything = plan_explicit(SERVICE, sessions, gone, settings=fetching, everything=True)
+    assert len(everything) == 299 and sid(1) not in {p.session_sid for p in everything}
