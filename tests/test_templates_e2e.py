@@ -159,7 +159,7 @@ def test_runaway_templates_fall_back_while_the_daemon_stays_responsive(
     daemon = DaemonProcess(config, tmp_path).start()
     probe = _HealthProbe(port)
     try:
-        wait_for(lambda: _logged(daemon, "session_baselined"), what="the first poll")
+        wait_for(lambda: _baselined(daemon), what="the first poll")
         probe.start()
         s = sim.simulator
         service = s.service_sids()[0]
@@ -219,6 +219,14 @@ def _healthy(port: int) -> bool:
         return False
 
 
+def _baselined(daemon: DaemonProcess) -> bool:
+    """The watch's first baseline is done (``session_baselined`` is a debug line)."""
+    return any(
+        item.get("event") == "baseline_progress" and item.get("left") == 0
+        for item in daemon.log_events()
+    )
+
+
 def _logged(daemon: DaemonProcess, event: str) -> bool:
     return _count(daemon, event) > 0
 
@@ -237,7 +245,7 @@ def test_sighup_with_a_bomb_template_is_rejected_and_the_daemon_carries_on(
     config = write_config(tmp_path, sim, "http://127.0.0.1:9", sinks=[sink], http=http)
     daemon = DaemonProcess(config, tmp_path).start()
     try:
-        wait_for(lambda: _logged(daemon, "session_baselined"), what="the first poll")
+        wait_for(lambda: _baselined(daemon), what="the first poll")
         write_config(
             tmp_path, sim, "http://127.0.0.1:9", sinks=[{**sink, "template": BOMB}], http=http
         )

@@ -270,6 +270,8 @@ def _content_type(value: object) -> str:
 
 def _sandboxed_source(value: object, what: str) -> str:
     """Return ``value`` when it compiles in the new sinks' sandbox."""
+    import jinja2
+
     from poller.sinks.templating import compile_sandboxed
 
     if not isinstance(value, str) or not value.strip():

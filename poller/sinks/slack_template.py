@@ -64,14 +64,15 @@ class MessageTemplate:
         Raise ValueError (one line) when a bound is hit on any sample, or when no sample renders.
         """
         failures: list[str] = []
-        for event in sample_events():
+        samples = sample_events()
+        for event in samples:
             try:
                 self._text(event)
             except SecurityError as exc:
                 raise ValueError(_why(event, exc)) from None
             except Exception as exc:  # a user's template may raise anything
                 failures.append(_why(event, exc))
-        if len(failures) == len(EventType):
+        if len(failures) == len(samples):
             raise ValueError(failures[0])
 
     async def render(self, event: Event, *, include_data: bool) -> Message:
