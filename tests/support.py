@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -79,6 +80,42 @@ def seeded_simulator(
 
 def poller_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "poller", *args]
+
+
+# Runs argv[2:] as a grandchild and writes its rusage to argv[1]. A child spawned straight from
+# pytest would report pytest's own peak RSS: Linux carries the high-water mark across exec.
+_MEASURE = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    json.dump({"maxrss_kib": usage.ru_maxrss, "cpu": usage.ru_utime + usage.ru_stime}, out)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """A finished child: its exit status, its own peak RSS and CPU time."""
+
+    returncode: int
+    peak_rss_mib: float
+    cpu_seconds: float
+
+
+def run_measured(argv: list[str], folder: Path, **popen: Any) -> Measured:
+    """Run ``argv`` to its end (``popen``: stdout, stderr, env, cwd) and measure only it."""
+    usage_path = folder / f"usage-{time.monotonic_ns()}.json"
+    child = subprocess.Popen([sys.executable, "-c", _MEASURE, str(usage_path), *argv], **popen)
+    try:
+        returncode = child.wait()
+    except BaseException:
+        child.kill()
+        raise
+    usage = json.loads(usage_path.read_text())
+    return Measured(returncode, usage["maxrss_kib"] / 1024, usage["cpu"])
 
 
 def run_poller(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -2,14 +2,13 @@
 
 The Twilio side is a small aiohttp server of the test's own on 127.0.0.1
 (``tests/hostile_twilio.py``); ``poller once`` runs as a child process and its peak RSS is its
-own (``os.wait4``).
+own (``tests.support.run_measured``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import yaml
 from poller.receiver import ReceiverThread
 from poller.state import Store
 from tests.hostile_twilio import ACCOUNT, SERVICE, SESSION, TOKEN, HostileTwilioThread, interaction
-from tests.support import ROOT, SECRET, poller_cmd
+from tests.support import ROOT, SECRET, poller_cmd, run_measured
 
 pytestmark = pytest.mark.slow
 
@@ -72,18 +71,11 @@ def run_once(config: Path, folder: Path) -> Run:
     log_path = folder / f"once-{time.monotonic_ns()}.log"
     started = time.monotonic()
     with log_path.open("wb") as log:
-        child = subprocess.Popen(
-            poller_cmd("once", "-c", str(config)), stdout=log, stderr=log, env=env, cwd=ROOT
+        run = run_measured(
+            poller_cmd("once", "-c", str(config)), folder, stdout=log, stderr=log, env=env, cwd=ROOT
         )
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        except BaseException:
-            child.kill()
-            raise
-    child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-    # ru_maxrss is in KiB on Linux.
-    return Run(child.returncode, usage.ru_maxrss / 1024, time.monotonic() - started, lines)
+    return Run(run.returncode, run.peak_rss_mib, time.monotonic() - started, lines)
 
 
 def state_of(folder: Path) -> tuple[dict[str, Any], int]:

@@ -23,6 +23,7 @@ from tests.support import (
     DaemonProcess,
     free_port,
     poller_cmd,
+    run_measured,
     run_poller,
     seeded_simulator,
     wait_for,
@@ -77,25 +78,23 @@ def test_check_config_refuses_a_runaway_template_at_once_and_small(
     """Before: ``{{ 'x' * 10**9 }}`` took 17 s and 3.9 GB, then "config ok"."""
     config = _check_config_config(tmp_path, template)
     env = {k: v for k, v in os.environ.items() if k != "POLLER_CONFIG"}
-    proc = subprocess.Popen(
-        poller_cmd("check-config", "-c", str(config)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=ROOT,
-    )
-    assert proc.stderr is not None and proc.stdout is not None
-    with proc.stdout, proc.stderr:
-        stderr = proc.stderr.read().decode()  # the output is one line: no pipe fills up
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS and CPU time
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    assert proc.returncode == 2
-    [line] = stderr.splitlines()
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("wb") as stderr_file:
+        run = run_measured(
+            poller_cmd("check-config", "-c", str(config)),
+            tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+            env=env,
+            cwd=ROOT,
+        )
+    assert run.returncode == 2
+    [line] = stderr_path.read_text().splitlines()
     assert "sinks[1].template: expected a template that renders" in line
     reasons = [reason] if reason else ["too_many_operations", "too_slow"]  # whichever first
     assert any(f"({why})" in line for why in reasons), line
-    assert usage.ru_maxrss < 150 * 1024  # KiB: the interpreter and its imports, nothing more
-    assert usage.ru_utime + usage.ru_stime < cpu_seconds  # CPU time: the load of others aside
+    assert run.peak_rss_mib < 150  # the interpreter and its imports, nothing more
+    assert run.cpu_seconds < cpu_seconds  # CPU time: the load of others aside
 
 
 # -- the daemon ------------------------------------------------------------------------------
