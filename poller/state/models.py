@@ -60,3 +60,14 @@ def short_error(error: str) -> str:
     if len(line) <= ERROR_MAX_CHARS:
         return line
     return line[: ERROR_MAX_CHARS - 3] + "..."
+
+
+@dataclass(frozen=True)
+class DisabledSink:
+    """A sink the dispatcher stopped using, and the answer that made it stop."""
+
+    sink: str
+    since: float  # the first disabling answer (kept across restarts that meet it again)
+    last_at: float  # the latest one
+    status: int | None  # HTTP status or SMTP code, when the answer had one
+    reason: str  # one line
