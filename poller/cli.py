@@ -19,7 +19,7 @@ from poller.errors import ConfigError, CredentialsError, PollerError, StateError
 
 if TYPE_CHECKING:
     from poller.config import Config
-    from poller.state import DeadLetter, DisabledSink, Store
+    from poller.state import DeadLetter, DisabledSink, FailingSink, Store
 
 EXIT_USAGE = 2
 
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, parser_class=_Parser)
     for name, text in (
-        ("list", "list disabled sinks and dead-lettered deliveries as JSON lines"),
+        ("list", "list disabled sinks, retrying sinks and dead letters as JSON lines"),
         ("retry", "requeue dead-lettered deliveries; without ids, resume disabled sinks too"),
         ("purge", "drop dead-lettered deliveries"),
     ):
@@ -149,6 +149,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             pending = store.counts_by_sink("pending")
             for disabled in store.disabled_sinks(args.sink):
                 print(json.dumps(_disabled_row(disabled, pending), sort_keys=True))
+            for failing in store.failing_sinks(args.sink):
+                print(json.dumps(_failing_row(failing, pending), sort_keys=True))
             for dead in store.dead_letters(args.sink):
                 print(json.dumps(_dead_letter_row(dead), sort_keys=True))
         elif args.outbox_command == "retry":
@@ -183,6 +185,20 @@ def _disabled_row(disabled: DisabledSink, pending: dict[str, int]) -> dict[str, 
         "reason": disabled.reason,
         "pending": pending.get(disabled.sink, 0),
         "resume": _RESUME.format(sink=disabled.sink),
+    }
+
+
+def _failing_row(failing: FailingSink, pending: dict[str, int]) -> dict[str, object]:
+    """One sink whose deliveries are being retried: how many, how far, the latest reason."""
+    return {
+        "kind": "sink_retrying",
+        "sink": failing.sink,
+        "failing": failing.deliveries,
+        "pending": pending.get(failing.sink, 0),
+        "attempts": failing.attempts,
+        "next_attempt_at": failing.next_attempt_at,
+        "last_status": failing.last_status,
+        "last_error": failing.last_error,
     }
 
 

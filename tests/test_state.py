@@ -786,6 +786,24 @@ def test_empty_summary_has_no_oldest_age(store: Store) -> None:
     }
 
 
+def test_failing_sinks_count_retried_rows_and_give_the_error_of_the_most_tried(
+    store: Store,
+) -> None:
+    enqueue(store, SESSION_A, [make_event(SESSION_A, n) for n in (1, 2)], ["ops", "fine"], 1.0)
+    enqueue(store, SESSION_B, [make_event(SESSION_B, 3)], ["ops"], now=1.0)
+    a_head, b_head = store.due("ops", None, 10)
+    store.retry_later(a_head.id, next_attempt_at=50.0, error="HTTP 503", status=503)
+    store.retry_later(b_head.id, next_attempt_at=40.0, error="HTTP 502", status=502)
+    store.retry_later(b_head.id, next_attempt_at=90.0, error="HTTP 504", status=504)
+
+    (ops,) = store.failing_sinks()
+    assert (ops.sink, ops.deliveries, ops.attempts, ops.next_attempt_at) == ("ops", 2, 2, 50.0)
+    assert (ops.last_status, ops.last_error) == (504, "HTTP 504")
+    assert store.failing_sinks("fine") == []
+    store.ack([a_head.id, b_head.id])
+    assert store.failing_sinks() == []
+
+
 def test_disabled_note_is_cleared_by_sink_or_all_and_with_a_removed_sink(store: Store) -> None:
     for sink in ("a", "b", "c"):
         store.record_sink_disabled(sink, status=None, reason=f"{sink} gone", now=1.0)

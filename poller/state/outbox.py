@@ -13,7 +13,7 @@ from typing import Any
 
 from poller.events import Event
 from poller.state.db import Database
-from poller.state.models import DeadLetter, Delivery, DisabledSink, short_error
+from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, short_error
 
 # SQLite's default limit on bound parameters is 999 in older builds.
 _CHUNK = 500
@@ -164,6 +164,24 @@ class Outbox:
                 _delete_where(conn, where, params)
                 for where, params in _selection(ids, sink, state="dead")
             )
+
+    def failing_sinks(self, sink: str | None = None) -> list[FailingSink]:
+        """Return, per sink, its pending deliveries that failed and wait for a retry."""
+        # With one MAX() as its only min/max aggregate, SQLite takes the bare columns
+        # (last_status, last_error) from the row of MAX(attempts); hence the soonest retry in
+        # a subquery of its own.
+        rows = self._db.read(
+            "SELECT d.sink, COUNT(*), MAX(d.attempts), (SELECT MIN(x.next_attempt_at) "
+            "FROM deliveries x WHERE x.sink = d.sink AND x.state = 'pending' AND x.attempts > 0), "
+            "d.last_status, d.last_error FROM deliveries d "
+            "WHERE d.state = 'pending' AND d.attempts > 0 AND (?1 IS NULL OR d.sink = ?1) "
+            "GROUP BY d.sink ORDER BY d.sink",
+            (sink,),
+        )
+        return [
+            FailingSink(str(name), int(n), int(most), float(soonest), status, error)
+            for name, n, most, soonest, status, error in rows
+        ]
 
     def pending_count(self, sink: str | None = None) -> int:
         rows = self._db.read(

@@ -1,8 +1,9 @@
-"""A disabled sink, end to end: `poller outbox list` says which, since when, why, and what waits.
+"""`poller outbox list` end to end: disabled and retrying sinks, with their one-line reasons.
 
 The real CLI against the seeded simulator, with a Discord fake whose webhook was deleted (404,
 code 10015), an aiosmtpd server that refuses the password (535), and a receiver that answers
-410 Gone; then the same sinks fixed, and a daemon resumed by `poller outbox retry --sink`.
+410 Gone; then the same sinks fixed, and a daemon resumed by `poller outbox retry --sink`; and
+a receiver answering 503, whose sink is listed as retrying.
 """
 
 from __future__ import annotations
@@ -144,3 +145,26 @@ def test_outbox_retry_resumes_a_disabled_sink_in_the_running_daemon(
         assert _listing(config) == []
     finally:
         assert daemon.stop() == 0
+
+
+def test_a_sink_whose_deliveries_are_retried_is_listed_with_the_latest_reason(
+    sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path
+) -> None:
+    receiver.call(lambda: setattr(receiver.state, "status", 503))
+    config = write_config(
+        tmp_path,
+        sim,
+        receiver.base_url,
+        poll={"first_run": "notify_all"},
+        delivery={"once_deadline_seconds": 2},
+    )
+    assert run_poller("once", "-c", str(config)).returncode == 1
+    (row,) = _listing(config)
+    assert (row["kind"], row["sink"], row["last_status"]) == ("sink_retrying", "ops", 503)
+    assert row["pending"] == EVENTS and 1 <= row["failing"] <= EVENTS and row["attempts"] >= 1
+    assert row["last_error"] == "webhook sink 'ops': receiver answered HTTP 503"
+    assert _listing(config, "--sink", "other") == []
+
+    receiver.call(lambda: setattr(receiver.state, "status", 204))
+    assert run_poller("once", "-c", str(config)).returncode == 0
+    assert _listing(config) == []
