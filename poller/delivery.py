@@ -123,7 +123,7 @@ class Dispatcher:
 
     @property
     def disabled_sinks(self) -> frozenset[str]:
-        """Names of the sinks whose receiver asked to stop (410); their events stay pending."""
+        """Names of the sinks an answer disabled (410, a deleted webhook, SMTP 535); events wait."""
         return self._disabled.names
 
     async def run_once(
