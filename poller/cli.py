@@ -19,7 +19,7 @@ from poller.errors import ConfigError, CredentialsError, PollerError, StateError
 
 if TYPE_CHECKING:
     from poller.config import Config
-    from poller.state import DeadLetter, Store
+    from poller.state import DeadLetter, DisabledSink, FailingSink, Store
 
 EXIT_USAGE = 2
 
@@ -58,11 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = state_sub.add_parser("show", help="JSON summary of the state")
     _add_config(p)
 
-    outbox = sub.add_parser("outbox", help="inspect and manage dead-lettered deliveries")
+    outbox = sub.add_parser(
+        "outbox", help="inspect and manage dead-lettered deliveries and disabled sinks"
+    )
     outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True, parser_class=_Parser)
     for name, text in (
-        ("list", "list dead-lettered deliveries as JSON lines"),
-        ("retry", "requeue dead-lettered deliveries"),
+        ("list", "list disabled sinks, retrying sinks and dead letters as JSON lines"),
+        ("retry", "requeue dead-lettered deliveries; without ids, resume disabled sinks too"),
         ("purge", "drop dead-lettered deliveries"),
     ):
         p = outbox_sub.add_parser(name, help=text)
@@ -144,11 +146,19 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     store = _open_store(args)
     try:
         if args.outbox_command == "list":
+            pending = store.counts_by_sink("pending")
+            for disabled in store.disabled_sinks(args.sink):
+                print(json.dumps(_disabled_row(disabled, pending), sort_keys=True))
+            for failing in store.failing_sinks(args.sink):
+                print(json.dumps(_failing_row(failing, pending), sort_keys=True))
             for dead in store.dead_letters(args.sink):
                 print(json.dumps(_dead_letter_row(dead), sort_keys=True))
         elif args.outbox_command == "retry":
             n = store.requeue(args.ids or None, sink=args.sink, now=time.time())
             print(f"requeued {n} deliveries")
+            # Chosen by ids: only those rows. Otherwise "retry what waits for this sink".
+            for resumed in [] if args.ids else store.clear_sink_disabled(args.sink):
+                print(f"resumed sink {resumed.sink} (disabled: {resumed.reason})")
         else:
             n = store.purge(args.ids or None, sink=args.sink)
             print(f"purged {n} deliveries")
@@ -157,10 +167,46 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+_RESUME = (
+    "fix the sink (its URL, its credentials), then reload (SIGHUP) or restart the daemon; "
+    "once the cause is fixed outside the config, `poller outbox retry --sink {sink}` resumes "
+    "it in the running daemon"
+)
+
+
+def _disabled_row(disabled: DisabledSink, pending: dict[str, int]) -> dict[str, object]:
+    """One disabled sink as a JSON object: which, since when, why, what waits, how to resume."""
+    return {
+        "kind": "sink_disabled",
+        "sink": disabled.sink,
+        "since": disabled.since,
+        "last_seen_at": disabled.last_at,
+        "last_status": disabled.status,
+        "reason": disabled.reason,
+        "pending": pending.get(disabled.sink, 0),
+        "resume": _RESUME.format(sink=disabled.sink),
+    }
+
+
+def _failing_row(failing: FailingSink, pending: dict[str, int]) -> dict[str, object]:
+    """One sink whose deliveries are being retried: how many, how far, the latest reason."""
+    return {
+        "kind": "sink_retrying",
+        "sink": failing.sink,
+        "failing": failing.deliveries,
+        "pending": pending.get(failing.sink, 0),
+        "attempts": failing.attempts,
+        "next_attempt_at": failing.next_attempt_at,
+        "last_status": failing.last_status,
+        "last_error": failing.last_error,
+    }
+
+
 def _dead_letter_row(dead: DeadLetter) -> dict[str, object]:
     """One dead letter as a JSON object: what an operator needs, never the message body."""
     event = dead.event
     return {
+        "kind": "dead_letter",
         "id": dead.id,
         "sink": dead.sink,
         "event_id": event.id,

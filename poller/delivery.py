@@ -13,7 +13,8 @@ least once either way, and one transaction per event cost more than the sending.
     success                   -> ack (with the rest of its batch)
     RetryableDeliveryError    -> retry later (backoff, Retry-After), dead letter past the limits
     PermanentDeliveryError    -> dead letter at once
-    SinkDisabledError         -> stop using the sink; its deliveries stay pending
+    SinkDisabledError         -> stop using the sink; its deliveries stay pending, the answer
+                                 is noted for ``poller outbox list`` (``poller.delivery_disabled``)
     any other exception       -> treated as retryable (a bug in a sink must not lose events)
 
 When the outbox itself cannot be written (``StateError``: a full disk), the deliveries whose
@@ -38,6 +39,7 @@ import structlog
 
 from poller import crashpoints
 from poller.backoff import Backoff
+from poller.delivery_disabled import DisabledSinks
 from poller.delivery_holds import Holds
 from poller.delivery_results import OutboxStore as OutboxStore
 from poller.delivery_results import RunResult as RunResult
@@ -116,13 +118,13 @@ class Dispatcher:
         self._rng = rng if rng is not None else random.Random()
         self._batch_size = batch_size
         self._idle_poll_seconds = idle_poll_seconds
-        self._disabled: set[str] = set()
+        self._disabled = DisabledSinks(store)
         self._holds = Holds(monotonic)
 
     @property
     def disabled_sinks(self) -> frozenset[str]:
-        """Names of the sinks whose receiver asked to stop (410); their events stay pending."""
-        return frozenset(self._disabled)
+        """Names of the sinks an answer disabled (410, a deleted webhook, SMTP 535); events wait."""
+        return self._disabled.names
 
     async def run_once(
         self, *, ignore_timers: bool = False, deadline: float | None = None
@@ -166,6 +168,7 @@ class Dispatcher:
 
     async def _run(self, run: _Run) -> RunResult:
         tallies = {sink.name: _Tally() for sink in self._sinks}
+        self._disabled.sync(tallies)
         active = [sink for sink in self._sinks if sink.name not in self._disabled]
         try:
             await _gather_all(self._drain(sink, tallies[sink.name], run) for sink in active)
@@ -335,13 +338,15 @@ class Dispatcher:
         crashpoints.reached("after_ack")
         tally.delivered += len(delivered)
         DELIVERIES.labels(sink=sink.name, outcome="success").inc(len(delivered))
+        self._disabled.answered(sink.name)
 
     def _settle_failure(
         self, sink: Sink, deliveries: Sequence[Delivery], exc: Exception, tally: _Tally
     ) -> None:
         if isinstance(exc, SinkDisabledError):
-            self._disable(sink, exc, len(deliveries))
+            self._disabled.disable(sink.name, exc, len(deliveries), self._clock())
             return
+        self._disabled.answered(sink.name)
         if not isinstance(exc, DeliveryError):
             # A sink bug: keep the event, and never log the exception's text (it may hold
             # whatever the sink was handling).
@@ -432,12 +437,6 @@ class Dispatcher:
         if now - delivery.enqueued_at >= self._policy.max_age_seconds:
             return "max_age"
         return None
-
-    def _disable(self, sink: Sink, exc: SinkDisabledError, count: int) -> None:
-        if sink.name not in self._disabled:
-            self._disabled.add(sink.name)
-            log.error("sink_disabled", sink=sink.name, status=exc.status, error=str(exc))
-        DELIVERIES.labels(sink=sink.name, outcome="disabled").inc(count)
 
     def _update_gauges(self, sinks: Iterable[Sink]) -> dict[str, int]:
         """Set the outbox gauges; return the pending count of every sink (one query)."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from poller.state import Delivery
+    from poller.state import Delivery, DisabledSink
 
 
 class OutboxStore(Protocol):
@@ -32,6 +32,14 @@ class OutboxStore(Protocol):
     def oldest_pending_enqueued_at(self) -> float | None: ...
 
     def counts_by_sink(self, state: str) -> dict[str, int]: ...
+
+    def record_sink_disabled(
+        self, sink: str, *, status: int | None, reason: str, now: float
+    ) -> None: ...
+
+    def disabled_sinks(self, sink: str | None = None) -> Sequence[DisabledSink]: ...
+
+    def clear_sink_disabled(self, sink: str | None = None) -> Sequence[DisabledSink]: ...
 
 
 @dataclass(frozen=True)

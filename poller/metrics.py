@@ -62,6 +62,12 @@ OUTBOX_OLDEST_AGE = Gauge(
     "Age of the oldest pending delivery (0 when the outbox is empty).",
     registry=REGISTRY,
 )
+SINK_DISABLED = Gauge(
+    "poller_sink_disabled",
+    "1 while a sink is disabled (its destination is gone or refuses the credentials), by sink.",
+    ["sink"],
+    registry=REGISTRY,
+)
 DEAD_LETTERS = Gauge(
     "poller_dead_letters", "Dead-lettered deliveries kept, by sink.", ["sink"], registry=REGISTRY
 )

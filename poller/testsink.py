@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from poller.config import Config
 from poller.errors import ConfigError, DeliveryError
-from poller.samples import sample_event
+from poller.events import SESSION_EVENT_TYPES, Event, EventType
+from poller.samples import sample_event, sample_session_event
 from poller.sinks import build_sinks
 
 
@@ -27,7 +30,7 @@ async def test_sink(config: Config, name: str) -> int:
         names = ", ".join(s.name for s in config.sinks)
         raise ConfigError(f"sinks: no sink named {name!r} (configured: {names})")
     (sink,) = build_sinks(chosen, store=_NoThreads())
-    event = sample_event()
+    event = _sample(chosen[0].events)
     try:
         await sink.send(event)
     except DeliveryError as exc:
@@ -40,3 +43,17 @@ async def test_sink(config: Config, name: str) -> int:
         await sink.aclose()
     print(f"sink {name}: accepted event {event.id} ({event.type.value})")
     return 0
+
+
+def _sample(events: Sequence[str]) -> Event:
+    """The sample message; for a sink that never takes one, a sample of the first type it takes.
+
+    A sink that asked for session events only (its ``body_template`` may read nothing else)
+    gets a session event, not one it would never receive.
+    """
+    if not events or EventType.CREATED.value in events:
+        return sample_event()
+    first = EventType(events[0])
+    if first.value in SESSION_EVENT_TYPES:
+        return sample_session_event(datetime.now(UTC), first)
+    return sample_event(event_type=first)

@@ -29,7 +29,7 @@ from poller.errors import (
 from poller.events import Event, EventType
 from poller.metrics import REGISTRY
 from poller.records import Fingerprint
-from poller.state import Delivery, Store
+from poller.state import Delivery, DisabledSink, Store
 
 T0 = 1_795_000_000.0
 SERVICE = "KS" + "a" * 32
@@ -55,6 +55,7 @@ class MemoryOutbox:
     def __init__(self) -> None:
         self.rows: dict[int, _Row] = {}
         self._ids = itertools.count(1)
+        self.disabled: dict[str, DisabledSink] = {}
 
     def commit_poll(
         self,
@@ -131,6 +132,21 @@ class MemoryOutbox:
             if row.dead == (state == "dead"):
                 counts[row.delivery.sink] = counts.get(row.delivery.sink, 0) + 1
         return counts
+
+    def record_sink_disabled(
+        self, sink: str, *, status: int | None, reason: str, now: float
+    ) -> None:
+        since = self.disabled[sink].since if sink in self.disabled else now
+        self.disabled[sink] = DisabledSink(sink, since, now, status, reason)
+
+    def disabled_sinks(self, sink: str | None = None) -> list[DisabledSink]:
+        return [d for name, d in sorted(self.disabled.items()) if sink in (None, name)]
+
+    def clear_sink_disabled(self, sink: str | None = None) -> list[DisabledSink]:
+        cleared = self.disabled_sinks(sink)
+        for d in cleared:
+            del self.disabled[d.sink]
+        return cleared
 
 
 class StoreUnderTest(OutboxStore, Protocol):
@@ -434,6 +450,57 @@ async def test_gone_receiver_disables_the_sink_and_keeps_its_events(store: Store
 
     await d.run_once(ignore_timers=True)
     assert gone.sent == [events[0].id]  # never called again by this dispatcher
+
+
+async def test_disabling_answer_is_noted_once_with_its_first_time(store: StoreUnderTest) -> None:
+    clock = Clock()
+    enqueue(store, [make_event(session_sid=session(n)) for n in range(2)], ["gone"], T0)
+    gone = ScriptedSink("gone", default=SinkDisabledError("HTTP 404: webhook deleted", status=404))
+
+    await dispatcher(store, [gone], clock).run_once()
+    clock.now += 60
+    await dispatcher(store, [gone], clock).run_once()  # a restart meets the same answer
+
+    assert store.disabled_sinks() == [
+        DisabledSink(
+            "gone", since=T0, last_at=T0 + 60, status=404, reason="HTTP 404: webhook deleted"
+        )
+    ]
+    assert _sample("poller_sink_disabled", sink="gone") == 1
+
+
+async def test_a_sink_that_answers_again_loses_its_disabled_note(store: StoreUnderTest) -> None:
+    clock = Clock()
+    enqueue(store, [make_event(session_sid=session(0))], ["hook"], T0)
+    store.record_sink_disabled("hook", status=410, reason="HTTP 410", now=T0 - 10)
+
+    with capture_logs() as logs:
+        result = await dispatcher(store, [ScriptedSink("hook")], clock).run_once()
+
+    assert result.sinks["hook"].delivered == 1
+    assert store.disabled_sinks() == []
+    assert "sink_enabled" in [e["event"] for e in logs]
+    assert _sample("poller_sink_disabled", sink="hook") == 0
+
+
+async def test_clearing_the_note_resumes_a_disabled_sink_in_the_running_dispatcher(
+    store: StoreUnderTest,
+) -> None:
+    clock = Clock()
+    events = [make_event(session_sid=session(0)), make_event(session_sid=session(1))]
+    enqueue(store, events, ["mail"], T0)
+    mail = ScriptedSink("mail", script={events[0].id: [SinkDisabledError("SMTP 535", status=535)]})
+    d = dispatcher(store, [mail], clock, replace(POLICY, concurrency=1))
+    await d.run_once()
+    assert d.disabled_sinks == {"mail"}
+
+    store.clear_sink_disabled("mail")  # what `poller outbox retry --sink mail` does
+    with capture_logs() as logs:
+        result = await d.run_once()
+
+    assert result.sinks["mail"].delivered == 2
+    assert d.disabled_sinks == frozenset()
+    assert [e["sink"] for e in logs if e["event"] == "sink_resumed"] == ["mail"]
 
 
 async def test_unexpected_sink_exception_is_retried_and_not_logged_verbatim(

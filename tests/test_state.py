@@ -758,6 +758,8 @@ def test_summary_reports_sessions_interactions_outbox_and_watches(store: Store, 
     enqueue(store, SESSION_A, [make_event(SESSION_A, 2)], ["ops"], now=20.0)
     [head] = store.due("slack", None, 1)
     store.dead_letter(head.id, error="400", status=400, now=21.0)
+    store.record_sink_disabled("ops", status=404, reason="webhook\ndeleted", now=22.0)
+    store.record_sink_disabled("ops", status=404, reason="webhook deleted", now=24.0)
 
     assert store.summary(now=25.0) == {
         "path": str(path),
@@ -768,6 +770,7 @@ def test_summary_reports_sessions_interactions_outbox_and_watches(store: Store, 
             "pending": {"ops": 2},
             "dead": {"slack": 1},
             "oldest_pending_age_seconds": 15.0,
+            "disabled": {"ops": {"since": 22.0, "status": 404, "reason": "webhook deleted"}},
         },
         "watches": [{"service_sid": SERVICE, "started_at": 1.0}],
     }
@@ -775,7 +778,42 @@ def test_summary_reports_sessions_interactions_outbox_and_watches(store: Store, 
 
 def test_empty_summary_has_no_oldest_age(store: Store) -> None:
     outbox = store.summary()["outbox"]
-    assert outbox == {"pending": {}, "dead": {}, "oldest_pending_age_seconds": None}
+    assert outbox == {
+        "pending": {},
+        "dead": {},
+        "oldest_pending_age_seconds": None,
+        "disabled": {},
+    }
+
+
+def test_failing_sinks_count_retried_rows_and_give_the_error_of_the_most_tried(
+    store: Store,
+) -> None:
+    enqueue(store, SESSION_A, [make_event(SESSION_A, n) for n in (1, 2)], ["ops", "fine"], 1.0)
+    enqueue(store, SESSION_B, [make_event(SESSION_B, 3)], ["ops"], now=1.0)
+    a_head, b_head = store.due("ops", None, 10)
+    store.retry_later(a_head.id, next_attempt_at=50.0, error="HTTP 503", status=503)
+    store.retry_later(b_head.id, next_attempt_at=40.0, error="HTTP 502", status=502)
+    store.retry_later(b_head.id, next_attempt_at=90.0, error="HTTP 504", status=504)
+
+    (ops,) = store.failing_sinks()
+    assert (ops.sink, ops.deliveries, ops.attempts, ops.next_attempt_at) == ("ops", 2, 2, 50.0)
+    assert (ops.last_status, ops.last_error) == (504, "HTTP 504")
+    assert store.failing_sinks("fine") == []
+    store.ack([a_head.id, b_head.id])
+    assert store.failing_sinks() == []
+
+
+def test_disabled_note_is_cleared_by_sink_or_all_and_with_a_removed_sink(store: Store) -> None:
+    for sink in ("a", "b", "c"):
+        store.record_sink_disabled(sink, status=None, reason=f"{sink} gone", now=1.0)
+
+    assert [d.sink for d in store.clear_sink_disabled("a")] == ["a"]
+    assert store.clear_sink_disabled("a") == []
+    store.dead_letter_other_sinks(["c"], now=2.0)  # "b" left the config
+    assert [d.sink for d in store.disabled_sinks()] == ["c"]
+    assert [d.reason for d in store.clear_sink_disabled()] == ["c gone"]
+    assert store.disabled_sinks() == []
 
 
 def test_everything_survives_close_and_reopen(path: Path) -> None:

@@ -76,6 +76,25 @@ def test_webhook_sink_accepts_a_signed_sample_event_and_exits_0(
     assert not (tmp_path / "state.db").exists()
 
 
+def test_a_sink_taking_only_session_events_gets_a_sample_session_event(
+    receiver: ReceiverThread, tmp_path: Path
+) -> None:
+    template = (
+        '{"type": {{ event.type | tojson }}, "closed": {{ event.data.session.sid | tojson }}}'
+    )
+    sink = {
+        **_ops(receiver),
+        "secret": SECRET,
+        "events": ["session.updated"],
+        "body_template": template,
+    }
+    result = run_poller("test-sink", "ops", "-c", _config(tmp_path, [sink]))
+    assert result.returncode == 0, result.stderr
+    (item,) = receiver.received()
+    assert item.body == {"type": "session.updated", "closed": "KC" + "a" * 32}
+    assert result.stdout.strip().endswith("(session.updated)")
+
+
 def test_include_data_false_leaves_the_body_out_of_the_sample_event(
     receiver: ReceiverThread, tmp_path: Path
 ) -> None:

@@ -188,3 +188,31 @@ async def test_content_type_is_sent_as_configured() -> None:
     request = await sent(config, make_event())
     assert request.headers["content-type"] == "application/vnd.example+json; charset=utf-8"
     assert request.content == b'{"text": "interaction.created"}'
+
+
+@pytest.mark.parametrize("session_type", ["session.created", "session.updated"])
+def test_a_template_is_checked_on_the_session_events_its_sink_lists(session_type: str) -> None:
+    # Fine for interaction events; a session event has no interaction to read.
+    template = '{"sid": {{ event.data.interaction.sid | tojson }}}'
+    sink = {"name": "t", "type": "webhook", "url": "https://x.example/h", "body_template": template}
+    assert load_sink(sink).body_template == template  # the default events: interactions only
+    with pytest.raises(ConfigError) as info:
+        load_sink({**sink, "events": ["interaction.created", session_type]})
+    message = str(info.value)
+    assert "sinks[0].body_template: expected a template that renders a sample" in message
+    assert f"sample {session_type} event: UndefinedError" in message
+
+
+def test_a_template_for_session_events_sees_the_session_and_its_changes() -> None:
+    template = (
+        '{"sid": {{ event.data.session.sid | tojson }},'
+        ' "changes": {{ event.data.changes | default({}) | tojson }}}'
+    )
+    sink = {
+        "name": "t",
+        "type": "webhook",
+        "url": "https://x.example/h",
+        "events": ["session.created", "session.updated"],
+        "body_template": template,
+    }
+    assert load_sink(sink).events == ("session.created", "session.updated")

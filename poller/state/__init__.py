@@ -6,7 +6,7 @@ for deliveries, ``db.py`` for how the file is opened and ``schema.py`` for its t
 
 from __future__ import annotations
 
-from poller.state.models import DeadLetter, Delivery, SessionState
+from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, SessionState
 from poller.state.store import Store
 
-__all__ = ["DeadLetter", "Delivery", "SessionState", "Store"]
+__all__ = ["DeadLetter", "Delivery", "DisabledSink", "FailingSink", "SessionState", "Store"]

@@ -60,3 +60,26 @@ def short_error(error: str) -> str:
     if len(line) <= ERROR_MAX_CHARS:
         return line
     return line[: ERROR_MAX_CHARS - 3] + "..."
+
+
+@dataclass(frozen=True)
+class DisabledSink:
+    """A sink the dispatcher stopped using, and the answer that made it stop."""
+
+    sink: str
+    since: float  # the first disabling answer (kept across restarts that meet it again)
+    last_at: float  # the latest one
+    status: int | None  # HTTP status or SMTP code, when the answer had one
+    reason: str  # one line
+
+
+@dataclass(frozen=True)
+class FailingSink:
+    """A sink with pending deliveries that failed at least once and wait for their retry."""
+
+    sink: str
+    deliveries: int  # pending rows with at least one failed attempt
+    attempts: int  # the most attempts of any of them
+    next_attempt_at: float  # the soonest retry
+    last_status: int | None  # of the delivery with the most attempts
+    last_error: str | None

@@ -13,11 +13,15 @@ from typing import Any
 
 from poller.events import Event
 from poller.state.db import Database
-from poller.state.models import DeadLetter, Delivery, short_error
+from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, short_error
 
 # SQLite's default limit on bound parameters is 999 in older builds.
 _CHUNK = 500
 _GONE_SINK = "state = 'dead', dead_at = ?, last_error = 'the sink is no longer configured'"
+_DISABLED = (
+    "SELECT sink, since, last_at, status, reason FROM disabled_sinks "
+    "WHERE ?1 IS NULL OR sink = ?1 ORDER BY sink"
+)
 _REQUEUED = "state = 'pending', attempts = 0, dead_at = NULL, next_attempt_at = ?"
 
 
@@ -99,8 +103,34 @@ class Outbox:
         """
         where = f"state = 'pending' AND sink NOT IN ({_marks(sinks)})"
         update = f"UPDATE deliveries SET {_GONE_SINK} WHERE {where}"  # noqa: S608
+        # A sink that is gone is not "disabled" any more: its events are dead letters now.
+        forget = f"DELETE FROM disabled_sinks WHERE sink NOT IN ({_marks(sinks)})"  # noqa: S608
         with self._db.transaction() as conn:
+            conn.execute(forget, sinks)
             return conn.execute(update, (now, *sinks)).rowcount
+
+    def record_sink_disabled(
+        self, sink: str, *, status: int | None, reason: str, now: float
+    ) -> None:
+        """Note that ``sink`` was disabled by an answer; a noted sink keeps its ``since``."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO disabled_sinks (sink, since, last_at, status, reason) "
+                "VALUES (?1, ?2, ?2, ?3, ?4) ON CONFLICT (sink) DO UPDATE SET "
+                "last_at = excluded.last_at, status = excluded.status, reason = excluded.reason",
+                (sink, now, status, short_error(reason)),
+            )
+
+    def disabled_sinks(self, sink: str | None = None) -> list[DisabledSink]:
+        """Return the sinks noted as disabled (one, or all), by name."""
+        return [_disabled_sink(row) for row in self._db.read(_DISABLED, (sink,))]
+
+    def clear_sink_disabled(self, sink: str | None = None) -> list[DisabledSink]:
+        """Forget that ``sink`` (``None``: every sink) was disabled; return what was noted."""
+        with self._db.transaction() as conn:
+            cleared = [_disabled_sink(row) for row in conn.execute(_DISABLED, (sink,))]
+            conn.execute("DELETE FROM disabled_sinks WHERE ?1 IS NULL OR sink = ?1", (sink,))
+        return cleared
 
     def dead_letters(self, sink: str | None = None) -> list[DeadLetter]:
         """Return dead-lettered deliveries (of one sink, or all), oldest first."""
@@ -135,6 +165,24 @@ class Outbox:
                 for where, params in _selection(ids, sink, state="dead")
             )
 
+    def failing_sinks(self, sink: str | None = None) -> list[FailingSink]:
+        """Return, per sink, its pending deliveries that failed and wait for a retry."""
+        # With one MAX() as its only min/max aggregate, SQLite takes the bare columns
+        # (last_status, last_error) from the row of MAX(attempts); hence the soonest retry in
+        # a subquery of its own.
+        rows = self._db.read(
+            "SELECT d.sink, COUNT(*), MAX(d.attempts), (SELECT MIN(x.next_attempt_at) "
+            "FROM deliveries x WHERE x.sink = d.sink AND x.state = 'pending' AND x.attempts > 0), "
+            "d.last_status, d.last_error FROM deliveries d "
+            "WHERE d.state = 'pending' AND d.attempts > 0 AND (?1 IS NULL OR d.sink = ?1) "
+            "GROUP BY d.sink ORDER BY d.sink",
+            (sink,),
+        )
+        return [
+            FailingSink(str(name), int(n), int(most), float(soonest), status, error)
+            for name, n, most, soonest, status, error in rows
+        ]
+
     def pending_count(self, sink: str | None = None) -> int:
         rows = self._db.read(
             "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND (?1 IS NULL OR sink = ?1)",
@@ -146,6 +194,19 @@ class Outbox:
         rows = self._db.read("SELECT MIN(enqueued_at) FROM deliveries WHERE state = 'pending'")
         value = rows[0][0]
         return None if value is None else float(value)
+
+    def outbox_summary(self, now: float) -> dict[str, object]:
+        """The outbox part of ``poller state show``."""
+        oldest = self.oldest_pending_enqueued_at()
+        return {
+            "pending": self.counts_by_sink("pending"),
+            "dead": self.counts_by_sink("dead"),
+            "oldest_pending_age_seconds": None if oldest is None else max(0.0, now - oldest),
+            "disabled": {
+                d.sink: {"since": d.since, "status": d.status, "reason": d.reason}
+                for d in self.disabled_sinks()
+            },
+        }
 
     def counts_by_sink(self, state: str) -> dict[str, int]:
         """Return ``{sink: rows}`` for ``state`` ('pending' or 'dead')."""
@@ -258,4 +319,14 @@ def _dead_letter(row: sqlite3.Row) -> DeadLetter:
         last_error=base.last_error,
         last_status=base.last_status,
         dead_at=float(row["dead_at"]),
+    )
+
+
+def _disabled_sink(row: sqlite3.Row) -> DisabledSink:
+    return DisabledSink(
+        sink=str(row["sink"]),
+        since=float(row["since"]),
+        last_at=float(row["last_at"]),
+        status=None if row["status"] is None else int(row["status"]),
+        reason=str(row["reason"]),
     )

@@ -157,8 +157,27 @@ CREATE TABLE session_fingerprints (
 ) WITHOUT ROWID;
 """
 
+# A sink the dispatcher stopped using (a webhook that is gone, refused SMTP credentials): its
+# answer and since when, shown by ``poller outbox list``; the row goes once the sink takes an
+# answer that does not disable it, or ``poller outbox retry`` resumes it.
+_V5_DISABLED_SINKS = """
+CREATE TABLE disabled_sinks (
+    sink TEXT PRIMARY KEY,
+    since REAL NOT NULL,
+    last_at REAL NOT NULL,
+    status INTEGER,
+    reason TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
 # Append only: MIGRATIONS[n] takes a file from version n to version n + 1.
-MIGRATIONS: Sequence[str] = (_V1, _V2, _V3_SINK_PACING, _V4_SESSION_FINGERPRINTS)
+MIGRATIONS: Sequence[str] = (
+    _V1,
+    _V2,
+    _V3_SINK_PACING,
+    _V4_SESSION_FINGERPRINTS,
+    _V5_DISABLED_SINKS,
+)
 
 
 def latest_version(migrations: Sequence[str] = MIGRATIONS) -> int:

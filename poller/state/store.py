@@ -347,7 +347,6 @@ class Store(Outbox):
             "COUNT(*) FILTER (WHERE gone_at IS NULL AND consecutive_failures > 0) "
             "FROM sessions"
         )[0]
-        oldest = self.oldest_pending_enqueued_at()
         watches = self._db.read("SELECT service_sid, started_at FROM watches ORDER BY service_sid")
         version = self._db.read("PRAGMA user_version")[0][0]
         return {
@@ -360,11 +359,7 @@ class Store(Outbox):
                 "failing": int(sessions[3]),
             },
             "interactions_tracked": int(self._db.read("SELECT COUNT(*) FROM interactions")[0][0]),
-            "outbox": {
-                "pending": self.counts_by_sink("pending"),
-                "dead": self.counts_by_sink("dead"),
-                "oldest_pending_age_seconds": None if oldest is None else max(0.0, now - oldest),
-            },
+            "outbox": self.outbox_summary(now),
             "watches": [
                 {"service_sid": str(sid), "started_at": float(started)} for sid, started in watches
             ],
