@@ -32,7 +32,8 @@ print(json.dumps({"code": code, "imported": [m for m in heavy if m in sys.module
 """
 
 
-def _config(tmp_path: Path, **sink: object) -> str:
+def _config(tmp_path: Path, sinks: list[dict[str, object]] | None = None, **sink: object) -> str:
+    """A config with one Slack sink made of ``sink``, or with ``sinks``."""
     config = {
         "twilio": {
             "account_sid": "AC" + "0" * 32,
@@ -42,7 +43,7 @@ def _config(tmp_path: Path, **sink: object) -> str:
         },
         "state": {"path": str(tmp_path / "state.db")},
         "watch": [{"service_sid": "KS" + "0" * 32, "sessions": ["KC" + "0" * 32]}],
-        "sinks": [{"name": "chat", "type": "slack", **sink}],
+        "sinks": sinks or [{"name": "chat", "type": "slack", **sink}],
         "log": {"format": "json", "level": "error"},
     }
     path = tmp_path / "config.yaml"
@@ -91,5 +92,17 @@ def test_once_with_a_slack_template_loads_jinja2(tmp_path: Path) -> None:
         tmp_path, webhook_url="http://127.0.0.1:9/services/T0/B0/x", template="{{ title }}"
     )
     code, imported = _imported("once", "-c", config)
+    assert code == 1
+    assert "jinja2" in imported
+
+
+def test_once_with_a_webhook_sink_loads_jinja2_only_for_a_body_template(tmp_path: Path) -> None:
+    plain = {"name": "hook", "type": "webhook", "url": "http://127.0.0.1:9/hooks"}
+    config = _config(tmp_path, sinks=[plain])
+    code, imported = _imported("once", "-c", config)
+    assert code == 1
+    assert imported == ["aiohttp", "httpx", "prometheus_client", "standardwebhooks"]
+    templated = {**plain, "body_template": '{"id": {{ event_id | tojson }}}'}
+    code, imported = _imported("once", "-c", _config(tmp_path, sinks=[templated]))
     assert code == 1
     assert "jinja2" in imported
