@@ -108,7 +108,13 @@ class ServiceCycle:
             started_at = self._store.watch_begun(sid)
             if started_at is None:
                 shown = {s.sid: (s.activity_marker, s.date_last_interaction) for s in listed}
-                self._store.begin_watch(sid, [s.sid for s in listed], now, listed=shown)
+                self._store.begin_watch(
+                    sid,
+                    [s.sid for s in listed],
+                    now,
+                    listed=shown,
+                    fingerprints={s.sid: s.fingerprint for s in listed},
+                )
                 states = {s.session_sid: s for s in self._store.sessions(sid)}
         only = None if self.watch.all_sessions else frozenset(self.watch.sessions)
         pages = math.ceil(max(1, len(listed)) / self._page_size)

@@ -68,7 +68,7 @@ def apply(known: Mapping[str, Fingerprint], events: Iterable[Event]) -> dict[str
 
 def sort_key(interaction: Interaction) -> str:
     """Return a string that sorts like ``(date_created, sid)``, a missing date first."""
-    created = _instant(interaction.date_created)
+    created = utc_instant(interaction.date_created)
     if created is None:
         return f"0 {interaction.sid}"
     # isoformat of a UTC instant has a fixed width, so the sid only decides between equal times.
@@ -118,7 +118,7 @@ def _updated(
 
 def _timestamp(value: str | None, detected_at: str) -> str:
     # Twilio's own string when it is a time; what the poller saw otherwise.
-    return value if value is not None and _instant(value) is not None else detected_at
+    return value if value is not None and utc_instant(value) is not None else detected_at
 
 
 def _latest_by_sid(fetched: Iterable[Interaction]) -> dict[str, Interaction]:
@@ -134,11 +134,12 @@ def _latest_by_sid(fetched: Iterable[Interaction]) -> dict[str, Interaction]:
 def _preference(interaction: Interaction) -> tuple[datetime, str]:
     # Paging anomalies can list one sid twice: the latest date_updated wins (a missing one is
     # the earliest), then the content decides, so the same records in any order give one result.
-    updated = _instant(interaction.date_updated) or _EARLIEST
+    updated = utc_instant(interaction.date_updated) or _EARLIEST
     return (updated, json.dumps(interaction.raw, sort_keys=True, default=str))
 
 
-def _instant(value: str | None) -> datetime | None:
+def utc_instant(value: str | None) -> datetime | None:
+    """Parse a Twilio time as an aware UTC instant (no offset: UTC); None when unreadable."""
     parsed = parse_time(value)
     if parsed is None:
         return None

@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 import structlog
 
 from poller import crashpoints, metrics
-from poller.diff import diff, known_after
+from poller.diff import diff, known_after, utc_instant
 from poller.errors import CredentialsError, NotFoundError, SourceError
 from poller.events import Event
 from poller.records import FINAL_SESSION_STATUSES, Fingerprint, Interaction, Session, parse_time
@@ -148,6 +148,9 @@ class SessionPoller:
                     final=final,
                     now=self._clock(),
                 )
+                if sight is not None and sight.closed_since_listing:
+                    fetched = await self._source.list_interactions(service_sid, session_sid)
+                    unchanged = _same_as_known(known, fetched)
         except NotFoundError:
             log.info("session_gone")
             self._store.mark_session_gone(session_sid, self._clock())
@@ -285,10 +288,10 @@ def _baseline_of(state: SessionState, fetched: Sequence[Interaction]) -> dict[st
     An interaction without a readable creation date is taken as baseline: never notify what
     may have existed.
     """
-    cutoff = parse_time(state.watch_last_interaction)
+    cutoff = utc_instant(state.watch_last_interaction)
     baseline: dict[str, Fingerprint] = {}
     for interaction in fetched:
-        created = interaction.created_at
+        created = utc_instant(interaction.date_created)
         if created is None or (cutoff is not None and created <= cutoff):
             baseline[interaction.sid] = interaction.fingerprint
     return baseline

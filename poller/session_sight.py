@@ -17,7 +17,7 @@ import structlog
 
 from poller.errors import CredentialsError, SourceError
 from poller.events import Event, EventType
-from poller.records import Session, SessionFingerprint
+from poller.records import FINAL_SESSION_STATUSES, Session, SessionFingerprint
 from poller.session_diff import StoredSession, needs_fetch, session_events
 from poller.state import Store
 
@@ -42,6 +42,17 @@ class Sight:
         if self.fetched or self.stored is None or self.stored.fingerprint != new:
             return new
         return None
+
+    @property
+    def closed_since_listing(self) -> bool:
+        """Fetched after the interactions, and final where the state had it open.
+
+        The session may have closed between the two requests, after interactions that the
+        listing missed: list them once more (a final session makes no new interactions).
+        """
+        if not self.fetched or self.record.status not in FINAL_SESSION_STATUSES:
+            return False
+        return self.stored is None or self.stored.fingerprint.status not in FINAL_SESSION_STATUSES
 
     def events(self, service_sid: str, *, created: bool, detected_at: str) -> list[Event]:
         stored = None if self.stored is None else self.stored.fingerprint

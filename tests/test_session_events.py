@@ -466,3 +466,69 @@ async def test_a_failed_session_fetch_costs_only_the_session_events(store: Store
     ]
     await poller.poll(SERVICE, SID)
     assert twilio.fetches == 2  # nothing stored: the next poll tries again
+
+
+# a session's first sight long after its watch began (a background baseline)
+
+CLOSED = session(status="closed", closed_reason="", date_ended="2015-07-30T21:00:00Z")
+
+
+def begin_watch(store: Store, last_interaction: str) -> None:
+    store.begin_watch(
+        SERVICE,
+        [SID],
+        NOW,
+        listed={SID: (OPEN.activity_marker, last_interaction)},
+        fingerprints={SID: OPEN.fingerprint},
+    )
+
+
+async def test_a_close_before_the_background_baseline_is_still_a_session_updated(
+    store: Store,
+) -> None:
+    begin_watch(store, "2015-07-30T20:00:01Z")
+    twilio = FakeTwilio()
+    twilio.add(1)  # existed when the watch began: baseline
+    twilio.add(2)  # came after: an event
+    await poller_of(store, twilio).poll(SERVICE, SID, session=CLOSED, status="closed")
+    assert queued(store, "all") == ["interaction.created", "session.updated"]
+
+
+async def test_a_listed_time_without_an_offset_splits_the_baseline_as_utc(store: Store) -> None:
+    begin_watch(store, "2015-07-30T20:00:01")  # no offset: taken as UTC, never a crash
+    twilio = FakeTwilio()
+    twilio.add(1)
+    twilio.add(2)
+    outcome = await poller_of(store, twilio).poll(SERVICE, SID, session=OPEN)
+    assert outcome.ok and queued(store, "all") == ["interaction.created"]
+
+
+@dataclass
+class ClosingTwilio(FakeTwilio):
+    """Closes the session, after one more interaction, while its Session is being fetched."""
+
+    close_on_fetch: bool = False
+
+    async def fetch_session(self, service_sid: str, session_sid: str) -> Session:
+        if self.close_on_fetch:
+            self.add(3)
+            self.record = CLOSED
+        return await super().fetch_session(service_sid, session_sid)
+
+
+async def test_a_session_that_closes_between_its_listing_and_its_fetch_loses_nothing(
+    store: Store,
+) -> None:
+    twilio = ClosingTwilio()
+    twilio.add(1)
+    poller = poller_of(store, twilio)
+    await poller.poll(SERVICE, SID)  # first sight: the baseline and the open Session
+    twilio.add(2)
+    twilio.close_on_fetch = True
+    await poller.poll(SERVICE, SID)  # lists 1, 2; the fetch finds it closed after 3
+    assert queued(store, "all") == [
+        "interaction.created",
+        "interaction.created",
+        "session.updated",
+    ]
+    assert set(store.known(SID)) == {f"KI{n:032d}" for n in (1, 2, 3)}

@@ -106,6 +106,7 @@ class Store(Outbox):
         now: float,
         *,
         listed: Mapping[str, tuple[str, str | None]] | None = None,
+        fingerprints: Mapping[str, SessionFingerprint] | None = None,
     ) -> float:
         """Record that the watch began with these sessions (to baseline), in one transaction.
 
@@ -113,8 +114,9 @@ class Store(Outbox):
         baselined, whatever the clocks say. ``listed``: what the listing showed of each
         session, ``(activity marker, date_last_interaction)``; the marker tells activity
         before the baseline, the date splits the baseline from the events (see
-        ``SessionState.watch_last_interaction``). Returns when the watch began (the first
-        call's ``now``; later calls change nothing).
+        ``SessionState.watch_last_interaction``). ``fingerprints``: each listed Session's own
+        fingerprint, what its session events compare with, however late its baseline comes.
+        Returns when the watch began (the first call's ``now``; later calls change nothing).
         """
         shown = listed or {}
         with self._db.transaction() as conn:
@@ -133,6 +135,8 @@ class Store(Outbox):
                         for sid in session_sids
                     ],
                 )
+                for sid, fingerprint in (fingerprints or {}).items():
+                    write_fingerprint(conn, sid, fingerprint, now)
             row = conn.execute(
                 "SELECT started_at FROM watches WHERE service_sid = ?", (service_sid,)
             ).fetchone()
