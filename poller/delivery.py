@@ -255,9 +255,10 @@ class Dispatcher:
             return []
         now = None if run.ignore_timers else self._clock()
         rows = self._store.backlog(sink, now, DIGEST_MAX_EVENTS + len(attempted))
-        # A held row holds its whole queue back: the rows behind it must not overtake it.
-        held = {d.event.session_sid for d in rows if self._holds.held(d.id)}
-        rows = [d for d in rows if d.id not in attempted and d.event.session_sid not in held]
+        # A held row, or one already tried in this pass (its retry still to come), holds its
+        # whole queue back: the rows behind it must not overtake it.
+        waiting = {d.event.session_sid for d in rows if self._holds.held(d.id) or d.id in attempted}
+        rows = [d for d in rows if d.event.session_sid not in waiting]
         rows = rows[:DIGEST_MAX_EVENTS]
         return rows if len(rows) > threshold else []
 
@@ -346,7 +347,6 @@ class Dispatcher:
         if isinstance(exc, SinkDisabledError):
             self._disabled.disable(sink.name, exc, len(deliveries), self._clock())
             return
-        self._disabled.answered(sink.name)
         if not isinstance(exc, DeliveryError):
             # A sink bug: keep the event, and never log the exception's text (it may hold
             # whatever the sink was handling).
@@ -363,6 +363,8 @@ class Dispatcher:
                 unstored = unstored or failure
         if unstored is not None:
             raise unstored
+        # Last: a state that cannot clear the note must not keep the failures from settling.
+        self._disabled.answered(sink.name)
 
     def _settle_one(
         self,
