@@ -26,23 +26,18 @@ How an answer is classified (the dispatcher decides what happens next):
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
-
 from poller.backoff import parse_retry_after
-from poller.config import DiscordSinkConfig
 from poller.events import Event
 from poller.records import parse_time
 from poller.sinks.answers import Verdict, count_delivered, failure, http_verdict
-from poller.sinks.jsonpost import Answer, JsonPoster
+from poller.sinks.jsonpost import Answer, ChatWebhookSink
 from poller.sinks.render import DigestSummary, Summary, summarize, summarize_digest
-from poller.sinks.slack_api import Clock, Sleep
 
 LIMITS: Mapping[str, int] = {
     "content": 2000,
@@ -161,30 +156,11 @@ def message(embeds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"embeds": list(embeds), "allowed_mentions": dict(NO_MENTIONS)}
 
 
-class DiscordSink:
+class DiscordSink(ChatWebhookSink):
     """Deliver events to one Discord webhook."""
 
-    def __init__(
-        self,
-        config: DiscordSinkConfig,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self.name = config.name
-        self.include_data = config.include_data
-        self.digest_threshold: int | None = config.digest_threshold
-        self._url = config.webhook_url.get_secret_value()
-        self._poster = JsonPoster(
-            "discord",
-            config.name,
-            timeout=config.timeout_seconds,
-            interval=0.0,  # Discord says how fast through its rate-limit headers
-            transport=transport,
-            clock=clock,
-            sleep=sleep,
-        )
+    kind = "discord"
+    post_interval_seconds = 0.0  # Discord says how fast through its rate-limit headers
 
     async def send(self, event: Event) -> None:
         """Post the embed of ``event``."""
@@ -194,9 +170,6 @@ class DiscordSink:
         """Post ONE message summarising ``events``."""
         digest = summarize_digest(events, include_data=self.include_data)
         await self._post(message([digest_embed(digest)]))
-
-    async def aclose(self) -> None:
-        await self._poster.aclose()
 
     async def _post(self, payload: Mapping[str, Any]) -> None:
         answer = await self._poster.post(self._url, payload, params={"wait": "true"})

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import aiohttp
 import httpx
@@ -20,6 +20,9 @@ from httpx_aiohttp import AiohttpTransport
 
 from poller.sinks.answers import failure
 from poller.sinks.slack_api import USER_AGENT, Clock, Pacer, Sleep
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
 
 _MAX_ANSWER_BYTES = 64 * 1024
 # Posts are paced one at a time, so a small pool is plenty.
@@ -138,3 +141,53 @@ async def _read_bounded(response: httpx.Response) -> bytes:
         if len(received) >= _MAX_ANSWER_BYTES:
             break
     return bytes(received)
+
+
+class ChatWebhookSettings(Protocol):
+    """What a chat webhook sink reads from its config (Teams, Discord)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def include_data(self) -> bool: ...
+    @property
+    def digest_threshold(self) -> int: ...
+    @property
+    def webhook_url(self) -> SecretStr: ...
+    @property
+    def timeout_seconds(self) -> float: ...
+
+
+class ChatWebhookSink:
+    """What the Teams and Discord sinks share: one secret webhook URL and one paced poster.
+
+    A subclass names its ``kind`` (for errors and metrics) and its ``post_interval_seconds``.
+    """
+
+    kind: ClassVar[str]
+    post_interval_seconds: ClassVar[float]
+
+    def __init__(
+        self,
+        config: ChatWebhookSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.name = config.name
+        self.include_data = config.include_data
+        self.digest_threshold: int | None = config.digest_threshold
+        self._url = config.webhook_url.get_secret_value()
+        self._poster = JsonPoster(
+            self.kind,
+            config.name,
+            timeout=config.timeout_seconds,
+            interval=self.post_interval_seconds,
+            transport=transport,
+            clock=clock,
+            sleep=sleep,
+        )
+
+    async def aclose(self) -> None:
+        await self._poster.aclose()

@@ -23,21 +23,16 @@ How an answer is classified (the dispatcher decides what happens next):
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
-
 from poller.backoff import parse_retry_after
-from poller.config import TeamsSinkConfig
 from poller.events import Event
 from poller.sinks.answers import Verdict, count_delivered, failure, http_verdict
-from poller.sinks.jsonpost import JsonPoster, encode
+from poller.sinks.jsonpost import ChatWebhookSink, encode
 from poller.sinks.render import DigestSummary, Summary, summarize, summarize_digest
-from poller.sinks.slack_api import Clock, Sleep
 
 MAX_PAYLOAD_BYTES = 28 * 1024
 # Room kept under the limit for the closing "and N more" line of a digest.
@@ -135,30 +130,11 @@ def digest_card(digest: DigestSummary) -> dict[str, Any]:
     return message(parts)
 
 
-class TeamsSink:
+class TeamsSink(ChatWebhookSink):
     """Deliver events to one Teams Workflows webhook."""
 
-    def __init__(
-        self,
-        config: TeamsSinkConfig,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self.name = config.name
-        self.include_data = config.include_data
-        self.digest_threshold: int | None = config.digest_threshold
-        self._url = config.webhook_url.get_secret_value()
-        self._poster = JsonPoster(
-            "teams",
-            config.name,
-            timeout=config.timeout_seconds,
-            interval=POST_INTERVAL_SECONDS,
-            transport=transport,
-            clock=clock,
-            sleep=sleep,
-        )
+    kind = "teams"
+    post_interval_seconds = POST_INTERVAL_SECONDS
 
     async def send(self, event: Event) -> None:
         """Post the card of ``event``."""
@@ -167,9 +143,6 @@ class TeamsSink:
     async def send_digest(self, events: Sequence[Event]) -> None:
         """Post ONE card summarising ``events``."""
         await self._post(digest_card(summarize_digest(events, include_data=self.include_data)))
-
-    async def aclose(self) -> None:
-        await self._poster.aclose()
 
     async def _post(self, payload: Mapping[str, Any]) -> None:
         answer = await self._poster.post(self._url, payload)
