@@ -124,17 +124,9 @@ class FakeDiscord(FakeServer):
         }
 
     async def _post(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            payload = None
-        scripted = self.scripted()
+        raw, payload, scripted = await self.take(request)
         if scripted is not None:
-            return self.answer(
-                request, raw, payload, scripted.status, "scripted",
-                body=scripted.body, headers=scripted.headers, json=scripted.json,
-            )  # fmt: skip
+            return scripted
         if request.path != WEBHOOK_PATH:
             body = _error(10015, "Unknown Webhook")
             return self.answer(request, raw, payload, 404, "unknown webhook", body=body)

@@ -8,6 +8,7 @@ or the CLI runs in a subprocess.
 from __future__ import annotations
 
 import asyncio
+import json as json_module  # `json` is also a parameter name of FakeServer.answer
 import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -74,6 +75,22 @@ class FakeServer:
 
     def scripted(self) -> Scripted | None:
         return self._script.popleft() if self._script else None
+
+    async def take(self, request: web.Request) -> tuple[bytes, Any, web.Response | None]:
+        """Read a post: its bytes, its JSON (None: not JSON), and the scripted answer if any."""
+        raw = await request.read()
+        try:
+            payload = json_module.loads(raw)
+        except ValueError:
+            payload = None
+        scripted = self.scripted()
+        if scripted is None:
+            return raw, payload, None
+        answer = self.answer(
+            request, raw, payload, scripted.status, "scripted",
+            body=scripted.body, headers=scripted.headers, json=scripted.json,
+        )  # fmt: skip
+        return raw, payload, answer
 
     def answer(
         self,

@@ -72,17 +72,9 @@ class FakeTeams(FakeServer):
         app.router.add_post("/workflows/{rest:.+}", self._post)
 
     async def _post(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            payload = None
-        scripted = self.scripted()
+        raw, payload, scripted = await self.take(request)
         if scripted is not None:
-            return self.answer(
-                request, raw, payload, scripted.status, "scripted",
-                body=scripted.body, headers=scripted.headers, json=scripted.json,
-            )  # fmt: skip
+            return scripted
         if request.path != WORKFLOW:
             return self.answer(request, raw, payload, 404, "unknown workflow")
         if len(raw) > MAX_BYTES:
