@@ -107,10 +107,6 @@ class Interaction:
         )
 
     @property
-    def created_at(self) -> datetime | None:
-        return parse_time(self.date_created)
-
-    @property
     def is_settled(self) -> bool:
         """True when no known status can still change (both ends final or absent)."""
         inbound, outbound = self.inbound_resource_status, self.outbound_resource_status
