@@ -265,8 +265,8 @@ class _Lab:
         self.progress = asyncio.Event()  # set on every event the receiver accepts
 
     async def main(self) -> None:
-        from poller.receiver import ReceiverState, start_receiver
-        from poller.simulator import start_simulator
+        from poller.lab.receiver import ReceiverState, start_receiver
+        from poller.lab.simulator import start_simulator
 
         info = LabInfo()
         sim = receiver = None
@@ -386,7 +386,7 @@ class _Lab:
 
 def _timed_simulator(lab: _Lab, options: LabOptions) -> Any:
     """A Simulator that notes the wall time of each interaction it creates or changes."""
-    from poller.simulator import Simulator
+    from poller.lab.simulator import Simulator
 
     class TimedSimulator(Simulator):
         def add_interaction(self, *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -43,13 +43,14 @@ from httpx_aiohttp import AiohttpTransport
 from standardwebhooks.webhooks import Webhook
 
 from poller.config import load_config
-from poller.delivery import DeliveryPolicy, Dispatcher
+from poller.delivery.dispatcher import Dispatcher
+from poller.delivery.policy import DeliveryPolicy
 from poller.events import Event, EventType, event_id
-from poller.observe import configure_logging
-from poller.records import Fingerprint
+from poller.observe.logs import configure_logging
 from poller.sinks import build_sinks
 from poller.sinks.webhook import encode_body
 from poller.state import Store
+from poller.twilio.records import Fingerprint
 
 SERVICE = "KS" + "1" * 32
 TEMPLATE: dict[str, Any] = json.loads(

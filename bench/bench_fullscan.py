@@ -154,7 +154,7 @@ def role_floor(args: argparse.Namespace) -> dict[str, Any]:
 
 def role_poller(args: argparse.Namespace) -> dict[str, Any]:
     from poller.config import load_config
-    from poller.observe import configure_logging
+    from poller.observe.logs import configure_logging
     from poller.once import once_from_config
 
     started_wall, started_cpu = time.monotonic(), time.process_time()
@@ -293,11 +293,11 @@ def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5) -> N
     ``commit_poll``), read once (``commit_poll(known=...)``), and the unchanged shortcut
     (compare, then ``commit_unchanged``). The lowest of ``rounds`` rounds is kept.
     """
-    from poller.diff import diff, known_after
-    from poller.observe import configure_logging
-    from poller.poll import _same_as_known
-    from poller.records import Interaction
+    from poller.detect.diff import diff, known_after
+    from poller.observe.logs import configure_logging
     from poller.state import Store
+    from poller.twilio.records import Interaction
+    from poller.watch.poll import _same_as_known
 
     def record(session: int, n: int) -> Interaction:
         built = Interaction.from_api(

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, mean, percentile, ratio_line, table
 
 from poller.events import Event, EventType, event_id
-from poller.observe import configure_logging
-from poller.records import Fingerprint
+from poller.observe.logs import configure_logging
 from poller.state import Store
+from poller.twilio.records import Fingerprint
 
 SERVICE = "KS" + "0" * 32
 TEMPLATE: dict[str, Any] = json.loads(

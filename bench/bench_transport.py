@@ -29,8 +29,8 @@ import aiohttp
 import httpx
 from aiohttp import web
 
-from poller.records import Interaction
-from poller.twilio import ProxyClient
+from poller.twilio.client import ProxyClient
+from poller.twilio.records import Interaction
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "interaction_fetch.json"
 SERVICE = "KS" + "a" * 32

@@ -11,16 +11,16 @@ import httpx
 import structlog
 
 from poller.config import Config
-from poller.cycle import ServiceCycle
-from poller.delivery import Dispatcher
+from poller.delivery.dispatcher import Dispatcher
+from poller.delivery.policy import DeliveryPolicy
+from poller.detect.planner import PlanSettings
 from poller.events import SESSION_EVENT_TYPES
-from poller.planner import PlanSettings
-from poller.poll import PollSettings, SessionPoller
-from poller.retry_policy import DeliveryPolicy
 from poller.sinks import Sink, build_sinks
 from poller.state import Store
-from poller.twilio import ProxyClient
-from poller.twilio_body import AnswerLimits
+from poller.twilio.body import AnswerLimits
+from poller.twilio.client import ProxyClient
+from poller.watch.cycle import ServiceCycle
+from poller.watch.poll import PollSettings, SessionPoller
 
 log = structlog.get_logger(__name__)
 

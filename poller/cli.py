@@ -110,7 +110,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    from poller.logging_setup import configure_logging
+    from poller.observe.logs import configure_logging
     from poller.once import once_from_config
 
     config = _load(args)
@@ -223,19 +223,19 @@ def _dead_letter_row(dead: DeadLetter) -> dict[str, object]:
 
 
 def cmd_test_sink(args: argparse.Namespace) -> int:
-    from poller.testsink import test_sink
+    from poller.lab.testsink import test_sink
 
     return asyncio.run(test_sink(_load(args), args.name))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from poller.demo import run_demo
+    from poller.lab.demo import run_demo
 
     return run_demo(duration=args.duration, state_dir=args.state_dir)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from poller.simulator import main_simulate
+    from poller.lab.simulator import main_simulate
 
     return main_simulate(port=args.port, host=args.host, seed_sessions=args.sessions)
 
@@ -255,7 +255,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Not poller.observe: its health server would import aiohttp for every command.
-    from poller.logging_setup import configure_logging
+    from poller.observe.logs import configure_logging
 
     # Until a command configures logging from its config: warnings only, never on stdout.
     configure_logging("auto", "warning", stream=sys.stderr)

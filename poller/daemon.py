@@ -45,15 +45,16 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from poller import metrics
 from poller.app import App, build_app, retire_removed_sinks, sync_watch
-from poller.clockwatch import ClockWatch
 from poller.config import Config, load_config
-from poller.cycle import ServiceCycle
 from poller.errors import ConfigError, CredentialsError, StateError
-from poller.observe import HealthServer, HealthState, configure_logging
-from poller.sdnotify import Notifier
+from poller.observe import metrics
+from poller.observe.health import HealthServer, HealthState
+from poller.observe.logs import configure_logging
+from poller.observe.sdnotify import Notifier
 from poller.state import Store
+from poller.watch.clockwatch import ClockWatch
+from poller.watch.cycle import ServiceCycle
 
 log = structlog.get_logger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from poller.records import Fingerprint, SessionFingerprint
+from poller.twilio.records import Fingerprint, SessionFingerprint
 
 
 class EventType(StrEnum):

@@ -9,7 +9,7 @@ import structlog
 
 from poller.app import App, build_app, retire_removed_sinks, sync_watch
 from poller.config import Config
-from poller.cycle import CycleResult
+from poller.watch.cycle import CycleResult
 
 log = structlog.get_logger(__name__)
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from poller.receiver import ReceiverState, ReceiverThread
+from poller.lab.receiver import ReceiverState, ReceiverThread
 from tests.support import SECRET
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sink_contract_cases import make_event
-
-from poller.delivery import DeliveryPolicy, Dispatcher, RunResult
+from poller.delivery.dispatcher import Dispatcher
+from poller.delivery.policy import DeliveryPolicy
+from poller.delivery.results import RunResult
 from poller.events import Event
-from poller.metrics import REGISTRY
+from poller.observe.metrics import REGISTRY
 from poller.sinks import Sink
 from poller.state import Store
+from tests.sink_contract_cases import make_event
 
 # Everything a message body could try: pings, a Slack broadcast, HTML, a masked link.
 HOSTILE = (

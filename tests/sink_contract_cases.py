@@ -1,4 +1,4 @@
-"""The sinks the contract suite (tests/test_sink_contract.py) runs against, and event helpers.
+"""The sinks the contract suite (tests/sinks/test_sink_contract.py) runs against, and event helpers.
 
 To put a sink type under the contract, write one function returning a ``SinkCase`` and add it
 to ``CASES``. The case builds the sink on the transport the suite hands it, so the suite plays

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from poller.simulator import SimulatorThread
+from poller.lab.simulator import SimulatorThread
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poller.events import EVENT_TYPES, Event, EventType, event_id
-from poller.records import Fingerprint
+from poller.twilio.records import Fingerprint
 
 FIXTURE: dict[str, Any] = json.loads(
     (Path(__file__).parent / "fixtures" / "interaction_fetch.json").read_text()

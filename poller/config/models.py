@@ -91,7 +91,7 @@ class TwilioConfig(_Model):
     max_concurrency: Annotated[int, _integer(1, 256)] = 8
     timeout_seconds: Seconds = 20.0
     retry_deadline_seconds: Seconds = 120.0
-    # Bounds on what Twilio may send (poller.twilio_body.AnswerLimits has the same defaults).
+    # Bounds on what Twilio may send (poller.twilio.body.AnswerLimits has the same defaults).
     max_page_bytes: Annotated[int, _integer(65_536, 1 << 30)] = 32 << 20
     max_pages: Annotated[int, _integer(1, 1_000_000)] = 1_000
     max_interactions_per_session: Annotated[int, _integer(1, 100_000_000)] = 50_000

@@ -10,7 +10,7 @@ from poller.config.messages import _NO_VALUE, _invalid
 
 def check_body_template(source: str, events: Sequence[str], *, include_data: bool) -> None:
     """Raise a config error unless ``source`` renders JSON for a sample of every event type."""
-    from poller.samples import sample_events
+    from poller.sinks.samples import sample_events
     from poller.sinks.templating import compile_sandboxed, render_json_body
 
     template = compile_sandboxed(source)

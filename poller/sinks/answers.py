@@ -24,7 +24,7 @@ from poller.errors import (
     RetryableDeliveryError,
     SinkDisabledError,
 )
-from poller.metrics import SINK_ANSWERS
+from poller.observe.metrics import SINK_ANSWERS
 
 log = structlog.get_logger(__name__)
 

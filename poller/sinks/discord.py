@@ -34,10 +34,10 @@ from typing import Any
 
 from poller.backoff import parse_retry_after
 from poller.events import Event
-from poller.records import parse_time
 from poller.sinks.answers import Verdict, count_delivered, failure, http_verdict
 from poller.sinks.jsonpost import Answer, ChatWebhookSink
 from poller.sinks.render import DigestSummary, Summary, summarize, summarize_digest
+from poller.twilio.records import parse_time
 
 LIMITS: Mapping[str, int] = {
     "content": 2000,

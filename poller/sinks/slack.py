@@ -30,8 +30,7 @@ from pydantic import SecretStr
 
 from poller.errors import ConfigError
 from poller.events import Event
-from poller.metrics import TEMPLATE_FAILURES
-from poller.samples import sample_event
+from poller.observe.metrics import TEMPLATE_FAILURES
 from poller.sinks import PaceStore, ThreadStore
 from poller.sinks.slack_api import Clock, SlackClient, Sleep
 from poller.sinks.slack_blocks import Message, digest_message, event_message
@@ -39,7 +38,7 @@ from poller.sinks.slack_blocks import Message, digest_message, event_message
 if TYPE_CHECKING:
     from poller.sinks.slack_template import MessageTemplate
 
-__all__ = ["SlackSettings", "SlackSink", "sample_event"]
+__all__ = ["SlackSettings", "SlackSink"]
 
 log = structlog.get_logger(__name__)
 

@@ -23,8 +23,8 @@ from datetime import UTC
 from typing import Any
 
 from poller.events import Event, EventType
-from poller.records import parse_time
 from poller.sinks.session_text import SESSION_DATES, SESSION_FIELDS, SESSION_LABELS, session_title
+from poller.twilio.records import parse_time
 
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000

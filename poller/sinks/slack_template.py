@@ -13,7 +13,7 @@ from typing import Any
 from jinja2.exceptions import SecurityError
 
 from poller.events import Event, EventType
-from poller.samples import sample_event
+from poller.sinks.samples import sample_event
 from poller.sinks.slack_blocks import (
     MAX_FALLBACK_TEXT,
     MAX_SECTION_TEXT,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from poller.records import SessionFingerprint
-from poller.session_diff import StoredSession
+from poller.detect.session_diff import StoredSession
+from poller.twilio.records import SessionFingerprint
 
 
 def read_fingerprint(conn: sqlite3.Connection, session_sid: str) -> StoredSession | None:

@@ -35,9 +35,9 @@ from typing import Any
 import httpx
 import yaml
 
-from poller.receiver import Received, ReceiverState, ReceiverThread
-from poller.records import Fingerprint
-from poller.simulator import Fault, Simulator, SimulatorThread, run_traffic
+from poller.lab.receiver import Received, ReceiverState, ReceiverThread
+from poller.lab.simulator import Fault, Simulator, SimulatorThread, run_traffic
+from poller.twilio.records import Fingerprint
 from tests.support import DaemonProcess, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent.parent

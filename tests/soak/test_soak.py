@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from poller.receiver import Received
-from poller.records import Fingerprint
+from poller.lab.receiver import Received
+from poller.twilio.records import Fingerprint
 from tests.soak.soak import CREATED, UPDATED, SoakReport, SoakSettings, judge, run_soak
 
 SHORT = SoakSettings(traffic_seconds=40.0, seed=20261127)

@@ -1,0 +1,476 @@
+"""The delivery dispatcher: due outbox rows -> sink -> ack, retry later or dead letter.
+
+Every sink is drained on its own task, so a slow or failing sink never holds back another.
+Within a sink, the store hands out only the head of each session's queue; heads of different
+sessions are sent concurrently (bounded by ``concurrency``), and a session's next event becomes
+due only once its head is acked, so each session is delivered strictly in order.
+
+The heads of one batch are acked together, in one transaction, when the batch ends (also when
+a stop or a deadline ends it early); the next batch is read only after that. A crash between a
+send and its batch's ack sends that event again, with the same ``webhook-id``: delivery is at
+least once either way, and one transaction per event cost more than the sending.
+
+    success                   -> ack (with the rest of its batch)
+    RetryableDeliveryError    -> retry later (backoff, Retry-After), dead letter past the limits
+    PermanentDeliveryError    -> dead letter at once
+    SinkDisabledError         -> stop using the sink; its deliveries stay pending, the answer
+                                 is noted for ``poller outbox list`` (``poller.delivery.disabled``)
+    any other exception       -> treated as retryable (a bug in a sink must not lose events)
+
+When the outbox itself cannot be written (``StateError``: a full disk), the deliveries whose
+outcome it could not record are held back in memory with their backoff
+(``poller.delivery.holds``) and the pass fails; ``run_forever`` logs ``delivery_loop_failed``
+once per failed pass and pauses, growing the pause while the failures go on.
+
+The outbox it drains and the results it reports are in ``poller.delivery.results``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from poller.backoff import Backoff
+from poller.delivery.disabled import DisabledSinks
+from poller.delivery.holds import Holds
+from poller.delivery.policy import DeliveryPolicy
+from poller.delivery.results import OutboxStore, RunResult, SinkResult
+from poller.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    SinkDisabledError,
+    StateError,
+)
+from poller.lab import crashpoints
+from poller.observe.metrics import DEAD_LETTERS, DELIVERIES, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
+from poller.sinks import Sink
+
+if TYPE_CHECKING:
+    from poller.state import Delivery
+
+log = structlog.get_logger(__name__)
+
+# One digest summarises at most this many events; a larger backlog takes several.
+DIGEST_MAX_EVENTS = 1000
+BATCH_SIZE = 100
+# Without a wake-up, look for deliveries whose retry timer ran out this often.
+IDLE_POLL_SECONDS = 1.0
+# While a long backlog drains, refresh the outbox gauges this often (each refresh counts the
+# outbox); every pass refreshes them when it ends.
+GAUGE_REFRESH_SECONDS = 1.0
+# After a pass that failed on the outbox: 1 s, 2 s, 4 s ... at most a minute, then on.
+FAILED_PASS_PAUSE = Backoff(base=1.0, factor=2.0, cap=60.0, jitter="none")
+
+
+@dataclass
+class _Tally:
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+    # Deliveries that failed in this pass -> when (``monotonic``) their retry is due.
+    retry_at: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The bounds of one pass: timers ignored or not, a deadline, a stop signal."""
+
+    ignore_timers: bool
+    deadline: float | None
+    stop: asyncio.Event | None
+
+
+class Dispatcher:
+    """Deliver the outbox to the sinks.
+
+    ``clock`` is the wall clock the outbox times are in; ``monotonic`` measures deadlines.
+    """
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        sinks: Sequence[Sink],
+        policy: DeliveryPolicy,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        batch_size: int = BATCH_SIZE,
+        idle_poll_seconds: float = IDLE_POLL_SECONDS,
+    ) -> None:
+        self._store = store
+        self._sinks = list(sinks)
+        self._policy = policy
+        self._clock = clock
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._rng = rng if rng is not None else random.Random()
+        self._batch_size = batch_size
+        self._idle_poll_seconds = idle_poll_seconds
+        self._disabled = DisabledSinks(store)
+        self._holds = Holds(monotonic)
+
+    @property
+    def disabled_sinks(self) -> frozenset[str]:
+        """Names of the sinks an answer disabled (410, a deleted webhook, SMTP 535); events wait."""
+        return self._disabled.names
+
+    async def run_once(
+        self, *, ignore_timers: bool = False, deadline: float | None = None
+    ) -> RunResult:
+        """Deliver what is due until nothing is, or ``deadline`` (``monotonic`` time) passes.
+
+        With ``ignore_timers`` every pending delivery is due and attempted once; with a
+        ``deadline`` too (``poller once``), a failed one whose retry is due before the deadline
+        (the immediate first retry, a ``Retry-After``, the backoff) is waited for and tried
+        again in the same pass; the rest stays pending.
+        """
+        return await self._run(_Run(ignore_timers, deadline, None))
+
+    async def run_forever(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
+        """Deliver continuously: on ``wake`` (new events) and when retry timers run out.
+
+        Returns once ``stop`` is set and the sends in flight have finished.
+        """
+        self._refresh_dead_letters(self._sinks)
+        failures = 0
+        while not stop.is_set():
+            wake.clear()
+            pause = self._idle_poll_seconds
+            try:
+                await self._run(_Run(ignore_timers=False, deadline=None, stop=stop))
+                failures = 0
+            except StateError as exc:
+                pause = FAILED_PASS_PAUSE.ceiling(failures)
+                failures += 1
+                log.error(
+                    "delivery_loop_failed",
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    failures=failures,
+                    held=len(self._holds),
+                    next_pass_in=pause,
+                )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await _wait_any((stop,) if failures else (stop, wake))
+
+    async def _run(self, run: _Run) -> RunResult:
+        tallies = {sink.name: _Tally() for sink in self._sinks}
+        self._disabled.sync(tallies)
+        active = [sink for sink in self._sinks if sink.name not in self._disabled]
+        try:
+            await _gather_all(self._drain(sink, tallies[sink.name], run) for sink in active)
+        except BaseException:
+            # The gauges still say what is pending (reading works on a full disk).
+            with contextlib.suppress(StateError):
+                self._update_gauges(self._sinks)
+            raise
+        pending = self._update_gauges(self._sinks)
+        return RunResult(
+            {
+                name: SinkResult(
+                    delivered=tally.delivered,
+                    failed=tally.failed,
+                    dead=tally.dead,
+                    pending_left=pending.get(name, 0),
+                    disabled=name in self._disabled,
+                )
+                for name, tally in tallies.items()
+            }
+        )
+
+    def _stopping(self, run: _Run) -> bool:
+        if run.stop is not None and run.stop.is_set():
+            return True
+        return run.deadline is not None and self._monotonic() >= run.deadline
+
+    async def _drain(self, sink: Sink, tally: _Tally, run: _Run) -> None:
+        attempted: set[int] = set()
+        refresh_gauges_at = self._monotonic() + GAUGE_REFRESH_SECONDS
+        while sink.name not in self._disabled and not self._stopping(run):
+            threshold = sink.digest_threshold
+            backlog = self._backlog(sink.name, run, attempted, threshold)
+            due = backlog or self._due(sink.name, run, attempted)
+            if not due:
+                if await self._wait_for_retry(sink.name, tally, attempted, run):
+                    continue
+                return
+            attempted.update(d.id for d in due)
+            dead_before = tally.dead
+            if backlog:
+                await self._deliver_digest(sink, due, tally)
+            else:
+                await self._deliver_batch(sink, due, tally, run)
+            if self._monotonic() >= refresh_gauges_at:
+                self._update_gauges([sink])
+                refresh_gauges_at = self._monotonic() + GAUGE_REFRESH_SECONDS
+            if tally.dead != dead_before:
+                self._refresh_dead_letters([sink])
+
+    async def _wait_for_retry(
+        self, sink: str, tally: _Tally, attempted: set[int], run: _Run
+    ) -> bool:
+        """Once mode: sleep until the next retry due before the deadline; False if none is.
+
+        The deliveries whose retry is then due are attempted again.
+        """
+        if not run.ignore_timers or run.deadline is None:
+            return False
+        deadline = run.deadline
+        soonest = min((t for t in tally.retry_at.values() if t < deadline), default=None)
+        if soonest is None:
+            return False
+        wait = max(0.0, soonest - self._monotonic())
+        if wait > 0:
+            log.info("delivery_retry_wait", sink=sink, wait_seconds=round(wait, 3))
+        await self._sleep(wait)
+        now = self._monotonic()
+        for delivery_id, ready in list(tally.retry_at.items()):
+            if ready <= now:
+                attempted.discard(delivery_id)
+                del tally.retry_at[delivery_id]
+        return True
+
+    def _backlog(
+        self, sink: str, run: _Run, attempted: set[int], threshold: int | None
+    ) -> list[Delivery]:
+        """For a digesting sink: its whole due backlog when that passes the threshold.
+
+        Counted over every pending row, not only queue heads, so one session's burst of
+        events is one digest too.
+        """
+        if threshold is None:
+            return []
+        now = None if run.ignore_timers else self._clock()
+        rows = self._store.backlog(sink, now, DIGEST_MAX_EVENTS + len(attempted))
+        # A held row, or one already tried in this pass (its retry still to come), holds its
+        # whole queue back: the rows behind it must not overtake it.
+        waiting = {d.event.session_sid for d in rows if self._holds.held(d.id) or d.id in attempted}
+        rows = [d for d in rows if d.event.session_sid not in waiting]
+        rows = rows[:DIGEST_MAX_EVENTS]
+        return rows if len(rows) > threshold else []
+
+    def _due(self, sink: str, run: _Run, attempted: set[int]) -> list[Delivery]:
+        if not run.ignore_timers:
+            if not self._holds:
+                return self._store.due(sink, self._clock(), self._batch_size)
+            rows = self._store.due(sink, self._clock(), self._batch_size + len(self._holds))
+            return [d for d in rows if not self._holds.held(d.id)][: self._batch_size]
+        # Timers ignored: failed heads stay due, so look past the ones already tried.
+        rows = self._store.due(sink, None, self._batch_size + len(attempted))
+        return [d for d in rows if d.id not in attempted][: self._batch_size]
+
+    async def _deliver_batch(
+        self, sink: Sink, due: Sequence[Delivery], tally: _Tally, run: _Run
+    ) -> None:
+        """Send queue heads, ``concurrency`` at a time; ack the ones that went through at once.
+
+        ``due`` holds at most one head per session, so no event of the batch waits for another.
+        The ack comes in ``finally``: a stop, a deadline, a failing store or a cancellation
+        still acks what was sent.
+        """
+        sent: list[Delivery] = []
+        queue = iter(due)  # shared by the workers: each delivery is taken once
+
+        async def worker() -> None:
+            for delivery in queue:
+                if sink.name in self._disabled or self._stopping(run):
+                    return
+                await self._send_one(sink, delivery, tally, sent)
+
+        try:
+            await _gather_all(worker() for _ in range(min(self._policy.concurrency, len(due))))
+        finally:
+            self._ack(sink, sent, tally)
+        for delivery in sent:
+            log.debug(
+                "delivery_succeeded",
+                sink=sink.name,
+                event_id=delivery.event.id,
+                attempts=delivery.attempts + 1,
+            )
+
+    async def _send_one(
+        self, sink: Sink, delivery: Delivery, tally: _Tally, sent: list[Delivery]
+    ) -> None:
+        try:
+            await sink.send(delivery.event)
+        except Exception as exc:  # one delivery's boundary: classify all
+            self._settle_failure(sink, [delivery], exc, tally)
+            return
+        crashpoints.reached("after_send")
+        sent.append(delivery)
+
+    async def _deliver_digest(self, sink: Sink, due: Sequence[Delivery], tally: _Tally) -> None:
+        try:
+            await sink.send_digest([d.event for d in due])
+        except Exception as exc:  # one delivery's boundary: classify all
+            self._settle_failure(sink, due, exc, tally)
+            return
+        crashpoints.reached("after_send")
+        self._ack(sink, due, tally)
+        log.debug("digest_delivered", sink=sink.name, events=len(due))
+
+    def _ack(self, sink: Sink, delivered: Sequence[Delivery], tally: _Tally) -> None:
+        """Take ``delivered`` out of the outbox in one transaction, and count them."""
+        if not delivered:
+            return
+        ids = [d.id for d in delivered]
+        try:
+            self._store.ack(ids)
+        except StateError:
+            # Sent, but still due in the outbox: not again at once (at least once, not storms).
+            for delivery in delivered:
+                self._holds.back_off(delivery, self._policy, None, self._rng)
+            raise
+        self._holds.release(ids)
+        crashpoints.reached("after_ack")
+        tally.delivered += len(delivered)
+        DELIVERIES.labels(sink=sink.name, outcome="success").inc(len(delivered))
+        self._disabled.answered(sink.name)
+
+    def _settle_failure(
+        self, sink: Sink, deliveries: Sequence[Delivery], exc: Exception, tally: _Tally
+    ) -> None:
+        if isinstance(exc, SinkDisabledError):
+            self._disabled.disable(sink.name, exc, len(deliveries), self._clock())
+            return
+        if not isinstance(exc, DeliveryError):
+            # A sink bug: keep the event, and never log the exception's text (it may hold
+            # whatever the sink was handling).
+            log.error("sink_raised", sink=sink.name, error_type=type(exc).__name__)
+        error = str(exc) if isinstance(exc, DeliveryError) else f"sink raised {type(exc).__name__}"
+        status = exc.status if isinstance(exc, DeliveryError) else None
+        retry_after = exc.retry_after if isinstance(exc, RetryableDeliveryError) else None
+        permanent = isinstance(exc, PermanentDeliveryError)
+        unstored: StateError | None = None
+        for delivery in deliveries:  # every one of a digest is held, even if the first failed
+            try:
+                self._settle_one(sink, delivery, error, status, retry_after, permanent, tally)
+            except StateError as failure:
+                unstored = unstored or failure
+        if unstored is not None:
+            raise unstored
+        # Last: a state that cannot clear the note must not keep the failures from settling.
+        self._disabled.answered(sink.name)
+
+    def _settle_one(
+        self,
+        sink: Sink,
+        delivery: Delivery,
+        error: str,
+        status: int | None,
+        retry_after: float | None,
+        permanent: bool,
+        tally: _Tally,
+    ) -> None:
+        bound = log.bind(sink=sink.name, event_id=delivery.event.id)
+        now = self._clock()
+        attempts = self._holds.attempts(delivery.id, delivery.attempts) + 1
+        reason = self._give_up_reason(delivery, attempts, now, permanent)
+        if reason is not None:
+            self._store_outcome(
+                delivery, retry_after, self._store.dead_letter, error=error, status=status, now=now
+            )
+            tally.dead += 1
+            DELIVERIES.labels(sink=sink.name, outcome="dead").inc()
+            bound.error(
+                "delivery_dead_lettered",
+                status=status,
+                attempts=attempts,
+                reason=reason,
+                error=error,
+            )
+            return
+        delay = self._policy.next_delay(attempts, retry_after, self._rng)
+        self._store_outcome(
+            delivery,
+            retry_after,
+            self._store.retry_later,
+            next_attempt_at=now + delay,
+            error=error,
+            status=status,
+        )
+        tally.failed += 1
+        tally.retry_at[delivery.id] = self._monotonic() + delay
+        DELIVERIES.labels(sink=sink.name, outcome="retry").inc()
+        bound.warning(
+            "delivery_failed",
+            status=status,
+            attempts=attempts,
+            next_attempt_in=round(delay, 3),
+            error=error,
+        )
+
+    def _store_outcome(
+        self,
+        delivery: Delivery,
+        retry_after: float | None,
+        write: Callable[..., None],
+        **fields: Any,
+    ) -> None:
+        """Record a failed attempt with ``write``; if the outbox cannot, hold it in memory."""
+        try:
+            write(delivery.id, **fields)
+        except StateError:
+            self._holds.back_off(delivery, self._policy, retry_after, self._rng)
+            raise
+        self._holds.release([delivery.id])
+
+    def _give_up_reason(
+        self, delivery: Delivery, attempts: int, now: float, permanent: bool
+    ) -> str | None:
+        if permanent:
+            return "permanent"
+        if attempts >= self._policy.max_attempts:
+            return "max_attempts"
+        if now - delivery.enqueued_at >= self._policy.max_age_seconds:
+            return "max_age"
+        return None
+
+    def _update_gauges(self, sinks: Iterable[Sink]) -> dict[str, int]:
+        """Set the outbox gauges; return the pending count of every sink (one query)."""
+        pending = self._store.counts_by_sink("pending")
+        for sink in sinks:
+            OUTBOX_PENDING.labels(sink=sink.name).set(pending.get(sink.name, 0))
+        oldest = self._store.oldest_pending_enqueued_at()
+        OUTBOX_OLDEST_AGE.set(0.0 if oldest is None else max(0.0, self._clock() - oldest))
+        return pending
+
+    def _refresh_dead_letters(self, sinks: Iterable[Sink]) -> None:
+        dead = self._store.counts_by_sink("dead")
+        for sink in sinks:
+            DEAD_LETTERS.labels(sink=sink.name).set(dead.get(sink.name, 0))
+
+
+async def _gather_all(jobs: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run ``jobs`` concurrently; once all have ended, re-raise the first failure.
+
+    Only the store can fail here (sinks' errors are settled per delivery); waiting for every
+    job first means nothing is left running behind the caller's back.
+    """
+    outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+async def _wait_any(events: Sequence[asyncio.Event]) -> None:
+    """Return when any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

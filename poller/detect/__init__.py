@@ -1,0 +1,1 @@
+"""Pure change detection: what to poll (planner), what changed (diff), who takes it (routing)."""

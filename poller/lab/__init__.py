@@ -1,0 +1,1 @@
+"""What runs without Twilio: the simulator, the receiver, the demo, test-sink and samples."""

@@ -1,0 +1,1 @@
+"""The Twilio Proxy API client: HTTP, paging, rate limit, errors, typed records."""

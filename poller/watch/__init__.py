@@ -1,0 +1,1 @@
+"""Watching sessions: one poll, one cycle over a Service, and the wall clock's steps."""

@@ -1,0 +1,325 @@
+"""One poll of one session: fetch every page, diff against the state, route, commit.
+
+A poll that fails part-way commits nothing for its session; the next poll starts over from
+the same known state, so nothing is lost and nothing is sent twice with different ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+import structlog
+
+from poller.detect.diff import diff, known_after, utc_instant
+from poller.detect.routing import NamedSinkRouting, route
+from poller.errors import CredentialsError, NotFoundError, SourceError
+from poller.events import Event
+from poller.lab import crashpoints
+from poller.observe import metrics
+from poller.state import SessionState, Store
+from poller.twilio.records import (
+    FINAL_SESSION_STATUSES,
+    Fingerprint,
+    Interaction,
+    Session,
+    parse_time,
+)
+from poller.watch.session_sight import SessionFetcher, SessionSights, Sight, in_session_order
+
+log = structlog.get_logger(__name__)
+
+FirstRun = Literal["baseline", "notify_all"]
+
+
+class InteractionSource(Protocol):
+    async def list_interactions(self, service_sid: str, session_sid: str) -> list[Interaction]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    first_run: FirstRun
+    settle_seconds: float
+    timeout_seconds: float
+    # A watch without the Sessions list fetches each Session at least this often.
+    session_refresh_seconds: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    service_sid: str
+    session_sid: str
+    ok: bool
+    events: int = 0
+    gone: bool = False
+    unsettled: bool = False
+    error: str | None = None
+    # The session's status as this poll learnt it (None: not learnt).
+    status: str | None = None
+
+
+def iso_utc(ts: float) -> str:
+    """Format Unix seconds the way Twilio does (``2026-11-27T10:00:00Z``)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class SessionPoller:
+    """Poll sessions and commit what changed, with its events, in one transaction each."""
+
+    def __init__(
+        self,
+        source: InteractionSource,
+        store: Store,
+        settings: PollSettings,
+        sinks: Sequence[NamedSinkRouting],
+        *,
+        clock: Callable[[], float] = time.time,
+        on_events: Callable[[], None] | None = None,
+        session_source: SessionFetcher | None = None,
+    ) -> None:
+        self._source = source
+        self._sights = SessionSights(
+            session_source, store, refresh_seconds=settings.session_refresh_seconds
+        )
+        self._store = store
+        self._settings = settings
+        self._sinks = sinks
+        self._clock = clock
+        self._on_events = on_events
+
+    async def poll(
+        self,
+        service_sid: str,
+        session_sid: str,
+        *,
+        new_traffic: bool = False,
+        activity_marker: str | None = None,
+        status: str | None = None,
+        final: bool = False,
+        session: Session | None = None,
+    ) -> PollOutcome:
+        """Poll one session; never raises for Twilio's errors (they become the outcome).
+
+        ``final``: the session vanished from its Service's list or is closed; after a poll
+        that finds nothing left to settle it is marked gone (and pruned after the grace).
+        ``session``: the Session as its Service's list showed it (None: not listed; it is
+        fetched when worth it, for session events).
+        """
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(
+            service_sid=service_sid, session_sid=session_sid
+        ):
+            outcome = await self._poll(
+                service_sid, session_sid, new_traffic, activity_marker, status, final, session
+            )
+            status = outcome.status or status
+            # A closed session can still report status changes (a message queued before the
+            # close is delivered after it): it leaves once nothing in it can change.
+            leaving = final or status in FINAL_SESSION_STATUSES
+            if outcome.ok and leaving and not outcome.unsettled:
+                self._store.mark_session_gone(session_sid, self._clock())
+                log.info("session_left", status=status)
+        metrics.POLL_DURATION.observe(time.perf_counter() - started)
+        metrics.POLLS.labels(
+            outcome="ok" if outcome.ok else "gone" if outcome.gone else "error"
+        ).inc()
+        return outcome
+
+    async def _poll(
+        self,
+        service_sid: str,
+        session_sid: str,
+        new_traffic: bool,
+        activity_marker: str | None,
+        status: str | None,
+        final: bool,
+        session: Session | None,
+    ) -> PollOutcome:
+        state = self._store.ensure_session(
+            service_sid, session_sid, new_traffic=new_traffic, now=self._clock()
+        )
+        try:
+            async with asyncio.timeout(self._settings.timeout_seconds):
+                fetched = await self._source.list_interactions(service_sid, session_sid)
+                known = self._store.known(session_sid)
+                unchanged = _same_as_known(known, fetched)
+                sight = await self._sights.sight(
+                    service_sid,
+                    session_sid,
+                    session,
+                    activity=not unchanged,
+                    final=final,
+                    now=self._clock(),
+                )
+                if sight is not None and sight.closed_since_listing:
+                    fetched = await self._source.list_interactions(service_sid, session_sid)
+                    unchanged = _same_as_known(known, fetched)
+        except NotFoundError:
+            log.info("session_gone")
+            self._store.mark_session_gone(session_sid, self._clock())
+            return PollOutcome(service_sid, session_sid, ok=False, gone=True, error="not found")
+        except CredentialsError:
+            raise  # not this session's problem: the caller stops everything
+        except (SourceError, TimeoutError) as exc:
+            error = str(exc) or type(exc).__name__
+            log.warning("poll_failed", error=error, error_type=type(exc).__name__)
+            self._store.record_failure(session_sid, error, self._clock())
+            return PollOutcome(service_sid, session_sid, ok=False, error=error)
+
+        crashpoints.reached("after_fetch")
+        now = self._clock()
+        notify = state.baselined or state.new_traffic or self._settings.first_run == "notify_all"
+        # Listed when the watch began: Twilio's own clock splits the baseline from the events.
+        assumed = None if notify or not state.watch_listed else _baseline_of(state, fetched)
+        unsettled_until = self._unsettled_until(fetched, now)
+        if sight is not None:
+            status = sight.record.status
+        events = self._commit(
+            service_sid,
+            session_sid,
+            fetched,
+            notify=notify or assumed is not None,
+            now=now,
+            activity_marker=activity_marker,
+            status=status,
+            unsettled_until=unsettled_until,
+            known=(known, unchanged),
+            sight=sight,
+            created=state.new_traffic and not state.baselined,
+            assumed=assumed,
+        )
+        crashpoints.reached("after_commit")
+        metrics.LAST_SUCCESSFUL_POLL.set(now)
+        for event in events:
+            metrics.EVENTS.labels(type=event.type.value).inc()
+        if events and self._on_events is not None:
+            self._on_events()
+        if events:
+            log.info("session_changed", events=len(events), interactions=len(fetched))
+        elif not state.baselined and not notify:
+            # debug: a first start baselines thousands; baseline_progress says it per cycle
+            log.debug("session_baselined", interactions=len(fetched))
+        return PollOutcome(
+            service_sid,
+            session_sid,
+            ok=True,
+            events=len(events),
+            unsettled=unsettled_until is not None,
+            status=status,
+        )
+
+    def _commit(
+        self,
+        service_sid: str,
+        session_sid: str,
+        fetched: Sequence[Interaction],
+        *,
+        notify: bool,
+        now: float,
+        activity_marker: str | None,
+        status: str | None,
+        unsettled_until: float | None,
+        known: tuple[Mapping[str, Fingerprint], bool],
+        sight: Sight | None,
+        created: bool,
+        assumed: Mapping[str, Fingerprint] | None = None,
+    ) -> list[Event]:
+        """Diff against the known set (read once) and commit; return the events committed.
+
+        ``known``: the known set and whether ``fetched`` leaves it unchanged. The session's
+        own events (``sight``) go around the interactions' (:func:`in_session_order`).
+        ``assumed``: interactions taken as known though never stored (a baseline's share).
+        """
+        known_set, unchanged = known
+        detected_at = iso_utc(now)
+        fingerprint = None if sight is None else sight.to_store()
+        around = (
+            []
+            if sight is None
+            else sight.events(service_sid, created=created, detected_at=detected_at)
+        )
+        if unchanged and not around:
+            # Most polls find nothing new: equal fingerprints can make no event, so neither
+            # the diff nor the interactions' rows are touched.
+            self._store.commit_unchanged(
+                service_sid,
+                session_sid,
+                now=now,
+                activity_marker=activity_marker,
+                status=status,
+                unsettled_until=unsettled_until,
+                session_fingerprint=fingerprint,
+            )
+            return []
+        before = {**assumed, **known_set} if assumed else known_set
+        found = diff(service_sid, session_sid, before, fetched, detected_at) if notify else []
+        events = in_session_order(around, found)
+        self._store.commit_poll(
+            service_sid,
+            session_sid,
+            fetched=known_after(fetched),
+            events=[(event, route(self._sinks, event)) for event in events],
+            now=now,
+            activity_marker=activity_marker,
+            status=status,
+            unsettled_until=unsettled_until,
+            known=known_set,
+            session_fingerprint=fingerprint,
+        )
+        return events
+
+    def _unsettled_until(self, fetched: Sequence[Interaction], now: float) -> float | None:
+        """Until when to keep polling for status changes of young, unfinished interactions."""
+        settle = self._settings.settle_seconds
+        latest: float | None = None
+        for interaction in fetched:
+            if interaction.is_settled:
+                continue
+            changed = parse_time(interaction.date_updated) or parse_time(interaction.date_created)
+            changed_at = changed.timestamp() if changed else now
+            if changed_at + settle > now:
+                latest = max(latest or 0.0, changed_at + settle)
+        return latest
+
+
+def _baseline_of(state: SessionState, fetched: Sequence[Interaction]) -> dict[str, Fingerprint]:
+    """The interactions of a session listed when its watch began that are its baseline.
+
+    Those created at or before the ``date_last_interaction`` that listing showed (Twilio's
+    clock against Twilio's clock; one-second resolution, so one created in that same second
+    counts as baseline). No date listed: nothing had happened, every interaction is an event.
+    An interaction without a readable creation date is taken as baseline: never notify what
+    may have existed.
+    """
+    cutoff = utc_instant(state.watch_last_interaction)
+    baseline: dict[str, Fingerprint] = {}
+    for interaction in fetched:
+        created = utc_instant(interaction.date_created)
+        if created is None or (cutoff is not None and created <= cutoff):
+            baseline[interaction.sid] = interaction.fingerprint
+    return baseline
+
+
+def _same_as_known(known: Mapping[str, Fingerprint], fetched: Sequence[Interaction]) -> bool:
+    """True when the fetch changes nothing: every record listed has its sid's known fingerprint.
+
+    Then ``known | known_after(fetched) == known`` and the diff makes no event; cheaper than
+    building either. Known sids the fetch lacks stay known, so they do not count. A sid listed
+    twice passes only when both records are the known one (whichever wins, nothing changes).
+    """
+    get = known.get
+    for interaction in fetched:
+        # Interaction.fingerprint's fields, as a plain tuple (equal to the Fingerprint): a full
+        # scan compares every interaction it lists, so building none pays.
+        fingerprint = (
+            interaction.date_updated,
+            interaction.inbound_resource_status,
+            interaction.outbound_resource_status,
+        )
+        if get(interaction.sid) != fingerprint:
+            return False
+    return True

@@ -1,0 +1,68 @@
+"""docs/configuration.md lists exactly the keys the config models accept."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import get_args
+
+import pydantic
+
+from poller.config import SECRET_KEYS, Config
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def _models_in(annotation: object) -> list[type[pydantic.BaseModel]]:
+    """The models a field holds, through Optional, tuple, unions and Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
+
+
+def _is_sequence(annotation: object) -> bool:
+    """True when the field is a tuple of models (documented as ``key[].sub``)."""
+    origin = getattr(annotation, "__origin__", None)
+    return origin is tuple and bool(_models_in(annotation))
+
+
+def model_key_paths(model: type[pydantic.BaseModel], prefix: str = "") -> set[str]:
+    """Every key path the models accept, secrets' ``_file`` variants included."""
+    paths: set[str] = set()
+    for key, field in model.model_fields.items():
+        name = field.alias or key  # what a config file writes (``from``, not ``sender``)
+        path = f"{prefix}{name}"
+        paths.add(path)
+        if name in SECRET_KEYS:
+            paths.add(f"{path}_file")
+        subs = _models_in(field.annotation)
+        inner = f"{path}[]." if _is_sequence(field.annotation) else f"{path}."
+        for sub in subs:
+            paths |= model_key_paths(sub, inner)
+    return paths
+
+
+def documented_key_paths() -> set[str]:
+    """The first column of every reference table row: ``| `key.path` | ...``."""
+    return set(re.findall(r"^\| `([^`]+)` \|", DOC.read_text(), flags=re.MULTILINE))
+
+
+def documented_sections() -> set[str]:
+    """Top-level sections documented by a heading: ``## `twilio` ``."""
+    return set(re.findall(r"^## `([a-z_]+)`$", DOC.read_text(), flags=re.MULTILINE))
+
+
+def test_walk_finds_nested_sequences_and_both_sink_kinds() -> None:
+    paths = model_key_paths(Config)
+    assert {"watch[].service_sid", "sinks[].url", "sinks[].webhook_url"} <= paths
+    assert {"sinks[].filter.session_sid", "twilio.auth_token_file", "http.listen"} <= paths
+
+
+def test_every_model_key_is_documented() -> None:
+    documented = documented_key_paths() | documented_sections()
+    assert model_key_paths(Config) - documented == set()
+
+
+def test_every_documented_key_exists_in_the_models() -> None:
+    assert documented_key_paths() - model_key_paths(Config) == set()
+    assert documented_sections() == set(Config.model_fields)
