@@ -1,0 +1,278 @@
+"""The in-memory outbox: one row per (event, sink), each (sink, session) queue in id order.
+
+The rows live in a dict in id order (ids only grow, as SQLite's AUTOINCREMENT gives them), so a
+queue's head is its first pending row met in a scan: what the SQLite backend keeps in
+``queue_heads`` is computed here on every read, which is cheap at a unit test's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from poller.errors import StateError
+from poller.events import Event
+from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, short_error
+
+_GONE_SINK = "the sink is no longer configured"
+
+
+@dataclass
+class Row:
+    """One delivery as the memory backend holds it (mutable; handed out as a snapshot)."""
+
+    id: int
+    event_id: str
+    sink: str
+    session_sid: str
+    enqueued_at: float
+    next_attempt_at: float
+    state: str = "pending"  # or "dead"
+    attempts: int = 0
+    last_error: str | None = None
+    last_status: int | None = None
+    dead_at: float | None = None
+
+
+@dataclass
+class OutboxTables:
+    """Everything the outbox holds: the events by id and the rows by id."""
+
+    events: dict[str, str] = field(default_factory=dict)  # id -> the event's JSON
+    rows: dict[int, Row] = field(default_factory=dict)
+    pairs: set[tuple[str, str]] = field(default_factory=set)  # (event id, sink) of every row
+    disabled: dict[str, DisabledSink] = field(default_factory=dict)
+    last_id: int = 0
+
+
+class MemoryOutbox:
+    """The outbox half of :class:`poller.state.memory.store.MemoryStore`."""
+
+    def __init__(self) -> None:
+        self._outbox: OutboxTables | None = OutboxTables()
+
+    @property
+    def _box(self) -> OutboxTables:
+        if self._outbox is None:
+            raise StateError("memory state: the store is closed")
+        return self._outbox
+
+    async def due(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
+        """Return up to ``limit`` due queue heads of ``sink``, in enqueue order."""
+        heads = [row for row in self._heads(sink) if _ready(row, now)]
+        return [self._delivery(row) for row in heads[: max(limit, 0)]]
+
+    async def backlog(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
+        """Return up to ``limit`` pending rows of ``sink`` whose queue's head is due, by id."""
+        ready = {row.session_sid for row in self._heads(sink) if _ready(row, now)}
+        rows = [row for row in self._pending(sink) if row.session_sid in ready]
+        return [self._delivery(row) for row in rows[: max(limit, 0)]]
+
+    async def ack(self, delivery_ids: Sequence[int]) -> None:
+        """Delete delivered rows, and each event no other delivery still needs."""
+        chosen = set(delivery_ids)
+        self._delete([row for row in self._box.rows.values() if row.id in chosen])
+
+    async def retry_later(
+        self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+    ) -> None:
+        """Count one failed attempt and hold the row (and its queue) until ``next_attempt_at``."""
+        row = self._box.rows.get(delivery_id)
+        if row is not None and row.state == "pending":
+            row.attempts += 1
+            row.next_attempt_at = next_attempt_at
+            row.last_error, row.last_status = short_error(error), status
+
+    async def dead_letter(self, delivery_id: int, *, error: str, status: int | None, now: float) -> None:
+        """Count one failed attempt and give up: the row stops blocking its queue."""
+        row = self._box.rows.get(delivery_id)
+        if row is not None and row.state == "pending":
+            row.state, row.attempts, row.dead_at = "dead", row.attempts + 1, now
+            row.last_error, row.last_status = short_error(error), status
+
+    async def dead_letter_other_sinks(self, sinks: Sequence[str], *, now: float) -> int:
+        """Dead-letter what is pending for sinks not in ``sinks``; return how many rows."""
+        box = self._box
+        box.disabled = {name: d for name, d in box.disabled.items() if name in sinks}
+        gone = [row for row in box.rows.values() if row.state == "pending" and row.sink not in sinks]
+        for row in gone:
+            row.state, row.dead_at, row.last_error = "dead", now, _GONE_SINK
+        return len(gone)
+
+    async def record_sink_disabled(
+        self, sink: str, *, status: int | None, reason: str, now: float
+    ) -> None:
+        """Note that ``sink`` was disabled by an answer; a noted sink keeps its ``since``."""
+        noted = self._box.disabled.get(sink)
+        since = now if noted is None else noted.since
+        self._box.disabled[sink] = DisabledSink(sink, since, now, status, short_error(reason))
+
+    async def disabled_sinks(self, sink: str | None = None) -> list[DisabledSink]:
+        """Return the sinks noted as disabled (one, or all), by name."""
+        box = self._box
+        return [box.disabled[name] for name in sorted(box.disabled) if sink in (None, name)]
+
+    async def clear_sink_disabled(self, sink: str | None = None) -> list[DisabledSink]:
+        """Forget that ``sink`` (``None``: every sink) was disabled; return what was noted."""
+        cleared = await self.disabled_sinks(sink)
+        for noted in cleared:
+            del self._box.disabled[noted.sink]
+        return cleared
+
+    async def dead_letters(self, sink: str | None = None) -> list[DeadLetter]:
+        """Return dead-lettered deliveries (of one sink, or all), oldest first."""
+        return [self._dead_letter(row) for row in self._chosen(None, sink, "dead")]
+
+    async def requeue(
+        self, ids: Sequence[int] | None = None, *, sink: str | None = None, now: float
+    ) -> int:
+        """Make dead rows pending again, due at ``now`` with no attempts; return how many."""
+        chosen = list(self._chosen(ids, sink, "dead"))
+        for row in chosen:
+            row.state, row.attempts, row.dead_at, row.next_attempt_at = "pending", 0, None, now
+        return len(chosen)
+
+    async def purge(self, ids: Sequence[int] | None = None, *, sink: str | None = None) -> int:
+        """Delete dead rows (and the events nothing needs any more); return how many."""
+        return self._delete(list(self._chosen(ids, sink, "dead")))
+
+    async def failing_sinks(self, sink: str | None = None) -> list[FailingSink]:
+        """Return, per sink, its pending deliveries that failed and wait for a retry."""
+        failed: dict[str, list[Row]] = {}
+        for row in self._box.rows.values():
+            if row.state == "pending" and row.attempts > 0 and sink in (None, row.sink):
+                failed.setdefault(row.sink, []).append(row)
+        return [_failing(name, failed[name]) for name in sorted(failed)]
+
+    async def pending_count(self, sink: str | None = None) -> int:
+        return sum(1 for row in self._box.rows.values() if _pending_of(row, sink))
+
+    async def oldest_pending_enqueued_at(self) -> float | None:
+        times = [row.enqueued_at for row in self._box.rows.values() if row.state == "pending"]
+        return min(times, default=None)
+
+    async def outbox_summary(self, now: float) -> dict[str, object]:
+        """The outbox part of ``poller state show``."""
+        oldest = await self.oldest_pending_enqueued_at()
+        return {
+            "pending": await self.counts_by_sink("pending"),
+            "dead": await self.counts_by_sink("dead"),
+            "oldest_pending_age_seconds": None if oldest is None else max(0.0, now - oldest),
+            "disabled": {
+                d.sink: {"since": d.since, "status": d.status, "reason": d.reason}
+                for d in await self.disabled_sinks()
+            },
+        }
+
+    async def counts_by_sink(self, state: str) -> dict[str, int]:
+        """Return ``{sink: rows}`` for ``state`` ('pending' or 'dead')."""
+        counts: dict[str, int] = {}
+        for row in self._box.rows.values():
+            if row.state == state:
+                counts[row.sink] = counts.get(row.sink, 0) + 1
+        return dict(sorted(counts.items()))
+
+    async def shift_due_times(self, seconds: float) -> int:
+        """Move every pending row's due and enqueue times by ``seconds`` (a clock step)."""
+        moved = list(self._pending(None))
+        for row in moved:
+            row.next_attempt_at += seconds
+            row.enqueued_at += seconds
+        return len(moved)
+
+    def _enqueue(self, events: Sequence[tuple[Event, Sequence[str]]], now: float) -> None:
+        """Store each event once and one pending row per sink (checked first: all or nothing)."""
+        bodies = [(event, list(sinks), event.to_json()) for event, sinks in _checked(events)]
+        box = self._box
+        for event, sinks, body in bodies:
+            box.events.setdefault(event.id, body)
+            for sink in sinks:
+                if (event.id, sink) not in box.pairs:
+                    box.last_id += 1
+                    box.rows[box.last_id] = Row(box.last_id, event.id, sink, event.session_sid, now, now)
+                    box.pairs.add((event.id, sink))
+
+    def _pending_sessions(self) -> set[str]:
+        return {row.session_sid for row in self._pending(None)}
+
+    def _heads(self, sink: str) -> list[Row]:
+        """The first pending row of each of ``sink``'s queues, in id order."""
+        heads: dict[str, Row] = {}
+        for row in self._pending(sink):
+            heads.setdefault(row.session_sid, row)
+        return sorted(heads.values(), key=lambda row: row.id)
+
+    def _pending(self, sink: str | None) -> Iterator[Row]:
+        return (row for row in self._box.rows.values() if _pending_of(row, sink))
+
+    def _chosen(self, ids: Sequence[int] | None, sink: str | None, state: str) -> Iterator[Row]:
+        wanted = None if ids is None else set(ids)
+        for row in self._box.rows.values():
+            if row.state == state and sink in (None, row.sink) and (wanted is None or row.id in wanted):
+                yield row
+
+    def _delete(self, rows: Iterable[Row]) -> int:
+        """Delete ``rows``, then the events left without any; return how many rows."""
+        box = self._box
+        doomed = list(rows)
+        for row in doomed:
+            del box.rows[row.id]
+            box.pairs.discard((row.event_id, row.sink))
+        needed = {row.event_id for row in box.rows.values()}
+        for event_id in {row.event_id for row in doomed} - needed:
+            del box.events[event_id]
+        return len(doomed)
+
+    def _delivery(self, row: Row) -> Delivery:
+        return Delivery(
+            id=row.id,
+            sink=row.sink,
+            event=Event.from_json(self._box.events[row.event_id]),
+            attempts=row.attempts,
+            enqueued_at=row.enqueued_at,
+            next_attempt_at=row.next_attempt_at,
+            last_error=row.last_error,
+            last_status=row.last_status,
+        )
+
+    def _dead_letter(self, row: Row) -> DeadLetter:
+        return DeadLetter(
+            id=row.id,
+            sink=row.sink,
+            event=Event.from_json(self._box.events[row.event_id]),
+            attempts=row.attempts,
+            enqueued_at=row.enqueued_at,
+            next_attempt_at=row.next_attempt_at,
+            last_error=row.last_error,
+            last_status=row.last_status,
+            dead_at=float(row.dead_at or 0.0),
+        )
+
+
+def _checked(
+    events: Sequence[tuple[Event, Sequence[str]]],
+) -> Iterator[tuple[Event, Sequence[str]]]:
+    """Refuse what SQLite's schema refuses before anything is written; skip sinkless events."""
+    checked: list[tuple[Event, Sequence[str]]] = []
+    for event, sinks in events:
+        if isinstance(sinks, str):
+            raise TypeError(f"sinks of event {event.id} must be a sequence of names, not a str")
+        if any(not isinstance(sink, str) for sink in sinks):
+            raise StateError(f"memory state: event {event.id} has a sink that is not a name")
+        if sinks:
+            checked.append((event, sinks))
+    return iter(checked)
+
+
+def _ready(row: Row, now: float | None) -> bool:
+    return now is None or row.next_attempt_at <= now
+
+
+def _pending_of(row: Row, sink: str | None) -> bool:
+    return row.state == "pending" and sink in (None, row.sink)
+
+
+def _failing(sink: str, rows: list[Row]) -> FailingSink:
+    most = max(rows, key=lambda row: row.attempts)  # the first (lowest id) of the most tried
+    soonest = min(row.next_attempt_at for row in rows)
+    return FailingSink(sink, len(rows), most.attempts, soonest, most.last_status, most.last_error)

@@ -1,0 +1,57 @@
+"""The state contract suite's backends: every test taking ``store`` runs once on each.
+
+A backend is an id in ``BACKENDS`` and a branch of ``open_backend``; the next issue adds
+``postgres`` in both places.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from poller.state import Store
+from poller.state.memory.store import MemoryStore
+from tests.state.cases import StateStore
+
+BACKENDS = ["memory", "sqlite"]  # "postgres": the next issue
+
+
+class SyncStoreAdapter:
+    """Today's synchronous SQLite ``Store`` seen through the async interface (test-local)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._store, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return method(*args, **kwargs)
+
+        return call
+
+
+def open_backend(backend: str, folder: Path) -> StateStore:
+    """Open an empty store of ``backend``, keeping any file it needs in ``folder``."""
+    if backend == "memory":
+        return MemoryStore()
+    if backend == "sqlite":
+        return cast(StateStore, SyncStoreAdapter(Store.open(folder / "state.db")))
+    raise ValueError(f"unknown state backend {backend!r}; expected one of {BACKENDS}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The id of the backend under test."""
+    return cast(str, request.param)
+
+
+@pytest.fixture
+async def store(backend: str, tmp_path: Path) -> AsyncIterator[StateStore]:
+    """An empty, open store of the backend under test, closed after the test."""
+    opened = open_backend(backend, tmp_path)
+    yield opened
+    await opened.close()

@@ -1,0 +1,493 @@
+"""The state contract, sessions side: watches, polls' commits, failures, pruning, threads.
+
+Every test runs on every backend (``conftest.BACKENDS``) through the public interface only.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from poller.detect.session_diff import StoredSession
+from poller.errors import StateError
+from poller.state.models import SessionState
+from poller.twilio.records import Fingerprint, SessionFingerprint
+from tests.state.cases import (
+    FP,
+    OTHER_SERVICE,
+    SERVICE,
+    SESSION_A,
+    SESSION_B,
+    SESSION_C,
+    StateStore,
+    enqueue,
+    ids_of,
+    make_event,
+    session_of,
+    watched,
+)
+
+OPEN = SessionFingerprint("open", None, "2026-12-01T00:00:00Z", None)
+CLOSED = SessionFingerprint("closed", "api", "2026-12-01T00:00:00Z", "2026-11-30T10:00:00Z")
+
+
+# ---- watches -------------------------------------------------------------------------------
+
+
+async def test_a_watch_begins_once_with_its_sessions_and_can_end(store: StateStore) -> None:
+    sessions = ["KC" + f"{n:032x}" for n in range(3)]
+    assert await store.watch_begun(SERVICE) is None
+    assert await store.begin_watch(SERVICE, sessions, 100.0) == 100.0
+    assert await store.begin_watch(SERVICE, ["KC" + "f" * 32], 200.0) == 100.0  # begun already
+    assert await store.watch_begun(SERVICE) == 100.0
+    assert sorted(s.session_sid for s in await store.sessions(SERVICE)) == sessions
+    assert all(not s.baselined and not s.new_traffic for s in await store.sessions(SERVICE))
+    assert await store.watched_services() == [SERVICE]
+    await store.end_watch(SERVICE)
+    assert await store.watch_begun(SERVICE) is None and await store.watched_services() == []
+    assert await store.begin_watch(SERVICE, [], 300.0) == 300.0  # watching again begins anew
+
+
+async def test_a_watch_keeps_what_its_listing_showed_of_each_session(store: StateStore) -> None:
+    listed = {SESSION_A: ("m-a", "2026-11-27T10:00:00Z"), SESSION_B: ("m-b", None)}
+    await store.begin_watch(SERVICE, [SESSION_A, SESSION_B, SESSION_C], 5.0, listed=listed)
+    a, b, c = [await watched(store, sid) for sid in (SESSION_A, SESSION_B, SESSION_C)]
+    assert (a.watch_listed, a.activity_marker, a.watch_last_interaction) == (
+        True,
+        "m-a",
+        "2026-11-27T10:00:00Z",
+    )
+    assert (b.watch_listed, b.activity_marker, b.watch_last_interaction) == (True, "m-b", None)
+    assert (c.watch_listed, c.activity_marker, c.watch_last_interaction) == (False, None, None)
+
+
+async def test_a_watch_already_begun_changes_no_session(store: StateStore) -> None:
+    await store.begin_watch(SERVICE, [SESSION_A], 1.0, listed={SESSION_A: ("m1", None)})
+    await store.begin_watch(
+        SERVICE, [SESSION_A, SESSION_B], 2.0, listed={SESSION_A: ("m2", "2026-11-27T10:00:00Z")}
+    )
+    assert [s.session_sid for s in await store.sessions()] == [SESSION_A]
+    assert (await watched(store, SESSION_A)).activity_marker == "m1"
+
+
+async def test_watches_are_listed_in_the_summary_by_service(store: StateStore) -> None:
+    await store.begin_watch(OTHER_SERVICE, [], 2.0)
+    await store.begin_watch(SERVICE, [], 1.0)
+    assert sorted(await store.watched_services()) == [SERVICE, OTHER_SERVICE]
+    assert (await store.summary(now=3.0))["watches"] == [
+        {"service_sid": SERVICE, "started_at": 1.0},
+        {"service_sid": OTHER_SERVICE, "started_at": 2.0},
+    ]
+
+
+# ---- sessions ------------------------------------------------------------------------------
+
+
+async def test_ensure_session_creates_once_and_keeps_state(store: StateStore) -> None:
+    created = await store.ensure_session(SERVICE, SESSION_A, new_traffic=True, now=1.0)
+    assert created == SessionState(
+        service_sid=SERVICE,
+        session_sid=SESSION_A,
+        baselined=False,
+        new_traffic=True,
+        last_success_at=None,
+        consecutive_failures=0,
+        last_error=None,
+        activity_marker=None,
+        status=None,
+        unsettled_until=None,
+    )
+    await store.commit_poll(SERVICE, SESSION_A, fetched={}, events=[], now=2.0, status="open")
+    again = await store.ensure_session(SERVICE, SESSION_A, new_traffic=False, now=3.0)
+    assert again.new_traffic is True
+    assert again.baselined is True
+    assert again.status == "open"
+
+
+async def test_ensure_session_of_a_watched_session_returns_it_unchanged(store: StateStore) -> None:
+    await store.ensure_session(SERVICE, SESSION_A, new_traffic=False, now=1.0)
+    state = await store.ensure_session(SERVICE, SESSION_A, new_traffic=True, now=2.0)
+    assert (state.session_sid, state.new_traffic) == (SESSION_A, False)
+    assert await store.sessions() == [state]
+
+
+async def test_ensure_session_revives_a_gone_session(store: StateStore) -> None:
+    await store.ensure_session(SERVICE, SESSION_A, new_traffic=False, now=1.0)
+    await store.mark_session_gone(SESSION_A, 5.0)
+    await store.mark_session_gone(SESSION_A, 9.0)
+    assert (await watched(store, SESSION_A)).gone_at == 5.0  # the first time counts
+    revived = await store.ensure_session(SERVICE, SESSION_A, new_traffic=False, now=10.0)
+    assert revived.gone_at is None
+    assert (await watched(store, SESSION_A)).gone_at is None
+
+
+async def test_a_gone_session_can_be_revived(store: StateStore) -> None:
+    sid = "KC" + "1" * 32
+    await store.ensure_session(SERVICE, sid, new_traffic=False, now=10.0)
+    await store.mark_session_gone(sid, 20.0)
+    assert await store.watched_count() == 0
+    await store.revive_session(sid)
+    assert (await watched(store, sid)).gone_at is None
+    assert await store.watched_count() == 1
+
+
+async def test_sessions_lists_by_service_in_sid_order(store: StateStore) -> None:
+    await store.ensure_session(SERVICE, SESSION_B, new_traffic=False, now=1.0)
+    await store.ensure_session(SERVICE, SESSION_A, new_traffic=False, now=1.0)
+    await store.ensure_session(OTHER_SERVICE, SESSION_C, new_traffic=False, now=1.0)
+    assert [s.session_sid for s in await store.sessions(SERVICE)] == [SESSION_A, SESSION_B]
+    assert [s.session_sid for s in await store.sessions()] == [SESSION_A, SESSION_B, SESSION_C]
+    assert await session_of(store, "KC" + "0" * 32) is None
+
+
+async def test_baseline_counts_count_watched_sessions_per_service(store: StateStore) -> None:
+    await store.begin_watch(SERVICE, [SESSION_A, SESSION_B], 1.0)
+    await store.commit_poll(SERVICE, SESSION_A, fetched={}, events=[], now=2.0)
+    await store.commit_poll(OTHER_SERVICE, SESSION_C, fetched={}, events=[], now=2.0)
+    assert await store.baseline_counts() == (2, 1)
+    assert await store.baseline_counts(SERVICE) == (1, 1)
+    assert await store.baseline_counts(OTHER_SERVICE) == (1, 0)
+    await store.mark_session_gone(SESSION_B, 3.0)  # gone sessions are not counted
+    assert await store.baseline_counts(SERVICE) == (1, 0)
+    assert await store.watched_count() == 2
+
+
+# ---- a poll's commit -----------------------------------------------------------------------
+
+
+async def test_commit_poll_adds_fetched_to_the_known_set_and_forgets_nothing(
+    store: StateStore,
+) -> None:
+    first = {f"KI{n}": FP for n in range(5)}
+    await store.commit_poll(SERVICE, SESSION_A, fetched=first, events=[], now=1.0)
+    changed = FP._replace(outbound_resource_status="read")
+    second = {"KI0": FP, "KI1": changed, "KI9": FP}
+    await store.commit_poll(
+        SERVICE,
+        SESSION_A,
+        fetched=second,
+        events=[],
+        now=2.0,
+        activity_marker="m1",
+        status="in-progress",
+        unsettled_until=99.0,
+    )
+    assert await store.known(SESSION_A) == {**first, **second}
+    state = await watched(store, SESSION_A)
+    assert (state.baselined, state.last_success_at, state.activity_marker) == (True, 2.0, "m1")
+    assert (state.status, state.unsettled_until) == ("in-progress", 99.0)
+
+
+async def test_known_sets_are_kept_per_session(store: StateStore) -> None:
+    await store.commit_poll(SERVICE, SESSION_A, fetched={"KI1": FP}, events=[], now=1.0)
+    await store.commit_poll(SERVICE, SESSION_B, fetched={"KI2": FP}, events=[], now=1.0)
+    assert await store.known(SESSION_A) == {"KI1": FP}
+    assert await store.known(SESSION_B) == {"KI2": FP}
+    assert await store.known(SESSION_C) == {}
+    known = await store.known(SESSION_A)
+    known["KI9"] = FP  # the caller's copy: the store is not changed through it
+    assert await store.known(SESSION_A) == {"KI1": FP}
+
+
+async def test_commit_poll_given_the_known_set_merges_it_with_fetched(store: StateStore) -> None:
+    first = {f"KI{n}": FP for n in range(5)}
+    await store.commit_poll(SERVICE, SESSION_A, fetched=first, events=[], now=1.0)
+    second = {"KI0": FP._replace(inbound_resource_status="failed"), "KI1": FP, "KI7": FP}
+    known = await store.known(SESSION_A)
+    event = make_event(SESSION_A, 7)
+    await store.commit_poll(
+        SERVICE, SESSION_A, fetched=second, events=[(event, ["ops"])], now=2.0, known=known
+    )
+    assert await store.known(SESSION_A) == {**first, **second}
+    assert [d.event.id for d in await store.due("ops", None, 10)] == [event.id]
+
+
+async def test_commit_unchanged_records_the_session_only(store: StateStore) -> None:
+    known = {f"KI{n}": FP for n in range(5)}
+    await store.commit_poll(SERVICE, SESSION_A, fetched=known, events=[], now=1.0)
+    await store.record_failure(SESSION_A, "TransientSourceError: 503", 2.0)
+    await store.commit_unchanged(
+        SERVICE, SESSION_A, now=3.0, activity_marker="m2", status="open", unsettled_until=9.0
+    )
+    assert await store.known(SESSION_A) == known
+    state = await watched(store, SESSION_A)
+    assert (state.baselined, state.consecutive_failures, state.last_success_at) == (True, 0, 3.0)
+    assert (state.activity_marker, state.status, state.unsettled_until) == ("m2", "open", 9.0)
+    assert await store.pending_count() == 0
+
+
+async def test_commit_unchanged_of_a_new_session_baselines_it(store: StateStore) -> None:
+    await store.ensure_session(SERVICE, SESSION_A, new_traffic=True, now=1.0)
+    await store.commit_unchanged(SERVICE, SESSION_A, now=2.0)
+    state = await watched(store, SESSION_A)
+    assert (state.baselined, state.new_traffic, state.last_success_at) == (True, True, 2.0)
+    assert await store.known(SESSION_A) == {}
+
+
+async def test_commit_poll_of_an_untracked_session_tracks_it(store: StateStore) -> None:
+    await store.commit_poll(SERVICE, SESSION_A, fetched={"KI1": FP}, events=[], now=4.0)
+    state = await watched(store, SESSION_A)
+    assert (state.service_sid, state.baselined, state.new_traffic) == (SERVICE, True, False)
+    assert (state.last_success_at, state.gone_at) == (4.0, None)
+
+
+async def test_commit_poll_resets_failures(store: StateStore) -> None:
+    await store.ensure_session(SERVICE, SESSION_A, new_traffic=False, now=1.0)
+    await store.record_failure(SESSION_A, "TransientSourceError: 503\n  from Twilio", 2.0)
+    await store.record_failure(SESSION_A, "x" * 5000, 3.0)
+    failing = await watched(store, SESSION_A)
+    assert failing.consecutive_failures == 2
+    assert failing.last_failure_at == 3.0
+    assert failing.last_error is not None
+    assert len(failing.last_error) <= 300
+    await store.record_failure(SESSION_A, "TransientSourceError: 503\n  from Twilio", 4.0)
+    assert (await watched(store, SESSION_A)).last_error == "TransientSourceError: 503 from Twilio"
+    await store.commit_poll(SERVICE, SESSION_A, fetched={}, events=[], now=5.0)
+    recovered = await watched(store, SESSION_A)
+    assert (recovered.consecutive_failures, recovered.last_success_at) == (0, 5.0)
+    assert recovered.last_failure_at == 4.0  # when it last failed stays known
+
+
+async def test_a_failure_of_an_unknown_session_is_ignored(store: StateStore) -> None:
+    await store.record_failure(SESSION_A, "503", 1.0)
+    await store.mark_session_gone(SESSION_A, 1.0)
+    await store.revive_session(SESSION_A)
+    assert await store.sessions() == []
+
+
+@pytest.mark.parametrize(
+    "bad_sinks",
+    [["ops", None], "ops"],
+    ids=["constraint-error", "str-instead-of-list"],
+)
+async def test_commit_poll_failure_rolls_back_everything(
+    store: StateStore, bad_sinks: object
+) -> None:
+    first = make_event(SESSION_A, 1)
+    await store.commit_poll(
+        SERVICE, SESSION_A, fetched={"KI1": FP}, events=[(first, ["ops"])], now=1.0
+    )
+    before_session = await session_of(store, SESSION_A)
+    good, bad = make_event(SESSION_A, 2), make_event(SESSION_A, 3)
+    with pytest.raises((StateError, TypeError)):
+        await store.commit_poll(
+            SERVICE,
+            SESSION_A,
+            fetched={"KI2": FP, "KI3": FP},
+            events=[(good, ["ops", "slack"]), (bad, bad_sinks)],  # type: ignore[list-item]
+            now=2.0,
+            status="closed",
+            session_fingerprint=CLOSED,
+        )
+    assert await store.known(SESSION_A) == {"KI1": FP}
+    assert await session_of(store, SESSION_A) == before_session
+    assert await store.session_fingerprint(SESSION_A) is None
+    assert [d.event.id for d in await store.due("ops", None, 10)] == [first.id]
+    assert await store.due("slack", None, 10) == []
+    assert await store.pending_count() == 1
+    await store.commit_poll(SERVICE, SESSION_A, fetched={"KI2": FP}, events=[], now=3.0)  # usable
+    assert await store.known(SESSION_A) == {"KI1": FP, "KI2": FP}
+
+
+async def test_recommitting_the_same_events_adds_nothing(store: StateStore) -> None:
+    events = [make_event(SESSION_A, 1), make_event(SESSION_A, 2, updated=True)]
+    for now in (1.0, 2.0):
+        await store.commit_poll(
+            SERVICE,
+            SESSION_A,
+            fetched={"KI1": FP, "KI2": FP},
+            events=[(e, ["ops", "slack"]) for e in events],
+            now=now,
+        )
+    assert await store.pending_count() == 4
+    for event in events:  # the session's queue holds each event once, in order
+        [head] = await store.due("ops", None, 10)
+        assert (head.event, head.enqueued_at) == (event, 1.0)
+        await store.ack([head.id])
+    assert await store.due("ops", None, 10) == []
+
+
+async def test_a_recommitted_event_gains_only_the_sinks_it_lacked(store: StateStore) -> None:
+    event = make_event(SESSION_A, 1)
+    await enqueue(store, SESSION_A, [event], ["ops"], now=1.0)
+    await enqueue(store, SESSION_A, [event], ["ops", "slack"], now=2.0)
+    [ops] = await store.due("ops", None, 10)
+    [slack] = await store.due("slack", None, 10)
+    assert (ops.enqueued_at, slack.enqueued_at) == (1.0, 2.0)
+    assert slack.event == event
+
+
+async def test_event_without_sinks_is_not_stored(store: StateStore) -> None:
+    await store.commit_poll(
+        SERVICE, SESSION_A, fetched={"KI1": FP}, events=[(make_event(SESSION_A, 1), [])], now=1.0
+    )
+    assert await store.pending_count() == 0
+    assert (await store.summary(now=2.0))["outbox"] == {
+        "pending": {},
+        "dead": {},
+        "oldest_pending_age_seconds": None,
+        "disabled": {},
+    }
+
+
+# ---- session fingerprints ------------------------------------------------------------------
+
+
+async def test_session_fingerprints_are_stored_by_commits_and_watches(store: StateStore) -> None:
+    assert await store.session_fingerprint(SESSION_A) is None
+    await store.begin_watch(SERVICE, [SESSION_A, SESSION_B], 1.0, fingerprints={SESSION_A: OPEN})
+    assert await store.session_fingerprint(SESSION_A) == StoredSession(OPEN, 1.0)
+    assert await store.session_fingerprint(SESSION_B) is None
+    await store.commit_unchanged(SERVICE, SESSION_A, now=2.0)  # none given: kept
+    assert await store.session_fingerprint(SESSION_A) == StoredSession(OPEN, 1.0)
+    await store.commit_unchanged(SERVICE, SESSION_A, now=3.0, session_fingerprint=OPEN)
+    assert await store.session_fingerprint(SESSION_A) == StoredSession(OPEN, 3.0)  # read again
+    await store.commit_poll(
+        SERVICE, SESSION_B, fetched={}, events=[], now=4.0, session_fingerprint=CLOSED
+    )
+    stored = await store.session_fingerprint(SESSION_B)
+    assert stored == StoredSession(CLOSED, 4.0)
+    assert stored is not None and stored.fingerprint.closed_reason == "api"
+
+
+# ---- pruning -------------------------------------------------------------------------------
+
+
+async def test_prune_forgets_sessions_gone_past_grace_with_nothing_pending(
+    store: StateStore,
+) -> None:
+    old_idle, old_busy, recent, active = (f"KC{c * 32}" for c in "1234")
+    for sid in (old_idle, old_busy, recent, active):
+        await store.commit_poll(SERVICE, sid, fetched={"KI1": FP, "KI2": FP}, events=[], now=1.0)
+        await store.set_thread_ts("slack", sid, "1700000000.000100")
+    await enqueue(store, old_busy, [make_event(old_busy, 1)], ["ops"], now=1.0)
+    await store.mark_session_gone(old_idle, 10.0)
+    await store.mark_session_gone(old_busy, 10.0)
+    await store.mark_session_gone(recent, 95.0)
+
+    assert await store.prune(now=100.0, grace_seconds=50.0) == 1
+    assert await session_of(store, old_idle) is None
+    assert await store.known(old_idle) == {}
+    assert await store.thread_ts("slack", old_idle) is None
+    assert {s.session_sid for s in await store.sessions()} == {old_busy, recent, active}
+    assert (await store.summary(now=100.0))["interactions_tracked"] == 2 * 3 + 1
+
+    await store.ack(ids_of(await store.due("ops", None, 10)))
+    assert await store.prune(now=100.0, grace_seconds=50.0) == 1
+    assert {s.session_sid for s in await store.sessions()} == {recent, active}
+    assert await store.prune(now=100.0, grace_seconds=50.0) == 0
+    assert await store.thread_ts("slack", recent) == "1700000000.000100"
+
+
+async def test_prune_waits_out_a_dead_letter_only_as_long_as_pending(store: StateStore) -> None:
+    await enqueue(store, SESSION_A, [make_event(SESSION_A, 1)], ["ops"], now=1.0)
+    await store.mark_session_gone(SESSION_A, 2.0)
+    [head] = await store.due("ops", None, 1)
+    await store.dead_letter(head.id, error="400", status=400, now=3.0)
+    assert await store.prune(now=100.0, grace_seconds=10.0) == 1  # dead rows do not hold it
+    assert [d.id for d in await store.dead_letters()] == [head.id]  # and are kept
+    assert await store.session_fingerprint(SESSION_A) is None
+
+
+async def test_prune_forgets_the_session_fingerprint_too(store: StateStore) -> None:
+    await store.commit_poll(
+        SERVICE, SESSION_A, fetched={}, events=[], now=1.0, session_fingerprint=CLOSED
+    )
+    await store.mark_session_gone(SESSION_A, 1.0)
+    assert await store.prune(now=5.0, grace_seconds=1.0) == 1
+    assert await store.session_fingerprint(SESSION_A) is None
+    await store.ensure_session(SERVICE, SESSION_A, new_traffic=False, now=6.0)
+    assert await store.session_fingerprint(SESSION_A) is None  # a new start, not the old one
+
+
+# ---- threads and pacing --------------------------------------------------------------------
+
+
+async def test_thread_ts_is_kept_per_sink_and_session(store: StateStore) -> None:
+    assert await store.thread_ts("slack", SESSION_A) is None
+    await store.set_thread_ts("slack", SESSION_A, "1.1")
+    await store.set_thread_ts("slack", SESSION_A, "2.2")
+    await store.set_thread_ts("other", SESSION_A, "3.3")
+    assert await store.thread_ts("slack", SESSION_A) == "2.2"
+    assert await store.thread_ts("other", SESSION_A) == "3.3"
+    assert await store.thread_ts("slack", SESSION_B) is None
+
+
+async def test_sink_pace_is_kept_per_sink_and_replaced(store: StateStore) -> None:
+    assert await store.sink_pace("slack") is None
+    await store.set_sink_pace("slack", not_before=10.0, now=1.0)
+    await store.set_sink_pace("slack", not_before=20.0, now=2.0)
+    await store.set_sink_pace("teams", not_before=5.0, now=3.0)
+    assert await store.sink_pace("slack") == (20.0, 2.0)
+    assert await store.sink_pace("teams") == (5.0, 3.0)
+    assert await store.sink_pace("discord") is None
+
+
+# ---- summary and closing -------------------------------------------------------------------
+
+
+async def test_summary_reports_sessions_interactions_outbox_and_watches(
+    store: StateStore,
+) -> None:
+    await store.begin_watch(SERVICE, [], 1.0)
+    await store.commit_poll(SERVICE, SESSION_A, fetched={"KI1": FP, "KI2": FP}, events=[], now=1.0)
+    await store.ensure_session(SERVICE, SESSION_B, new_traffic=True, now=1.0)
+    await store.record_failure(SESSION_B, "503", 2.0)
+    await store.commit_poll(SERVICE, SESSION_C, fetched={"KI3": FP}, events=[], now=1.0)
+    await store.mark_session_gone(SESSION_C, 3.0)
+    await enqueue(store, SESSION_A, [make_event(SESSION_A, 1)], ["ops", "slack"], now=10.0)
+    await enqueue(store, SESSION_A, [make_event(SESSION_A, 2)], ["ops"], now=20.0)
+    [head] = await store.due("slack", None, 1)
+    await store.dead_letter(head.id, error="400", status=400, now=21.0)
+    await store.record_sink_disabled("ops", status=404, reason="webhook\ndeleted", now=22.0)
+    await store.record_sink_disabled("ops", status=404, reason="webhook deleted", now=24.0)
+
+    summary = await store.summary(now=25.0)
+    assert {key: summary[key] for key in ("sessions", "interactions_tracked", "outbox")} == {
+        "sessions": {"watched": 2, "baselined": 1, "gone": 1, "failing": 1},
+        "interactions_tracked": 2 + 2 + 1,  # KI1, KI2, two enqueued, KI3
+        "outbox": {
+            "pending": {"ops": 2},
+            "dead": {"slack": 1},
+            "oldest_pending_age_seconds": 15.0,
+            "disabled": {"ops": {"since": 22.0, "status": 404, "reason": "webhook deleted"}},
+        },
+    }
+    assert summary["watches"] == [{"service_sid": SERVICE, "started_at": 1.0}]
+
+
+async def test_empty_summary_has_no_oldest_age(store: StateStore) -> None:
+    summary = await store.summary()
+    assert summary["outbox"] == {
+        "pending": {},
+        "dead": {},
+        "oldest_pending_age_seconds": None,
+        "disabled": {},
+    }
+    assert (summary["sessions"], summary["interactions_tracked"], summary["watches"]) == (
+        {"watched": 0, "baselined": 0, "gone": 0, "failing": 0},
+        0,
+        [],
+    )
+
+
+async def test_closed_store_raises_state_error(store: StateStore) -> None:
+    await store.close()
+    with pytest.raises(StateError):
+        await store.pending_count()
+    with pytest.raises(StateError):
+        await store.known(SESSION_A)
+    await store.close()  # closing twice is harmless
+
+
+async def test_fingerprints_come_back_as_fingerprints(store: StateStore) -> None:
+    plain = ("2026-11-27T10:00:00Z", None, "sent")
+    await store.commit_poll(
+        SERVICE,
+        SESSION_A,
+        fetched={"KI1": Fingerprint(*plain)},
+        events=[],
+        now=1.0,
+    )
+    [(sid, fingerprint)] = (await store.known(SESSION_A)).items()
+    assert (sid, fingerprint.outbound_resource_status) == ("KI1", "sent")
+    assert isinstance(fingerprint, Fingerprint)
