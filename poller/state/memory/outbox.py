@@ -83,7 +83,9 @@ class MemoryOutbox:
             row.next_attempt_at = next_attempt_at
             row.last_error, row.last_status = short_error(error), status
 
-    async def dead_letter(self, delivery_id: int, *, error: str, status: int | None, now: float) -> None:
+    async def dead_letter(
+        self, delivery_id: int, *, error: str, status: int | None, now: float
+    ) -> None:
         """Count one failed attempt and give up: the row stops blocking its queue."""
         row = self._box.rows.get(delivery_id)
         if row is not None and row.state == "pending":
@@ -94,7 +96,9 @@ class MemoryOutbox:
         """Dead-letter what is pending for sinks not in ``sinks``; return how many rows."""
         box = self._box
         box.disabled = {name: d for name, d in box.disabled.items() if name in sinks}
-        gone = [row for row in box.rows.values() if row.state == "pending" and row.sink not in sinks]
+        gone = [
+            row for row in box.rows.values() if row.state == "pending" and row.sink not in sinks
+        ]
         for row in gone:
             row.state, row.dead_at, row.last_error = "dead", now, _GONE_SINK
         return len(gone)
@@ -189,7 +193,9 @@ class MemoryOutbox:
             for sink in sinks:
                 if (event.id, sink) not in box.pairs:
                     box.last_id += 1
-                    box.rows[box.last_id] = Row(box.last_id, event.id, sink, event.session_sid, now, now)
+                    box.rows[box.last_id] = Row(
+                        box.last_id, event.id, sink, event.session_sid, now, now
+                    )
                     box.pairs.add((event.id, sink))
 
     def _pending_sessions(self) -> set[str]:
@@ -208,7 +214,11 @@ class MemoryOutbox:
     def _chosen(self, ids: Sequence[int] | None, sink: str | None, state: str) -> Iterator[Row]:
         wanted = None if ids is None else set(ids)
         for row in self._box.rows.values():
-            if row.state == state and sink in (None, row.sink) and (wanted is None or row.id in wanted):
+            if (
+                row.state == state
+                and sink in (None, row.sink)
+                and (wanted is None or row.id in wanted)
+            ):
                 yield row
 
     def _delete(self, rows: Iterable[Row]) -> int:

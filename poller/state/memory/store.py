@@ -120,7 +120,9 @@ class MemoryStore(MemoryOutbox):
     async def sessions(self, service_sid: str | None = None) -> list[SessionState]:
         """Return every stored session (of one Service), gone ones included, by SID."""
         chosen = self._tables.sessions
-        return [chosen[sid] for sid in sorted(chosen) if service_sid in (None, chosen[sid].service_sid)]
+        return [
+            chosen[sid] for sid in sorted(chosen) if service_sid in (None, chosen[sid].service_sid)
+        ]
 
     async def baseline_counts(self, service_sid: str | None = None) -> tuple[int, int]:
         """Return (baselined, not yet baselined) of the watched sessions (of one Service)."""
@@ -173,7 +175,9 @@ class MemoryStore(MemoryOutbox):
         """
         delta = {sid: Fingerprint._make(fp) for sid, fp in fetched.items()}
         self._enqueue(events, now)
-        self._record_success(service_sid, session_sid, now, activity_marker, status, unsettled_until)
+        self._record_success(
+            service_sid, session_sid, now, activity_marker, status, unsettled_until
+        )
         self._tables.known.setdefault(session_sid, {}).update(delta)
         if session_fingerprint is not None:
             self._write_fingerprint(session_sid, session_fingerprint, now)
@@ -190,7 +194,9 @@ class MemoryStore(MemoryOutbox):
         session_fingerprint: SessionFingerprint | None = None,
     ) -> None:
         """Record a successful poll that found exactly the known set: the session row only."""
-        self._record_success(service_sid, session_sid, now, activity_marker, status, unsettled_until)
+        self._record_success(
+            service_sid, session_sid, now, activity_marker, status, unsettled_until
+        )
         if session_fingerprint is not None:
             self._write_fingerprint(session_sid, session_fingerprint, now)
 
@@ -294,8 +300,12 @@ class MemoryStore(MemoryOutbox):
             unsettled_until=unsettled_until,
         )
 
-    def _write_fingerprint(self, session_sid: str, fingerprint: SessionFingerprint, now: float) -> None:
-        self._tables.fingerprints[session_sid] = StoredSession(SessionFingerprint._make(fingerprint), now)
+    def _write_fingerprint(
+        self, session_sid: str, fingerprint: SessionFingerprint, now: float
+    ) -> None:
+        self._tables.fingerprints[session_sid] = StoredSession(
+            SessionFingerprint._make(fingerprint), now
+        )
 
 
 def _new_session(
