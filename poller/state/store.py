@@ -12,10 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from poller.detect.session_diff import StoredSession
 from poller.events import Event
 from poller.state.db import open_database
-from poller.state.models import SessionState, short_error
+from poller.state.models import SessionState, StoredSession, short_error
 from poller.state.outbox import Outbox, enqueue, shift_pending
 from poller.state.session_records import read_fingerprint, write_fingerprint
 from poller.twilio.records import Fingerprint, SessionFingerprint

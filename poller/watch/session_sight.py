@@ -15,10 +15,11 @@ from typing import Protocol
 
 import structlog
 
-from poller.detect.session_diff import StoredSession, needs_fetch, session_events
+from poller.detect.session_diff import needs_fetch, session_events
 from poller.errors import CredentialsError, SourceError
 from poller.events import Event, EventType
 from poller.state import Store
+from poller.state.models import StoredSession
 from poller.twilio.records import FINAL_SESSION_STATUSES, Session, SessionFingerprint
 
 log = structlog.get_logger(__name__)
