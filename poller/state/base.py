@@ -323,6 +323,11 @@ class Outbox(ABC):
 class StateStore(SessionStore, Outbox):
     """A whole state backend: both sides, opened by ``open_store`` and closed once."""
 
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the state is kept, for messages: a path, or a URL without its password."""
+
     @abstractmethod
     async def shift_due_times(self, seconds: float) -> int:
         """Move every pending row's due and enqueue times by ``seconds`` (the wall clock stepped).
