@@ -16,7 +16,8 @@ from poller.delivery.policy import DeliveryPolicy
 from poller.detect.planner import PlanSettings
 from poller.events import SESSION_EVENT_TYPES
 from poller.sinks import Sink, build_sinks
-from poller.state import Store
+from poller.state.base import StateStore
+from poller.state.open import open_store
 from poller.twilio.body import AnswerLimits
 from poller.twilio.client import ProxyClient
 from poller.watch.cycle import ServiceCycle
@@ -28,7 +29,7 @@ log = structlog.get_logger(__name__)
 @dataclass
 class App:
     config: Config
-    store: Store
+    store: StateStore
     client: ProxyClient
     sinks: list[Sink]
     poller: SessionPoller
@@ -40,25 +41,25 @@ class App:
         await self.client.aclose()
         for sink in self.sinks:
             await sink.aclose()
-        self.store.close()
+        await self.store.close()
 
 
-def build_app(
+async def build_app(
     config: Config,
     *,
-    store: Store | None = None,
+    store: StateStore | None = None,
     twilio_transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
 ) -> App:
     """Open the state and build every part; the caller owns ``aclose()``."""
-    store = store if store is not None else Store.open(config.state.path)
+    store = store if store is not None else await open_store(config.state)
     try:
         client = ProxyClient(
             config.twilio, transport=twilio_transport, limits=AnswerLimits.of(config.twilio)
         )
         sinks = build_sinks(config.sinks, store=store)
     except BaseException:
-        store.close()
+        await store.close()
         raise
     wake = asyncio.Event()
     fetch_sessions = any(set(sink.events) & set(SESSION_EVENT_TYPES) for sink in config.sinks)
@@ -101,15 +102,15 @@ def build_app(
     return App(config, store, client, sinks, poller, dispatcher, wake, cycles)
 
 
-def retire_removed_sinks(app: App, now: float) -> int:
+async def retire_removed_sinks(app: App, now: float) -> int:
     """Dead-letter what waits for sinks the config no longer has (kept, requeueable)."""
-    retired = app.store.dead_letter_other_sinks([s.name for s in app.config.sinks], now=now)
+    retired = await app.store.dead_letter_other_sinks([s.name for s in app.config.sinks], now=now)
     if retired:
         log.warning("removed_sink_deliveries_dead_lettered", deliveries=retired)
     return retired
 
 
-def sync_watch(app: App, now: float) -> tuple[int, int]:
+async def sync_watch(app: App, now: float) -> tuple[int, int]:
     """Align the stored sessions with the config's watch list; return (retired, revived).
 
     Sessions the config no longer watches are marked gone (pruned after the grace period;
@@ -120,16 +121,16 @@ def sync_watch(app: App, now: float) -> tuple[int, int]:
     """
     watches = {w.service_sid: w for w in app.config.watch}
     retired = revived = 0
-    for state in app.store.sessions(None):
+    for state in await app.store.sessions(None):
         watch = watches.get(state.service_sid)
         watched = watch is not None and (watch.all_sessions or state.session_sid in watch.sessions)
         if state.gone_at is None and not watched:
-            app.store.mark_session_gone(state.session_sid, now)
+            await app.store.mark_session_gone(state.session_sid, now)
             retired += 1
         elif state.gone_at is not None and watch is not None and not watch.all_sessions and watched:
-            app.store.revive_session(state.session_sid)
+            await app.store.revive_session(state.session_sid)
             revived += 1
-    for service_sid in app.store.watched_services():
+    for service_sid in await app.store.watched_services():
         if service_sid not in watches or not watches[service_sid].all_sessions:
-            app.store.end_watch(service_sid)
+            await app.store.end_watch(service_sid)
     return retired, revived

@@ -19,7 +19,8 @@ from poller.errors import ConfigError, CredentialsError, PollerError, StateError
 
 if TYPE_CHECKING:
     from poller.config import Config
-    from poller.state import DeadLetter, DisabledSink, FailingSink, Store
+    from poller.state.base import StateStore
+    from poller.state.models import DeadLetter, DisabledSink, FailingSink
 
 EXIT_USAGE = 2
 
@@ -125,45 +126,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(config_path)
 
 
-def _open_store(args: argparse.Namespace) -> Store:
-    from poller.state import Store
+async def _open_store(args: argparse.Namespace) -> StateStore:
+    from poller.state.open import open_store
 
-    return Store.open(_load(args).state.path, shared=True)
+    return await open_store(_load(args).state, shared=True)
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    store = _open_store(args)
-    try:
-        print(json.dumps(store.summary(), indent=2, sort_keys=True))
-    finally:
-        store.close()
+    return asyncio.run(_show_state(args))
+
+
+async def _show_state(args: argparse.Namespace) -> int:
+    async with await _open_store(args) as store:
+        print(json.dumps((await store.summary()).to_json(), indent=2, sort_keys=True))
     return 0
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
+    return asyncio.run(_outbox(args))
+
+
+async def _outbox(args: argparse.Namespace) -> int:
     import time
 
-    store = _open_store(args)
-    try:
+    async with await _open_store(args) as store:
         if args.outbox_command == "list":
-            pending = store.counts_by_sink("pending")
-            for disabled in store.disabled_sinks(args.sink):
+            pending = await store.counts_by_sink("pending")
+            for disabled in await store.disabled_sinks(args.sink):
                 print(json.dumps(_disabled_row(disabled, pending), sort_keys=True))
-            for failing in store.failing_sinks(args.sink):
+            for failing in await store.failing_sinks(args.sink):
                 print(json.dumps(_failing_row(failing, pending), sort_keys=True))
-            for dead in store.dead_letters(args.sink):
+            for dead in await store.dead_letters(args.sink):
                 print(json.dumps(_dead_letter_row(dead), sort_keys=True))
         elif args.outbox_command == "retry":
-            n = store.requeue(args.ids or None, sink=args.sink, now=time.time())
+            n = await store.requeue(args.ids or None, sink=args.sink, now=time.time())
             print(f"requeued {n} deliveries")
             # Chosen by ids: only those rows. Otherwise "retry what waits for this sink".
-            for resumed in [] if args.ids else store.clear_sink_disabled(args.sink):
+            for resumed in [] if args.ids else await store.clear_sink_disabled(args.sink):
                 print(f"resumed sink {resumed.sink} (disabled: {resumed.reason})")
         else:
-            n = store.purge(args.ids or None, sink=args.sink)
+            n = await store.purge(args.ids or None, sink=args.sink)
             print(f"purged {n} deliveries")
-    finally:
-        store.close()
     return 0
 
 

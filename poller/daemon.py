@@ -52,7 +52,8 @@ from poller.observe import metrics
 from poller.observe.health import HealthServer, HealthState
 from poller.observe.logs import configure_logging
 from poller.observe.sdnotify import Notifier
-from poller.state import Store
+from poller.state.base import StateStore
+from poller.state.open import open_store
 from poller.watch.clockwatch import ClockWatch
 from poller.watch.cycle import ServiceCycle
 
@@ -87,13 +88,13 @@ class Daemon:
         # Its "Run time of job ... was missed" warning (a clock step, before the watch corrects
         # it) becomes job_missed.
         logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
-        store = Store.open(self.config.state.path)
+        store = await open_store(self.config.state)
         server = await self._start_health_server()
         self._install_signals()
         watch = asyncio.create_task(self._watch(store))
         try:
             while True:
-                app = build_app(self.config, store=store)
+                app = await build_app(self.config, store=store)
                 await self._serve(app)
                 await self._close_parts(app)
                 if self.stop.is_set() or self._fatal is not None:
@@ -113,7 +114,7 @@ class Daemon:
             self.notifier.notify("STOPPING=1")
             if server is not None:
                 await server.stop()
-            store.close()
+            await store.close()
         if self._fatal is not None:
             log.error("daemon_stopped", reason=str(self._fatal))
             return 1
@@ -158,8 +159,8 @@ class Daemon:
 
     async def _serve(self, app: App) -> None:
         """Run polls and deliveries until a stop or a reload is asked for."""
-        retire_removed_sinks(app, time.time())
-        retired, revived = sync_watch(app, time.time())
+        await retire_removed_sinks(app, time.time())
+        retired, revived = await sync_watch(app, time.time())
         if retired or revived:
             log.info("watch_synced", unwatched=retired, revived=revived)
         scheduler = self._schedule(app)
@@ -275,7 +276,7 @@ class Daemon:
         self.health.heartbeat()
         self.notifier.notify("WATCHDOG=1")
 
-    async def _watch(self, store: Store) -> None:
+    async def _watch(self, store: StateStore) -> None:
         """Every ``WATCH_SECONDS`` of the monotonic clock: the clock, the state, the outbox."""
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -283,25 +284,25 @@ class Daemon:
             if self.stop.is_set():
                 return
             try:
-                self.watch_once(store)
+                await self.watch_once(store)
             except Exception as exc:  # the watch's boundary: a bug here must not stop it
                 log.error("watch_failed", error=str(exc), error_type=type(exc).__name__)
 
-    def watch_once(self, store: Store) -> None:
+    async def watch_once(self, store: StateStore) -> None:
         """Correct a step of the wall clock; stop on a lost state; record the outbox's age."""
         step = self.clock_watch.check()
         if step is not None:
-            self._clock_stepped(store, step)
-        reason = store.lost()
+            await self._clock_stepped(store, step)
+        reason = await store.lost()
         if reason is not None:
             self._state_lost(store, reason)
             return
         try:
-            self.health.set_outbox_oldest(store.oldest_pending_enqueued_at())
+            self.health.set_outbox_oldest(await store.oldest_pending_enqueued_at())
         except StateError as exc:
             log.error("outbox_age_unknown", error=str(exc))
 
-    def _clock_stepped(self, store: Store, step: float) -> None:
+    async def _clock_stepped(self, store: StateStore, step: float) -> None:
         """Make every job due now and move the stored due times by ``step``."""
         metrics.CLOCK_STEPS.inc()
         rescheduled = 0
@@ -312,7 +313,7 @@ class Daemon:
                 job.modify(next_run_time=now)
                 rescheduled += 1
         try:
-            shifted: int | None = store.shift_due_times(step)
+            shifted: int | None = await store.shift_due_times(step)
         except StateError as exc:
             shifted = None
             log.error("clock_step_not_stored", step_seconds=round(step, 3), error=str(exc))
@@ -323,17 +324,17 @@ class Daemon:
             deliveries_shifted=shifted,
         )
 
-    def _state_lost(self, store: Store, reason: str) -> None:
+    def _state_lost(self, store: StateStore, reason: str) -> None:
         if self._fatal is not None:
             return
-        log.error("state_lost", path=str(store.path), reason=reason)
+        log.error("state_lost", path=store.location, reason=reason)
         metrics.STATE_LOST.inc()
         self.health.state_lost(reason)
-        self._fatal = StateError(f"state file {store.path} is lost: {reason}")
+        self._fatal = StateError(f"state file {store.location} is lost: {reason}")
         self.stop.set()
 
     async def _prune_job(self, app: App) -> None:
-        pruned = app.store.prune(time.time(), self.config.state.prune_after_seconds)
+        pruned = await app.store.prune(time.time(), self.config.state.prune_after_seconds)
         if pruned:
             log.info("sessions_pruned", sessions=pruned)
 

@@ -20,15 +20,15 @@ EXIT_INCOMPLETE = 1
 async def run_once(app: App) -> int:
     """Return 0 when every poll succeeded and every event was delivered, else 1."""
     deadline = time.monotonic() + app.config.delivery.once_deadline_seconds
-    sync_watch(app, time.time())
-    orphaned = retire_removed_sinks(app, time.time())
+    await sync_watch(app, time.time())
+    orphaned = await retire_removed_sinks(app, time.time())
     results: list[CycleResult] = await asyncio.gather(
         *(cycle.run(everything=True) for cycle in app.cycles)
     )
     failed = sum(r.failed + r.listing_failed for r in results)
     delivery = await app.dispatcher.run_once(ignore_timers=True, deadline=deadline)
     pending = delivery.pending_left
-    app.store.prune(time.time(), app.config.state.prune_after_seconds)
+    await app.store.prune(time.time(), app.config.state.prune_after_seconds)
     log.info(
         "once_finished",
         polled=sum(r.planned for r in results),
@@ -44,7 +44,7 @@ async def run_once(app: App) -> int:
 
 async def once_from_config(config: Config) -> int:
     """Build every part from ``config``, run :func:`run_once`, close; return its exit status."""
-    app = build_app(config)
+    app = await build_app(config)
     try:
         return await run_once(app)
     finally:

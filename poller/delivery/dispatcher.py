@@ -54,7 +54,7 @@ from poller.observe.metrics import DEAD_LETTERS, DELIVERIES, OUTBOX_OLDEST_AGE, 
 from poller.sinks import Sink
 
 if TYPE_CHECKING:
-    from poller.state import Delivery
+    from poller.state.models import Delivery
 
 log = structlog.get_logger(__name__)
 
@@ -141,7 +141,7 @@ class Dispatcher:
 
         Returns once ``stop`` is set and the sends in flight have finished.
         """
-        self._refresh_dead_letters(self._sinks)
+        await self._refresh_dead_letters(self._sinks)
         failures = 0
         while not stop.is_set():
             wake.clear()
@@ -166,16 +166,16 @@ class Dispatcher:
 
     async def _run(self, run: _Run) -> RunResult:
         tallies = {sink.name: _Tally() for sink in self._sinks}
-        self._disabled.sync(tallies)
+        await self._disabled.sync(tallies)
         active = [sink for sink in self._sinks if sink.name not in self._disabled]
         try:
             await _gather_all(self._drain(sink, tallies[sink.name], run) for sink in active)
         except BaseException:
             # The gauges still say what is pending (reading works on a full disk).
             with contextlib.suppress(StateError):
-                self._update_gauges(self._sinks)
+                await self._update_gauges(self._sinks)
             raise
-        pending = self._update_gauges(self._sinks)
+        pending = await self._update_gauges(self._sinks)
         return RunResult(
             {
                 name: SinkResult(
@@ -199,8 +199,8 @@ class Dispatcher:
         refresh_gauges_at = self._monotonic() + GAUGE_REFRESH_SECONDS
         while sink.name not in self._disabled and not self._stopping(run):
             threshold = sink.digest_threshold
-            backlog = self._backlog(sink.name, run, attempted, threshold)
-            due = backlog or self._due(sink.name, run, attempted)
+            backlog = await self._backlog(sink.name, run, attempted, threshold)
+            due = backlog or await self._due(sink.name, run, attempted)
             if not due:
                 if await self._wait_for_retry(sink.name, tally, attempted, run):
                     continue
@@ -212,10 +212,10 @@ class Dispatcher:
             else:
                 await self._deliver_batch(sink, due, tally, run)
             if self._monotonic() >= refresh_gauges_at:
-                self._update_gauges([sink])
+                await self._update_gauges([sink])
                 refresh_gauges_at = self._monotonic() + GAUGE_REFRESH_SECONDS
             if tally.dead != dead_before:
-                self._refresh_dead_letters([sink])
+                await self._refresh_dead_letters([sink])
 
     async def _wait_for_retry(
         self, sink: str, tally: _Tally, attempted: set[int], run: _Run
@@ -241,7 +241,7 @@ class Dispatcher:
                 del tally.retry_at[delivery_id]
         return True
 
-    def _backlog(
+    async def _backlog(
         self, sink: str, run: _Run, attempted: set[int], threshold: int | None
     ) -> list[Delivery]:
         """For a digesting sink: its whole due backlog when that passes the threshold.
@@ -252,7 +252,7 @@ class Dispatcher:
         if threshold is None:
             return []
         now = None if run.ignore_timers else self._clock()
-        rows = self._store.backlog(sink, now, DIGEST_MAX_EVENTS + len(attempted))
+        rows = await self._store.backlog(sink, now, DIGEST_MAX_EVENTS + len(attempted))
         # A held row, or one already tried in this pass (its retry still to come), holds its
         # whole queue back: the rows behind it must not overtake it.
         waiting = {d.event.session_sid for d in rows if self._holds.held(d.id) or d.id in attempted}
@@ -260,14 +260,14 @@ class Dispatcher:
         rows = rows[:DIGEST_MAX_EVENTS]
         return rows if len(rows) > threshold else []
 
-    def _due(self, sink: str, run: _Run, attempted: set[int]) -> list[Delivery]:
+    async def _due(self, sink: str, run: _Run, attempted: set[int]) -> list[Delivery]:
         if not run.ignore_timers:
             if not self._holds:
-                return self._store.due(sink, self._clock(), self._batch_size)
-            rows = self._store.due(sink, self._clock(), self._batch_size + len(self._holds))
+                return await self._store.due(sink, self._clock(), self._batch_size)
+            rows = await self._store.due(sink, self._clock(), self._batch_size + len(self._holds))
             return [d for d in rows if not self._holds.held(d.id)][: self._batch_size]
         # Timers ignored: failed heads stay due, so look past the ones already tried.
-        rows = self._store.due(sink, None, self._batch_size + len(attempted))
+        rows = await self._store.due(sink, None, self._batch_size + len(attempted))
         return [d for d in rows if d.id not in attempted][: self._batch_size]
 
     async def _deliver_batch(
@@ -291,7 +291,7 @@ class Dispatcher:
         try:
             await _gather_all(worker() for _ in range(min(self._policy.concurrency, len(due))))
         finally:
-            self._ack(sink, sent, tally)
+            await self._ack(sink, sent, tally)
         for delivery in sent:
             log.debug(
                 "delivery_succeeded",
@@ -306,7 +306,7 @@ class Dispatcher:
         try:
             await sink.send(delivery.event)
         except Exception as exc:  # one delivery's boundary: classify all
-            self._settle_failure(sink, [delivery], exc, tally)
+            await self._settle_failure(sink, [delivery], exc, tally)
             return
         crashpoints.reached("after_send")
         sent.append(delivery)
@@ -315,19 +315,19 @@ class Dispatcher:
         try:
             await sink.send_digest([d.event for d in due])
         except Exception as exc:  # one delivery's boundary: classify all
-            self._settle_failure(sink, due, exc, tally)
+            await self._settle_failure(sink, due, exc, tally)
             return
         crashpoints.reached("after_send")
-        self._ack(sink, due, tally)
+        await self._ack(sink, due, tally)
         log.debug("digest_delivered", sink=sink.name, events=len(due))
 
-    def _ack(self, sink: Sink, delivered: Sequence[Delivery], tally: _Tally) -> None:
+    async def _ack(self, sink: Sink, delivered: Sequence[Delivery], tally: _Tally) -> None:
         """Take ``delivered`` out of the outbox in one transaction, and count them."""
         if not delivered:
             return
         ids = [d.id for d in delivered]
         try:
-            self._store.ack(ids)
+            await self._store.ack(ids)
         except StateError:
             # Sent, but still due in the outbox: not again at once (at least once, not storms).
             for delivery in delivered:
@@ -337,13 +337,13 @@ class Dispatcher:
         crashpoints.reached("after_ack")
         tally.delivered += len(delivered)
         DELIVERIES.labels(sink=sink.name, outcome="success").inc(len(delivered))
-        self._disabled.answered(sink.name)
+        await self._disabled.answered(sink.name)
 
-    def _settle_failure(
+    async def _settle_failure(
         self, sink: Sink, deliveries: Sequence[Delivery], exc: Exception, tally: _Tally
     ) -> None:
         if isinstance(exc, SinkDisabledError):
-            self._disabled.disable(sink.name, exc, len(deliveries), self._clock())
+            await self._disabled.disable(sink.name, exc, len(deliveries), self._clock())
             return
         if not isinstance(exc, DeliveryError):
             # A sink bug: keep the event, and never log the exception's text (it may hold
@@ -356,15 +356,15 @@ class Dispatcher:
         unstored: StateError | None = None
         for delivery in deliveries:  # every one of a digest is held, even if the first failed
             try:
-                self._settle_one(sink, delivery, error, status, retry_after, permanent, tally)
+                await self._settle_one(sink, delivery, error, status, retry_after, permanent, tally)
             except StateError as failure:
                 unstored = unstored or failure
         if unstored is not None:
             raise unstored
         # Last: a state that cannot clear the note must not keep the failures from settling.
-        self._disabled.answered(sink.name)
+        await self._disabled.answered(sink.name)
 
-    def _settle_one(
+    async def _settle_one(
         self,
         sink: Sink,
         delivery: Delivery,
@@ -379,7 +379,7 @@ class Dispatcher:
         attempts = self._holds.attempts(delivery.id, delivery.attempts) + 1
         reason = self._give_up_reason(delivery, attempts, now, permanent)
         if reason is not None:
-            self._store_outcome(
+            await self._store_outcome(
                 delivery, retry_after, self._store.dead_letter, error=error, status=status, now=now
             )
             tally.dead += 1
@@ -393,7 +393,7 @@ class Dispatcher:
             )
             return
         delay = self._policy.next_delay(attempts, retry_after, self._rng)
-        self._store_outcome(
+        await self._store_outcome(
             delivery,
             retry_after,
             self._store.retry_later,
@@ -412,16 +412,16 @@ class Dispatcher:
             error=error,
         )
 
-    def _store_outcome(
+    async def _store_outcome(
         self,
         delivery: Delivery,
         retry_after: float | None,
-        write: Callable[..., None],
+        write: Callable[..., Awaitable[None]],
         **fields: Any,
     ) -> None:
         """Record a failed attempt with ``write``; if the outbox cannot, hold it in memory."""
         try:
-            write(delivery.id, **fields)
+            await write(delivery.id, **fields)
         except StateError:
             self._holds.back_off(delivery, self._policy, retry_after, self._rng)
             raise
@@ -438,17 +438,17 @@ class Dispatcher:
             return "max_age"
         return None
 
-    def _update_gauges(self, sinks: Iterable[Sink]) -> dict[str, int]:
+    async def _update_gauges(self, sinks: Iterable[Sink]) -> dict[str, int]:
         """Set the outbox gauges; return the pending count of every sink (one query)."""
-        pending = self._store.counts_by_sink("pending")
+        pending = await self._store.counts_by_sink("pending")
         for sink in sinks:
             OUTBOX_PENDING.labels(sink=sink.name).set(pending.get(sink.name, 0))
-        oldest = self._store.oldest_pending_enqueued_at()
+        oldest = await self._store.oldest_pending_enqueued_at()
         OUTBOX_OLDEST_AGE.set(0.0 if oldest is None else max(0.0, self._clock() - oldest))
         return pending
 
-    def _refresh_dead_letters(self, sinks: Iterable[Sink]) -> None:
-        dead = self._store.counts_by_sink("dead")
+    async def _refresh_dead_letters(self, sinks: Iterable[Sink]) -> None:
+        dead = await self._store.counts_by_sink("dead")
         for sink in sinks:
             DEAD_LETTERS.labels(sink=sink.name).set(dead.get(sink.name, 0))
 

@@ -21,7 +21,8 @@ from poller.errors import CredentialsError, NotFoundError, SourceError
 from poller.events import Event
 from poller.lab import crashpoints
 from poller.observe import metrics
-from poller.state import SessionState, Store
+from poller.state.base import StateStore
+from poller.state.models import SessionState
 from poller.twilio.records import (
     FINAL_SESSION_STATUSES,
     Fingerprint,
@@ -73,7 +74,7 @@ class SessionPoller:
     def __init__(
         self,
         source: InteractionSource,
-        store: Store,
+        store: StateStore,
         settings: PollSettings,
         sinks: Sequence[NamedSinkRouting],
         *,
@@ -121,7 +122,7 @@ class SessionPoller:
             # close is delivered after it): it leaves once nothing in it can change.
             leaving = final or status in FINAL_SESSION_STATUSES
             if outcome.ok and leaving and not outcome.unsettled:
-                self._store.mark_session_gone(session_sid, self._clock())
+                await self._store.mark_session_gone(session_sid, self._clock())
                 log.info("session_left", status=status)
         metrics.POLL_DURATION.observe(time.perf_counter() - started)
         metrics.POLLS.labels(
@@ -139,13 +140,13 @@ class SessionPoller:
         final: bool,
         session: Session | None,
     ) -> PollOutcome:
-        state = self._store.ensure_session(
+        state = await self._store.ensure_session(
             service_sid, session_sid, new_traffic=new_traffic, now=self._clock()
         )
         try:
             async with asyncio.timeout(self._settings.timeout_seconds):
                 fetched = await self._source.list_interactions(service_sid, session_sid)
-                known = self._store.known(session_sid)
+                known = await self._store.known(session_sid)
                 unchanged = _same_as_known(known, fetched)
                 sight = await self._sights.sight(
                     service_sid,
@@ -160,14 +161,14 @@ class SessionPoller:
                     unchanged = _same_as_known(known, fetched)
         except NotFoundError:
             log.info("session_gone")
-            self._store.mark_session_gone(session_sid, self._clock())
+            await self._store.mark_session_gone(session_sid, self._clock())
             return PollOutcome(service_sid, session_sid, ok=False, gone=True, error="not found")
         except CredentialsError:
             raise  # not this session's problem: the caller stops everything
         except (SourceError, TimeoutError) as exc:
             error = str(exc) or type(exc).__name__
             log.warning("poll_failed", error=error, error_type=type(exc).__name__)
-            self._store.record_failure(session_sid, error, self._clock())
+            await self._store.record_failure(session_sid, error, self._clock())
             return PollOutcome(service_sid, session_sid, ok=False, error=error)
 
         crashpoints.reached("after_fetch")
@@ -178,7 +179,7 @@ class SessionPoller:
         unsettled_until = self._unsettled_until(fetched, now)
         if sight is not None:
             status = sight.record.status
-        events = self._commit(
+        events = await self._commit(
             service_sid,
             session_sid,
             fetched,
@@ -212,7 +213,7 @@ class SessionPoller:
             status=status,
         )
 
-    def _commit(
+    async def _commit(
         self,
         service_sid: str,
         session_sid: str,
@@ -245,7 +246,7 @@ class SessionPoller:
         if unchanged and not around:
             # Most polls find nothing new: equal fingerprints can make no event, so neither
             # the diff nor the interactions' rows are touched.
-            self._store.commit_unchanged(
+            await self._store.commit_unchanged(
                 service_sid,
                 session_sid,
                 now=now,
@@ -258,7 +259,7 @@ class SessionPoller:
         before = {**assumed, **known_set} if assumed else known_set
         found = diff(service_sid, session_sid, before, fetched, detected_at) if notify else []
         events = in_session_order(around, found)
-        self._store.commit_poll(
+        await self._store.commit_poll(
             service_sid,
             session_sid,
             fetched=known_after(fetched),

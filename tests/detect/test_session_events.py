@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from poller.config import WebhookSinkConfig
 from poller.detect.routing import accepts, route
-from poller.detect.session_diff import StoredSession, needs_fetch, session_events
+from poller.detect.session_diff import needs_fetch, session_events
 from poller.errors import MalformedResponseError, NotFoundError
 from poller.events import INTERACTION_EVENT_TYPES, SESSION_EVENT_TYPES, Event, EventType
 from poller.sinks.discord import event_embed
@@ -28,6 +28,7 @@ from poller.sinks.slack_template import template_variables
 from poller.sinks.teams import escape as teams_escape
 from poller.sinks.teams import event_card
 from poller.state import Store, schema
+from poller.state.models import StoredSession
 from poller.twilio.client import ProxyClient
 from poller.twilio.records import Interaction, Session
 from poller.watch.poll import PollSettings, SessionPoller
