@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from poller.events import Event, EventType, event_id
-from poller.state.memory.store import MemoryStore
+from poller.state.base import StateStore
 from poller.state.models import Delivery, SessionState
 from poller.twilio.records import Fingerprint
-
-# The interface every backend implements; the memory backend has all of it.
-StateStore = MemoryStore
 
 SERVICE = "KS" + "a" * 32
 OTHER_SERVICE = "KS" + "b" * 32

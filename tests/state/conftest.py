@@ -8,30 +8,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
-from poller.state import Store
+from poller.state.base import StateStore
 from poller.state.memory.store import MemoryStore
-from tests.state.cases import StateStore
+from poller.state.sqlite.store import SqliteStore
 
 BACKENDS = ["memory", "sqlite"]  # "postgres": the next issue
-
-
-class SyncStoreAdapter:
-    """Today's synchronous SQLite ``Store`` seen through the async interface (test-local)."""
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._store, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return method(*args, **kwargs)
-
-        return call
 
 
 def open_backend(backend: str, folder: Path) -> StateStore:
@@ -39,7 +24,7 @@ def open_backend(backend: str, folder: Path) -> StateStore:
     if backend == "memory":
         return MemoryStore()
     if backend == "sqlite":
-        return cast(StateStore, SyncStoreAdapter(Store.open(folder / "state.db")))
+        return SqliteStore.open(folder / "state.db")
     raise ValueError(f"unknown state backend {backend!r}; expected one of {BACKENDS}")
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.state.cases import StateStore, enqueue, ids_of, make_event
+from poller.state.base import StateStore
+from tests.state.cases import enqueue, ids_of, make_event
 from tests.state.conftest import open_backend
 
 Model = dict[int, dict[str, object]]

@@ -5,12 +5,12 @@ Every test runs on every backend (``conftest.BACKENDS``) through the public inte
 
 from __future__ import annotations
 
+from poller.state.base import StateStore
 from poller.state.models import DeadLetter, Delivery
 from tests.state.cases import (
     SESSION_A,
     SESSION_B,
     SESSION_C,
-    StateStore,
     enqueue,
     events_of,
     ids_of,

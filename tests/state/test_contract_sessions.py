@@ -5,11 +5,13 @@ Every test runs on every backend (``conftest.BACKENDS``) through the public inte
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from poller.detect.session_diff import StoredSession
 from poller.errors import StateError
-from poller.state.models import SessionState
+from poller.state.base import StateStore
+from poller.state.models import OutboxSummary, SessionCounts, SessionState, StoredSession
 from poller.twilio.records import Fingerprint, SessionFingerprint
 from tests.state.cases import (
     FP,
@@ -18,7 +20,6 @@ from tests.state.cases import (
     SESSION_A,
     SESSION_B,
     SESSION_C,
-    StateStore,
     enqueue,
     ids_of,
     make_event,
@@ -73,10 +74,7 @@ async def test_watches_are_listed_in_the_summary_by_service(store: StateStore) -
     await store.begin_watch(OTHER_SERVICE, [], 2.0)
     await store.begin_watch(SERVICE, [], 1.0)
     assert sorted(await store.watched_services()) == [SERVICE, OTHER_SERVICE]
-    assert (await store.summary(now=3.0))["watches"] == [
-        {"service_sid": SERVICE, "started_at": 1.0},
-        {"service_sid": OTHER_SERVICE, "started_at": 2.0},
-    ]
+    assert (await store.summary(now=3.0)).watches == ((SERVICE, 1.0), (OTHER_SERVICE, 2.0))
 
 
 # ---- sessions ------------------------------------------------------------------------------
@@ -321,12 +319,7 @@ async def test_event_without_sinks_is_not_stored(store: StateStore) -> None:
         SERVICE, SESSION_A, fetched={"KI1": FP}, events=[(make_event(SESSION_A, 1), [])], now=1.0
     )
     assert await store.pending_count() == 0
-    assert (await store.summary(now=2.0))["outbox"] == {
-        "pending": {},
-        "dead": {},
-        "oldest_pending_age_seconds": None,
-        "disabled": {},
-    }
+    assert (await store.summary(now=2.0)).outbox == OutboxSummary({}, {}, None, ())
 
 
 # ---- session fingerprints ------------------------------------------------------------------
@@ -369,7 +362,7 @@ async def test_prune_forgets_sessions_gone_past_grace_with_nothing_pending(
     assert await store.known(old_idle) == {}
     assert await store.thread_ts("slack", old_idle) is None
     assert {s.session_sid for s in await store.sessions()} == {old_busy, recent, active}
-    assert (await store.summary(now=100.0))["interactions_tracked"] == 2 * 3 + 1
+    assert (await store.summary(now=100.0)).interactions_tracked == 2 * 3 + 1
 
     await store.ack(ids_of(await store.due("ops", None, 10)))
     assert await store.prune(now=100.0, grace_seconds=50.0) == 1
@@ -441,7 +434,7 @@ async def test_summary_reports_sessions_interactions_outbox_and_watches(
     await store.record_sink_disabled("ops", status=404, reason="webhook\ndeleted", now=22.0)
     await store.record_sink_disabled("ops", status=404, reason="webhook deleted", now=24.0)
 
-    summary = await store.summary(now=25.0)
+    summary = (await store.summary(now=25.0)).to_json()
     assert {key: summary[key] for key in ("sessions", "interactions_tracked", "outbox")} == {
         "sessions": {"watched": 2, "baselined": 1, "gone": 1, "failing": 1},
         "interactions_tracked": 2 + 2 + 1,  # KI1, KI2, two enqueued, KI3
@@ -457,17 +450,29 @@ async def test_summary_reports_sessions_interactions_outbox_and_watches(
 
 async def test_empty_summary_has_no_oldest_age(store: StateStore) -> None:
     summary = await store.summary()
-    assert summary["outbox"] == {
+    assert summary.outbox.to_json() == {
         "pending": {},
         "dead": {},
         "oldest_pending_age_seconds": None,
         "disabled": {},
     }
-    assert (summary["sessions"], summary["interactions_tracked"], summary["watches"]) == (
-        {"watched": 0, "baselined": 0, "gone": 0, "failing": 0},
+    assert (summary.sessions, summary.interactions_tracked, summary.watches) == (
+        SessionCounts(watched=0, baselined=0, gone=0, failing=0),
         0,
-        [],
+        (),
     )
+
+
+async def test_summary_names_its_backend_and_prints_as_json(
+    store: StateStore, backend: str
+) -> None:
+    await store.begin_watch(SERVICE, [SESSION_A], 1.0)
+    summary = await store.summary(now=2.0)
+    assert (summary.backend, summary.location) == (backend, store.location)
+    assert summary.location and isinstance(summary.schema_version, int)
+    printed = json.loads(json.dumps(summary.to_json()))
+    assert (printed["backend"], printed["path"]) == (backend, store.location)
+    assert printed["watches"] == [{"service_sid": SERVICE, "started_at": 1.0}]
 
 
 async def test_closed_store_raises_state_error(store: StateStore) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from poller.errors import StateError
 from poller.events import Event
+from poller.state.base import Outbox, RowState
 from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, short_error
 
 _GONE_SINK = "the sink is no longer configured"
@@ -45,7 +46,7 @@ class OutboxTables:
     last_id: int = 0
 
 
-class MemoryOutbox:
+class MemoryOutbox(Outbox):
     """The outbox half of :class:`poller.state.memory.store.MemoryStore`."""
 
     def __init__(self) -> None:
@@ -155,21 +156,8 @@ class MemoryOutbox:
         times = [row.enqueued_at for row in self._box.rows.values() if row.state == "pending"]
         return min(times, default=None)
 
-    async def outbox_summary(self, now: float) -> dict[str, object]:
-        """The outbox part of ``poller state show``."""
-        oldest = await self.oldest_pending_enqueued_at()
-        return {
-            "pending": await self.counts_by_sink("pending"),
-            "dead": await self.counts_by_sink("dead"),
-            "oldest_pending_age_seconds": None if oldest is None else max(0.0, now - oldest),
-            "disabled": {
-                d.sink: {"since": d.since, "status": d.status, "reason": d.reason}
-                for d in await self.disabled_sinks()
-            },
-        }
-
-    async def counts_by_sink(self, state: str) -> dict[str, int]:
-        """Return ``{sink: rows}`` for ``state`` ('pending' or 'dead')."""
+    async def counts_by_sink(self, state: RowState) -> dict[str, int]:
+        """Return ``{sink: rows}`` of the rows in ``state``, by sink name."""
         counts: dict[str, int] = {}
         for row in self._box.rows.values():
             if row.state == state:

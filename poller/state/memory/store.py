@@ -11,14 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from types import TracebackType
 
-from poller.detect.session_diff import StoredSession
 from poller.errors import StateError
 from poller.events import Event
+from poller.state.base import StateStore
 from poller.state.memory.outbox import MemoryOutbox
-from poller.state.models import SessionState, short_error
+from poller.state.models import SessionCounts, SessionState, StoredSession, Summary, short_error
 from poller.twilio.records import Fingerprint, SessionFingerprint
+
+BACKEND = "memory"
+LOCATION = "memory (this process only)"
+# Nothing is stored, so nothing migrates: the layout is always this one.
+SCHEMA_VERSION = 0
 
 
 @dataclass
@@ -33,7 +37,7 @@ class SessionTables:
     pacing: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-class MemoryStore(MemoryOutbox):
+class MemoryStore(MemoryOutbox, StateStore):
     """The poller's state held in this process only: lost when it ends; not for production.
 
     Times are Unix seconds. Every call runs to its end without awaiting, so no other task sees
@@ -50,7 +54,11 @@ class MemoryStore(MemoryOutbox):
             raise StateError("memory state: the store is closed")
         return self._state
 
-    def lost(self) -> str | None:
+    @property
+    def location(self) -> str:
+        return LOCATION
+
+    async def lost(self) -> str | None:
         """Nothing can take the state from under a process that holds it: always None."""
         return None
 
@@ -58,17 +66,6 @@ class MemoryStore(MemoryOutbox):
         """Drop everything; any later call raises StateError. Closing twice is harmless."""
         self._state = None
         self._outbox = None
-
-    async def __aenter__(self) -> MemoryStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # watches
 
@@ -258,26 +255,25 @@ class MemoryStore(MemoryOutbox):
 
     # introspection
 
-    async def summary(self, now: float | None = None) -> dict[str, object]:
-        """Return a JSON-able overview for ``poller state show``."""
+    async def summary(self, now: float | None = None) -> Summary:
+        """Return the overview of ``poller state show``."""
         now = time.time() if now is None else now
         tables = self._tables
         watched = [s for s in tables.sessions.values() if s.gone_at is None]
-        return {
-            "backend": "memory",
-            "sessions": {
-                "watched": len(watched),
-                "baselined": sum(1 for s in watched if s.baselined),
-                "gone": len(tables.sessions) - len(watched),
-                "failing": sum(1 for s in watched if s.consecutive_failures > 0),
-            },
-            "interactions_tracked": sum(len(known) for known in tables.known.values()),
-            "outbox": await self.outbox_summary(now),
-            "watches": [
-                {"service_sid": sid, "started_at": tables.watches[sid]}
-                for sid in sorted(tables.watches)
-            ],
-        }
+        return Summary(
+            backend=BACKEND,
+            location=LOCATION,
+            schema_version=SCHEMA_VERSION,
+            sessions=SessionCounts(
+                watched=len(watched),
+                baselined=sum(1 for s in watched if s.baselined),
+                gone=len(tables.sessions) - len(watched),
+                failing=sum(1 for s in watched if s.consecutive_failures > 0),
+            ),
+            interactions_tracked=sum(len(known) for known in tables.known.values()),
+            outbox=await self.outbox_summary(now),
+            watches=tuple(sorted(tables.watches.items())),
+        )
 
     def _record_success(
         self,
