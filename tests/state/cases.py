@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from poller.events import Event, EventType, event_id
 from poller.state.base import StateStore
 from poller.state.models import Delivery, SessionState
-from poller.twilio.records import Fingerprint
+from poller.twilio.records import Fingerprint, SessionFingerprint
 
 SERVICE = "KS" + "a" * 32
 OTHER_SERVICE = "KS" + "b" * 32
@@ -15,6 +15,8 @@ SESSION_A = "KC" + "a" * 32
 SESSION_B = "KC" + "b" * 32
 SESSION_C = "KC" + "c" * 32
 FP = Fingerprint("2026-11-27T10:00:00Z", "received", "delivered")
+OPEN = SessionFingerprint("open", None, "2026-12-01T00:00:00Z", None)
+CLOSED = SessionFingerprint("closed", "api", "2026-12-01T00:00:00Z", "2026-11-30T10:00:00Z")
 
 
 def make_event(session_sid: str, n: int, *, updated: bool = False) -> Event:
