@@ -9,7 +9,7 @@ import pytest
 
 from poller.errors import StateError
 from poller.state.base import StateStore
-from poller.state.models import OutboxSummary, SessionState
+from poller.state.models import OutboxSummary, SessionState, StoredSession
 from tests.state.cases import (
     CLOSED,
     FP,
@@ -52,6 +52,16 @@ async def test_a_watch_keeps_what_its_listing_showed_of_each_session(store: Stat
     )
     assert (b.watch_listed, b.activity_marker, b.watch_last_interaction) == (True, "m-b", None)
     assert (c.watch_listed, c.activity_marker, c.watch_last_interaction) == (False, None, None)
+
+
+async def test_a_watch_refused_records_nothing(store: StateStore) -> None:
+    with pytest.raises(StateError):
+        await store.begin_watch(SERVICE, [SESSION_A], 1.0, fingerprints={SESSION_B: CLOSED})
+    assert await store.watch_begun(SERVICE) is None
+    assert await store.sessions() == []
+    assert await store.session_fingerprint(SESSION_B) is None
+    await store.begin_watch(SERVICE, [SESSION_A], 2.0, fingerprints={SESSION_A: CLOSED})
+    assert (await store.session_fingerprint(SESSION_A)) == StoredSession(CLOSED, 2.0)
 
 
 async def test_a_watch_already_begun_changes_no_session(store: StateStore) -> None:

@@ -94,6 +94,10 @@ class MemoryStore(MemoryOutbox, StateStore):
         tables = self._tables
         if service_sid in tables.watches:
             return tables.watches[service_sid]
+        untracked = set(fingerprints or {}) - set(session_sids) - set(tables.sessions)
+        if untracked:
+            # As SQLite's foreign key refuses it: a fingerprint belongs to a tracked session.
+            raise StateError(f"memory state: fingerprint of untracked session {min(untracked)}")
         tables.watches[service_sid] = now
         shown = listed or {}
         for sid in session_sids:
