@@ -14,6 +14,8 @@ from structlog.testing import capture_logs
 
 from poller.detect.planner import PlanSettings
 from poller.observe import metrics
+from poller.state.base import StateStore
+from poller.state.memory.store import MemoryStore
 from poller.state.sqlite import schema
 from poller.state.sqlite.db import open_database
 from poller.state.sqlite.store import SqliteStore
@@ -105,13 +107,13 @@ class AllSessions:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore.open(tmp_path / "state.db") as opened:
+async def store() -> AsyncIterator[StateStore]:
+    async with MemoryStore() as opened:
         yield opened
 
 
 def cycle_of(
-    store: SqliteStore,
+    store: StateStore,
     proxy: FakeProxy,
     *,
     rate: float | None = 10.0,
@@ -134,12 +136,12 @@ def cycle_of(
     )
 
 
-async def notified(store: SqliteStore) -> list[str]:
+async def notified(store: StateStore) -> list[str]:
     return [d.event.interaction_sid for d in await store.due("ops", None, 1000)]
 
 
 async def test_a_cycle_polls_no_more_than_its_budget_and_baselines_in_the_background(
-    store: SqliteStore,
+    store: StateStore,
 ) -> None:
     proxy = FakeProxy()
     for n in range(200):
@@ -160,7 +162,7 @@ async def test_a_cycle_polls_no_more_than_its_budget_and_baselines_in_the_backgr
 
 
 async def test_activity_before_the_baseline_is_fetched_at_once_and_split_by_twilios_clock(
-    store: SqliteStore,
+    store: StateStore,
 ) -> None:
     proxy = FakeProxy()
     for n in range(299):
@@ -182,7 +184,7 @@ async def test_activity_before_the_baseline_is_fetched_at_once_and_split_by_twil
 
 
 async def test_a_session_listed_without_interactions_notifies_every_later_one(
-    store: SqliteStore,
+    store: StateStore,
 ) -> None:
     proxy = FakeProxy()
     proxy.last[sid(1)] = None
@@ -195,7 +197,7 @@ async def test_a_session_listed_without_interactions_notifies_every_later_one(
     assert proxy_first.sid in await store.known(sid(0))
 
 
-async def test_a_polls_timeout_does_not_count_its_wait_behind_the_cycle(store: SqliteStore) -> None:
+async def test_a_polls_timeout_does_not_count_its_wait_behind_the_cycle(store: StateStore) -> None:
     # 30 polls of 10 ms each, one at a time: 0.3 s for the cycle, 0.15 s per poll allowed.
     proxy = FakeProxy(delay=0.01)
     for n in range(30):
@@ -207,7 +209,7 @@ async def test_a_polls_timeout_does_not_count_its_wait_behind_the_cycle(store: S
     assert [e for e in logs if e["log_level"] == "warning"] == []
 
 
-async def test_poller_once_is_not_budgeted(store: SqliteStore) -> None:
+async def test_poller_once_is_not_budgeted(store: StateStore) -> None:
     proxy = FakeProxy()
     for n in range(200):
         proxy.add(sid(n), "2026-11-27T10:00:00Z")
@@ -216,7 +218,7 @@ async def test_poller_once_is_not_budgeted(store: SqliteStore) -> None:
 
 
 async def test_the_watch_keeps_what_its_first_listing_showed_of_each_session(
-    store: SqliteStore,
+    store: StateStore,
 ) -> None:
     listed = {sid(0): ("2026-11-27T10:00:00Z|x|open", "2026-11-27T10:00:00Z"), sid(1): ("||", None)}
     await store.begin_watch(SERVICE, [sid(0), sid(1), sid(2)], NOW, listed=listed)
