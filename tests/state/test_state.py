@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 import sqlite3
-import stat
-import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poller.detect.diff import known_after
-from poller.errors import StateCorruptError, StateError, StateLockedError
+from poller.errors import StateError
 from poller.events import Event, EventType, event_id
 from poller.state import DeadLetter, Delivery, SessionState, Store, schema
-from poller.state.db import open_database
 from poller.twilio.records import Fingerprint, Interaction
 from poller.watch.poll import PollSettings, SessionPoller, _same_as_known
 
