@@ -246,7 +246,7 @@ def run(sessions: int, interactions: int, repeat: int = 3) -> None:
                     results[name] = (finished, work)
         stats = lab.call("stats")
     _report(results, stats)
-    _report_commit_paths(sessions, interactions)
+    asyncio.run(_report_commit_paths(sessions, interactions))
 
 
 def _report(results: dict[str, tuple[Finished, dict[str, Any]]], stats: dict[str, Any]) -> None:
@@ -286,7 +286,7 @@ def _report(results: dict[str, tuple[Finished, dict[str, Any]]], stats: dict[str
 # -- what an unchanged session's diff and commit cost, by the path taken ---------------------------
 
 
-def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5) -> None:
+async def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5) -> None:
     """Time the state side of polls that find nothing new, in this process (no network).
 
     The same sessions three ways: the known set read twice (for the diff, then again inside
@@ -295,7 +295,7 @@ def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5) -> N
     """
     from poller.detect.diff import diff, known_after
     from poller.observe.logs import configure_logging
-    from poller.state import Store
+    from poller.state.sqlite.store import SqliteStore
     from poller.twilio.records import Interaction
     from poller.watch.poll import _same_as_known
 
@@ -317,28 +317,30 @@ def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5) -> N
     fetched = {sid: [record(i, n) for n in range(interactions)] for i, sid in enumerate(sids)}
     detected = "2026-11-27T11:00:00Z"
 
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-fullscan-") as tmp,
-        Store.open(Path(tmp) / "state.db") as store,
-    ):
+    with tempfile.TemporaryDirectory(prefix="bench-fullscan-") as tmp:
+        store = SqliteStore.open(Path(tmp) / "state.db")
         for sid in sids:
-            store.commit_poll(SERVICE_SID, sid, fetched=known_after(fetched[sid]), events=[], now=1)
+            await store.commit_poll(
+                SERVICE_SID, sid, fetched=known_after(fetched[sid]), events=[], now=1
+            )
 
-        def read_twice(sid: str, listed: list[Interaction]) -> None:
-            events = diff(SERVICE_SID, sid, store.known(sid), listed, detected)
-            store.commit_poll(SERVICE_SID, sid, fetched=known_after(listed), events=events, now=2)
+        async def read_twice(sid: str, listed: list[Interaction]) -> None:
+            events = diff(SERVICE_SID, sid, await store.known(sid), listed, detected)
+            await store.commit_poll(
+                SERVICE_SID, sid, fetched=known_after(listed), events=events, now=2
+            )
 
-        def read_once(sid: str, listed: list[Interaction]) -> None:
-            known = store.known(sid)
+        async def read_once(sid: str, listed: list[Interaction]) -> None:
+            known = await store.known(sid)
             events = diff(SERVICE_SID, sid, known, listed, detected)
-            store.commit_poll(
+            await store.commit_poll(
                 SERVICE_SID, sid, fetched=known_after(listed), events=events, now=2, known=known
             )
 
-        def shortcut(sid: str, listed: list[Interaction]) -> None:
-            if not _same_as_known(store.known(sid), listed):
+        async def shortcut(sid: str, listed: list[Interaction]) -> None:
+            if not _same_as_known(await store.known(sid), listed):
                 raise AssertionError("the bench's sessions are unchanged")
-            store.commit_unchanged(SERVICE_SID, sid, now=2)
+            await store.commit_unchanged(SERVICE_SID, sid, now=2)
 
         paths = {"known set read twice": read_twice, "read once": read_once}
         paths["unchanged shortcut"] = shortcut
@@ -347,9 +349,10 @@ def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5) -> N
             for name, path in paths.items():
                 started = time.process_time()
                 for sid in sids:
-                    path(sid, fetched[sid])
+                    await path(sid, fetched[sid])
                 spent = time.process_time() - started
                 best[name] = min(best.get(name, spent), spent)
+        await store.close()
     print()
     print(f"state side of {sessions} unchanged polls (cpu s, lowest of {rounds} rounds):")
     print(table([[name, round(spent, 3)] for name, spent in best.items()], ["path", "cpu s"]))

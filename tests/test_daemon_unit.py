@@ -76,7 +76,7 @@ async def test_a_failed_delivery_loop_is_one_line_and_its_exception_is_retrieved
 
     config = _config().model_copy(update={"state": StateConfig(path=tmp_path / "state.db")})
     daemon = Daemon("unused.yaml", config)
-    app = build_app(config)
+    app = await build_app(config)
     app.cycles = []  # no polls: this test is about the delivery task alone
     app.dispatcher = _BrokenDispatcher()  # type: ignore[assignment]
     unhandled: list[dict[str, Any]] = []

@@ -1,12 +1,11 @@
-"""The SQLite state file: file safety, the lock and a commit's durability (SQLite's own).
+"""SQLite's own matters: the file's mode, the lock, recognising the file, WAL, migrations, shared.
 
-Left here for part B's ``tests/state/test_sqlite.py``; the behaviour every backend shares is
-the contract suite's (``tests/state/test_contract_*.py``).
+What every backend must do is in the contract suite beside this file; what is here holds for
+the SQLite file alone.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import signal
@@ -19,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from poller.config.models import StateConfig
 from poller.errors import StateCorruptError, StateError, StateLockedError
+from poller.state.open import open_store
 from poller.state.sqlite import schema
 from poller.state.sqlite.db import open_database
 from poller.state.sqlite.store import SqliteStore
@@ -28,6 +29,7 @@ from poller.twilio.records import Fingerprint
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = "KS" + "a" * 32
 SESSION_A = "KC" + "a" * 32
+FP = Fingerprint("2026-11-27T10:00:00Z", "received", "delivered")
 
 
 def sha256(path: Path) -> str:
@@ -41,6 +43,28 @@ def count_rows(path: Path, table: str) -> int:
         return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
     finally:
         conn.close()
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def header_of(path: Path) -> bytes:
+    return path.read_bytes()[:16]
+
+
+def exists(path: Path) -> bool:
+    return path.exists()
+
+
+def touch(path: Path, mode: int = 0o600) -> None:
+    """Leave an empty file with ``mode`` at ``path``."""
+    path.touch()
+    path.chmod(mode)
+
+
+async def session_sids(store: SqliteStore) -> list[str]:
+    return [s.session_sid for s in await store.sessions()]
 
 
 @pytest.fixture
@@ -57,20 +81,17 @@ async def store(path: Path) -> AsyncIterator[SqliteStore]:
 # ---- the file ------------------------------------------------------------------------------
 
 
-def test_new_state_file_and_lock_file_have_mode_0600(path: Path) -> None:
-    store = SqliteStore.open(path)
-    try:
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert stat.S_IMODE(Path(f"{path}.lock").stat().st_mode) == 0o600
-    finally:
-        asyncio.run(store.close())
+async def test_new_state_file_and_lock_file_have_mode_0600(path: Path) -> None:
+    async with SqliteStore.open(path):
+        assert mode_of(path) == 0o600
+        assert mode_of(Path(f"{path}.lock")) == 0o600
 
 
-def test_existing_file_keeps_its_mode(path: Path) -> None:
-    path.touch()
-    path.chmod(0o640)
-    asyncio.run(SqliteStore.open(path).close())
-    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+async def test_existing_file_keeps_its_mode(path: Path) -> None:
+    touch(path, 0o640)
+    async with SqliteStore.open(path):
+        pass
+    assert mode_of(path) == 0o640
 
 
 def test_state_file_uses_wal_normal_sync_and_foreign_keys(store: SqliteStore, path: Path) -> None:
@@ -96,29 +117,21 @@ async def test_new_file_is_marked_with_application_id_and_latest_version(path: P
         conn.close()
 
 
-def test_empty_file_is_initialised(path: Path) -> None:
-    path.touch()
-    assert asyncio.run(sessions_after_tracking_one(path)) == [SESSION_A]
-
-
-async def sessions_after_tracking_one(path: Path) -> list[str]:
+async def test_empty_file_is_initialised(path: Path) -> None:
+    touch(path)
     async with SqliteStore.open(path) as store:
         await store.ensure_session(SERVICE, SESSION_A, new_traffic=False, now=1.0)
-        return [s.session_sid for s in await store.sessions()]
+        assert await session_sids(store) == [SESSION_A]
 
 
-def test_blank_sqlite_database_at_version_0_is_migrated(path: Path) -> None:
+async def test_blank_sqlite_database_at_version_0_is_migrated(path: Path) -> None:
     conn = sqlite3.connect(path)  # a valid SQLite file: version 0, no tables
     conn.execute("CREATE TABLE scratch (x)")
     conn.execute("DROP TABLE scratch")
     conn.close()
-    assert path.read_bytes().startswith(b"SQLite format 3\x00")
-    assert asyncio.run(schema_version_of(path)) == len(schema.MIGRATIONS)
-
-
-async def schema_version_of(path: Path) -> int:
+    assert header_of(path) == b"SQLite format 3\x00"
     async with SqliteStore.open(path) as store:
-        return (await store.summary()).schema_version
+        assert (await store.summary()).schema_version == len(schema.MIGRATIONS)
 
 
 async def test_migrations_apply_in_order_and_keep_data(path: Path) -> None:
@@ -127,7 +140,7 @@ async def test_migrations_apply_in_order_and_keep_data(path: Path) -> None:
     extra = "CREATE TABLE later (x INTEGER); INSERT INTO later VALUES (42);"
     async with SqliteStore(open_database(path, [*schema.MIGRATIONS, extra])) as store:
         assert (await store.summary()).schema_version == len(schema.MIGRATIONS) + 1
-        assert [s.session_sid for s in await store.sessions()] == [SESSION_A]
+        assert await session_sids(store) == [SESSION_A]
         assert count_rows(path, "later") == 1
 
 
@@ -223,11 +236,12 @@ def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
 # ---- the lock ------------------------------------------------------------------------------
 
 _OPEN_IN_CHILD = """
-import sys
+import asyncio, sys
+from poller.config.models import StateConfig
 from poller.errors import StateLockedError
 from poller.state.sqlite.store import SqliteStore
 try:
-    SqliteStore.open(sys.argv[1])._db.close()
+    asyncio.run(SqliteStore.open(sys.argv[1]).close())
 except StateLockedError as exc:
     print(exc)
     sys.exit(3)
@@ -285,14 +299,48 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_committed_poll_survives_kill_9_and_the_lock_is_released(path: Path) -> None:
+async def test_committed_poll_survives_kill_9_and_the_lock_is_released(path: Path) -> None:
     child = run_child(_COMMIT_THEN_CRASH, path)
     assert child.returncode == -signal.SIGKILL, child.stderr
-    assert Path(f"{path}-wal").exists()  # the commit was still only in the WAL
-    asyncio.run(the_crashed_commit_is_there(path))
-
-
-async def the_crashed_commit_is_there(path: Path) -> None:
+    assert exists(Path(f"{path}-wal"))  # the commit was still only in the WAL
     async with SqliteStore.open(path) as store:
         assert await store.known("KC1") == {"KI1": Fingerprint("d", "i", "o")}
         assert [d.event.id for d in await store.due("ops", None, 10)] == ["evt_crash"]
+
+
+# ---- beside a daemon (shared=) -------------------------------------------------------------
+
+
+async def test_a_shared_open_beside_the_holder_sees_its_commits_and_leaves_the_lock(
+    store: SqliteStore, path: Path
+) -> None:
+    await store.commit_poll(SERVICE, SESSION_A, fetched={"KI1": FP}, events=[], now=5.0)
+    async with SqliteStore.open(path, shared=True) as beside:
+        assert await beside.known(SESSION_A) == {"KI1": FP}
+    with pytest.raises(StateLockedError, match="in use by another poller process"):
+        SqliteStore.open(path)  # closing the shared store did not release the holder's lock
+    assert await store.known(SESSION_A) == {"KI1": FP}
+
+
+def test_a_shared_open_refuses_a_held_file_of_another_schema_version(path: Path) -> None:
+    holder = open_database(path, schema.MIGRATIONS[:1])
+    try:
+        with pytest.raises(StateLockedError, match=r"has schema version 1, not \d+; stop"):
+            SqliteStore.open(path, shared=True)
+    finally:
+        holder.close()
+
+
+# ---- chosen by the state config ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", ["config", "path"])
+async def test_open_store_opens_the_configured_path_as_sqlite(path: Path, given: str) -> None:
+    state = StateConfig(path=path) if given == "config" else str(path)
+    async with await open_store(state) as store:
+        assert isinstance(store, SqliteStore)
+        summary = await store.summary()
+    assert (summary.backend, summary.location) == ("sqlite", str(path))
+    shown = summary.to_json()
+    assert (shown["backend"], shown["path"]) == ("sqlite", str(path))
+    assert shown["schema_version"] == schema.latest_version()
