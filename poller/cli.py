@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ from poller.errors import ConfigError, CredentialsError, PollerError, StateError
 
 if TYPE_CHECKING:
     from poller.config import Config
+    from poller.lab.crashpoints import CrashPoints
     from poller.state import DeadLetter, DisabledSink, FailingSink, Store
 
 EXIT_USAGE = 2
@@ -109,20 +111,46 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crash_points() -> CrashPoints:
+    from poller.lab.crashpoints import CrashPoints
+
+    return CrashPoints(os.environ.get("POLLER_CRASH_AT"))
+
+
 def cmd_once(args: argparse.Namespace) -> int:
     from poller.observe.logs import configure_logging
     from poller.once import once_from_config
+    from poller.state import Store
 
     config = _load(args)
     configure_logging(config.log.format, config.log.level, stream=sys.stderr)
-    return asyncio.run(once_from_config(config))
+    store = Store.open(config.state.path)
+    return asyncio.run(once_from_config(config, store, crash=_crash_points()))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from poller.daemon import run_daemon
+    from poller.app import build_app
+    from poller.config import load_config
+    from poller.daemon import Daemon
+    from poller.observe.logs import configure_logging
+    from poller.observe.sdnotify import Notifier
+    from poller.state import Store
 
-    config_path = _require_config(args)
-    return run_daemon(config_path)
+    path = _require_config(args)
+    config = load_config(path)
+    configure_logging(config.log.format, config.log.level)
+    store = Store.open(config.state.path)
+    try:
+        daemon = Daemon(
+            config,
+            store,
+            build=functools.partial(build_app, crash=_crash_points()),
+            reload=functools.partial(load_config, path),
+            notifier=Notifier(os.environ.get("NOTIFY_SOCKET")),
+        )
+        return asyncio.run(daemon.run())
+    finally:
+        store.close()
 
 
 def _open_store(args: argparse.Namespace) -> Store:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
-from poller.config import StateConfig, parse_config
+from poller.app import build_app
+from poller.config import Config, StateConfig, parse_config
 from poller.daemon import Daemon
-from poller.errors import CredentialsError, StateError
+from poller.errors import ConfigError, CredentialsError, StateError
+from poller.state import Store
 
 SERVICE = "KS" + "1" * 32
 
@@ -24,6 +28,20 @@ def _config() -> Any:
         },
         {},
     )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path / "state.db") as opened:
+        yield opened
+
+
+def _no_reload() -> Config:
+    raise ConfigError("this test reloads nothing")
+
+
+def _daemon(config: Config, store: Store) -> Daemon:
+    return Daemon(config, store, build=build_app, reload=_no_reload)
 
 
 @dataclass
@@ -40,8 +58,10 @@ class _FailingCycle:
         raise self.error
 
 
-async def test_a_cycle_that_fails_on_the_state_is_logged_and_the_daemon_goes_on() -> None:
-    daemon = Daemon("unused.yaml", _config())
+async def test_a_cycle_that_fails_on_the_state_is_logged_and_the_daemon_goes_on(
+    store: Store,
+) -> None:
+    daemon = _daemon(_config(), store)
     with capture_logs() as logs:
         await daemon._cycle_job(_FailingCycle(StateError("disk full")), None)  # type: ignore[arg-type]
     (failed,) = [e for e in logs if e["event"] == "cycle_failed"]
@@ -51,8 +71,8 @@ async def test_a_cycle_that_fails_on_the_state_is_logged_and_the_daemon_goes_on(
     assert daemon.health.ready()[1]["checks"]["poll"]["consecutive_failures"] == 1
 
 
-async def test_rejected_credentials_stop_the_daemon() -> None:
-    daemon = Daemon("unused.yaml", _config())
+async def test_rejected_credentials_stop_the_daemon(store: Store) -> None:
+    daemon = _daemon(_config(), store)
     with capture_logs() as logs:
         await daemon._cycle_job(  # type: ignore[arg-type]
             _FailingCycle(CredentialsError("HTTP 401")), None
@@ -72,11 +92,10 @@ async def test_a_failed_delivery_loop_is_one_line_and_its_exception_is_retrieved
     import asyncio
     import gc
 
-    from poller.app import build_app
-
     config = _config().model_copy(update={"state": StateConfig(path=tmp_path / "state.db")})
-    daemon = Daemon("unused.yaml", config)
-    app = build_app(config)
+    store = Store.open(config.state.path)
+    daemon = _daemon(config, store)
+    app = build_app(config, store)
     app.cycles = []  # no polls: this test is about the delivery task alone
     app.dispatcher = _BrokenDispatcher()  # type: ignore[assignment]
     unhandled: list[dict[str, Any]] = []

@@ -1,4 +1,4 @@
-"""What the dispatcher reads and reports: the outbox it drains, the results of a pass."""
+"""What the dispatcher reads and reports: the outbox it drains, a pass's tallies and results."""
 
 from __future__ import annotations
 
@@ -40,6 +40,17 @@ class OutboxStore(Protocol):
     def disabled_sinks(self, sink: str | None = None) -> Sequence[DisabledSink]: ...
 
     def clear_sink_disabled(self, sink: str | None = None) -> Sequence[DisabledSink]: ...
+
+
+@dataclass
+class Tally:
+    """What one pass has done so far for one sink."""
+
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+    # Deliveries that failed in this pass -> when (``monotonic``) their retry is due.
+    retry_at: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from poller.detect.diff import known_after
+from poller.config import PollConfig
 from poller.errors import StateCorruptError, StateError, StateLockedError
 from poller.events import Event, EventType, event_id
 from poller.state import DeadLetter, Delivery, SessionState, Store, schema
 from poller.state.db import open_database
 from poller.twilio.records import Fingerprint, Interaction
-from poller.watch.poll import PollSettings, SessionPoller, _same_as_known
+from poller.watch.poll import SessionPoller
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = "KS" + "a" * 32
@@ -298,8 +298,7 @@ def test_second_open_in_the_same_process_is_refused_until_close(path: Path) -> N
 _COMMIT_THEN_CRASH = """
 import os, signal, sys
 from poller.events import Event, EventType
-from poller.detect.diff import known_after
-from poller.watch.poll import PollSettings, SessionPoller, _same_as_known
+from poller.watch.poll import SessionPoller
 from poller.twilio.records import Fingerprint, Interaction
 from poller.state import Store
 store = Store.open(sys.argv[1])
@@ -964,7 +963,7 @@ class ListedSource:
 
 
 def session_poller(store: Store, source: ListedSource) -> SessionPoller:
-    settings = PollSettings(first_run="baseline", settle_seconds=900.0, timeout_seconds=5.0)
+    settings = PollConfig(first_run="baseline", settle_seconds=900.0, timeout_seconds=5.0)
     return SessionPoller(source, store, settings, [AllEvents()], clock=lambda: 1e9)
 
 
@@ -1004,28 +1003,6 @@ async def test_poll_listing_a_known_sid_twice_instead_of_another_forgets_nothing
     source.records = [interaction_record("KI1"), interaction_record("KI1")]
     await poller.poll(SERVICE, SESSION_A)
     assert store.known(SESSION_A) == {"KI1": FP, "KI2": FP}
-
-
-_fingerprints = st.sampled_from(
-    [FP, FP._replace(inbound_resource_status="failed"), Fingerprint(None, None, None)]
-)
-
-
-@given(
-    st.dictionaries(st.sampled_from(["KI1", "KI2", "KI3"]), _fingerprints, max_size=3),
-    st.lists(st.tuples(st.sampled_from(["KI1", "KI2", "KI3"]), _fingerprints), max_size=4),
-)
-def test_unchanged_shortcut_is_exactly_a_fetch_that_changes_no_known_fingerprint(
-    known: dict[str, Fingerprint], listed: list[tuple[str, Fingerprint]]
-) -> None:
-    fetched = [interaction_record(sid, fp) for sid, fp in listed]
-    unchanged = {**known, **known_after(fetched)} == known
-    each_once = len({sid for sid, _ in listed}) == len(listed)
-    shortcut = _same_as_known(known, fetched)
-    # Never wrong; exact when each sid is listed once (a sid listed with two fingerprints takes
-    # the full path, which decides the winner).
-    assert unchanged or not shortcut
-    assert shortcut == unchanged or not each_once
 
 
 def test_a_watch_begins_once_with_its_sessions_and_can_end(store: Store) -> None:
