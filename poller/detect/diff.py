@@ -73,7 +73,7 @@ def _changes(
     events: list[Event] = []
     after = dict(known)
     for sid, interaction in _latest_by_sid(fetched).items():
-        new = Fingerprint(*_fields(interaction))
+        new = interaction.fingerprint
         after[sid] = new
         if not notify:
             continue

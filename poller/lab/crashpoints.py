@@ -1,7 +1,8 @@
 """Named points where a test can kill the process (``POLLER_CRASH_AT=<point>``).
 
 Crash-safety tests SIGKILL the real poller between fetch, commit, delivery and acknowledgement;
-this places the kill exactly. ``cli`` reads ``POLLER_CRASH_AT`` once and hands the poll and the
+this places the kill exactly: ``after_fetch`` and ``after_commit`` (a poll), ``after_send`` and
+``after_ack`` (a delivery). ``cli`` reads ``POLLER_CRASH_AT`` once and hands the poll and the
 dispatcher a :class:`CrashPoints`; unset (always, in production) it is :data:`NO_CRASH`, and
 each point costs one comparison.
 """
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-
-POINTS = frozenset({"after_fetch", "after_commit", "after_send", "after_ack"})
 
 
 class CrashPoints:

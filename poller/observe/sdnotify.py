@@ -25,10 +25,6 @@ class Notifier:
             self._address = b"\0" + address[1:].encode() if address.startswith("@") else address
         self._sock: socket.socket | None = None
 
-    @property
-    def enabled(self) -> bool:
-        return self._address is not None
-
     def notify(self, message: str) -> bool:
         """Send one message; return whether it was sent. Never raises."""
         if self._address is None:

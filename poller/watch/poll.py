@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from poller.config import PollConfig
 
 log = structlog.get_logger(__name__)
-
-FirstRun = Literal["baseline", "notify_all"]
 
 
 class InteractionSource(Protocol):

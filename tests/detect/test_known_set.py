@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,9 +21,10 @@ from poller.config import PollConfig
 from poller.events import Event, EventType
 from poller.state import Store
 from poller.twilio.records import Fingerprint, Interaction
-from poller.watch.poll import FirstRun, SessionPoller
+from poller.watch.poll import SessionPoller
 from tests.detect.oracle import apply, known_after
 
+FirstRun = Literal["baseline", "notify_all"]
 SERVICE = "KS" + "a" * 32
 SESSION = "KC" + "a" * 32
 SIDS = [f"KI{c * 32}" for c in "abc"]
