@@ -49,7 +49,7 @@ from poller.events import Event, EventType, event_id
 from poller.observe.logs import configure_logging
 from poller.sinks import build_sinks
 from poller.sinks.webhook import encode_body
-from poller.state import Store
+from poller.state.sqlite.store import SqliteStore
 from poller.twilio.records import Fingerprint
 
 SERVICE = "KS" + "1" * 32
@@ -96,7 +96,7 @@ def bare_transport(kind: str) -> httpx.AsyncBaseTransport:
 
 
 async def run_dispatcher(
-    store: Store, config_path: Path, expected: int, kind: str
+    store: SqliteStore, config_path: Path, expected: int, kind: str
 ) -> tuple[float, float, int]:
     """Drain the outbox; return (wall, cpu, delivered)."""
     config = load_config(config_path)
@@ -151,6 +151,31 @@ async def run_bare(
     return time.monotonic() - started_wall, time.process_time() - started_cpu, sent
 
 
+async def run_outbox(
+    path: Path,
+    batches: list[tuple[str, list[Event]]],
+    config_path: Path,
+    expected: int,
+    kind: str,
+) -> tuple[float, float, int, int]:
+    """Enqueue as polls do, then drain; return (wall, cpu, delivered, pending after)."""
+    async with SqliteStore.open(path) as store:
+        started = time.perf_counter()
+        now = time.time()
+        for session, batch in batches:
+            await store.commit_poll(
+                SERVICE,
+                session,
+                fetched={},
+                events=[(event, ["bench"]) for event in batch],
+                now=now,
+            )
+        enqueue = time.perf_counter() - started
+        print(f"enqueued {await store.pending_count():,} deliveries in {enqueue:.2f}s")
+        wall, cpu, delivered = await run_dispatcher(store, config_path, expected, kind)
+        return wall, cpu, delivered, await store.pending_count()
+
+
 def run(events: int, sessions: int, concurrency: int, kind: str) -> None:
     print(
         f"bench_delivery: {events:,} queued events over {sessions:,} sessions, "
@@ -194,23 +219,11 @@ def run(events: int, sessions: int, concurrency: int, kind: str) -> None:
             ]
         )
 
-        with Store.open(Path(tmp) / "state.db") as store:
-            started = time.perf_counter()
-            now = time.time()
-            for session, batch in batches:
-                store.commit_poll(
-                    SERVICE,
-                    session,
-                    fetched={},
-                    events=[(event, ["bench"]) for event in batch],
-                    now=now,
-                )
-            enqueue = time.perf_counter() - started
-            print(f"enqueued {store.pending_count():,} deliveries in {enqueue:.2f}s")
-            cpu_before = lab.call("cpu")["cpu_seconds"]
-            wall, cpu, delivered = asyncio.run(run_dispatcher(store, config_path, len(flat), kind))
-            receiver_cpu = lab.call("cpu")["cpu_seconds"] - cpu_before
-            pending = store.pending_count()
+        cpu_before = lab.call("cpu")["cpu_seconds"]
+        wall, cpu, delivered, pending = asyncio.run(
+            run_outbox(Path(tmp) / "state.db", batches, config_path, len(flat), kind)
+        )
+        receiver_cpu = lab.call("cpu")["cpu_seconds"] - cpu_before
         rows.append(
             ["Dispatcher.run_once + outbox", delivered, wall, delivered / wall, cpu, receiver_cpu]
         )

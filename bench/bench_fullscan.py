@@ -156,14 +156,17 @@ def role_poller(args: argparse.Namespace) -> dict[str, Any]:
     from poller.config import load_config
     from poller.observe.logs import configure_logging
     from poller.once import once_from_config
-    from poller.state import Store
+    from poller.state.open import open_store
 
     started_wall, started_cpu = time.monotonic(), time.process_time()
     started_thread = time.thread_time()
     config = load_config(args.config)
     configure_logging(config.log.format, config.log.level, stream=sys.stderr)
 
-    code = asyncio.run(once_from_config(config, Store.open(config.state.path)))
+    async def once() -> int:
+        return await once_from_config(config, await open_store(config.state))
+
+    code = asyncio.run(once())
     if code != 0:
         sys.exit(f"poller once exited {code}")
     return {
@@ -247,7 +250,7 @@ def run(sessions: int, interactions: int, repeat: int = 3) -> None:
                     results[name] = (finished, work)
         stats = lab.call("stats")
     _report(results, stats)
-    _report_commit_paths(sessions, interactions)
+    asyncio.run(_report_commit_paths(sessions, interactions))
 
 
 def _report(results: dict[str, tuple[Finished, dict[str, Any]]], stats: dict[str, Any]) -> None:
@@ -287,7 +290,7 @@ def _report(results: dict[str, tuple[Finished, dict[str, Any]]], stats: dict[str
 # -- what an unchanged session's diff and commit cost, by the path taken ---------------------------
 
 
-def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5) -> None:
+async def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5) -> None:
     """Time the state side of polls that find nothing new, in this process (no network).
 
     The same sessions three ways: the known set read twice (for the diff, then again inside
@@ -296,7 +299,7 @@ def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5) -> N
     """
     from poller.detect.diff import _changes, diff
     from poller.observe.logs import configure_logging
-    from poller.state import Store
+    from poller.state.sqlite.store import SqliteStore
     from poller.twilio.records import Interaction
 
     def record(session: int, n: int) -> Interaction:
@@ -317,33 +320,32 @@ def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5) -> N
     fetched = {sid: [record(i, n) for n in range(interactions)] for i, sid in enumerate(sids)}
     detected = "2026-11-27T11:00:00Z"
 
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-fullscan-") as tmp,
-        Store.open(Path(tmp) / "state.db") as store,
-    ):
+    with tempfile.TemporaryDirectory(prefix="bench-fullscan-") as tmp:
+        store = SqliteStore.open(Path(tmp) / "state.db")
         for sid in sids:
             first = diff(SERVICE_SID, sid, {}, fetched[sid], detected)
-            store.commit_poll(SERVICE_SID, sid, fetched=first.known_after, events=[], now=1)
+            await store.commit_poll(SERVICE_SID, sid, fetched=first.known_after, events=[], now=1)
 
         # The diff's full path (each sid's latest record, fingerprints, events), which a
         # changed poll takes: what every poll cost before the unchanged shortcut.
-        def read_twice(sid: str, listed: list[Interaction]) -> None:
-            found = _changes(SERVICE_SID, sid, store.known(sid), listed, detected, None, True)
-            store.commit_poll(
+        async def read_twice(sid: str, listed: list[Interaction]) -> None:
+            known = await store.known(sid)
+            found = _changes(SERVICE_SID, sid, known, listed, detected, None, True)
+            await store.commit_poll(
                 SERVICE_SID, sid, fetched=found.known_after, events=found.events, now=2
             )
 
-        def read_once(sid: str, listed: list[Interaction]) -> None:
-            known = store.known(sid)
+        async def read_once(sid: str, listed: list[Interaction]) -> None:
+            known = await store.known(sid)
             found = _changes(SERVICE_SID, sid, known, listed, detected, None, True)
-            store.commit_poll(
+            await store.commit_poll(
                 SERVICE_SID, sid, fetched=found.known_after, events=found.events, now=2, known=known
             )
 
-        def shortcut(sid: str, listed: list[Interaction]) -> None:
-            if not diff(SERVICE_SID, sid, store.known(sid), listed, detected).unchanged:
+        async def shortcut(sid: str, listed: list[Interaction]) -> None:
+            if not diff(SERVICE_SID, sid, await store.known(sid), listed, detected).unchanged:
                 raise AssertionError("the bench's sessions are unchanged")
-            store.commit_unchanged(SERVICE_SID, sid, now=2)
+            await store.commit_unchanged(SERVICE_SID, sid, now=2)
 
         paths = {"known set read twice": read_twice, "read once": read_once}
         paths["unchanged shortcut"] = shortcut
@@ -352,9 +354,10 @@ def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5) -> N
             for name, path in paths.items():
                 started = time.process_time()
                 for sid in sids:
-                    path(sid, fetched[sid])
+                    await path(sid, fetched[sid])
                 spent = time.process_time() - started
                 best[name] = min(best.get(name, spent), spent)
+        await store.close()
     print()
     print(f"state side of {sessions} unchanged polls (cpu s, lowest of {rounds} rounds):")
     print(table([[name, round(spent, 3)] for name, spent in best.items()], ["path", "cpu s"]))

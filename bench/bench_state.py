@@ -1,7 +1,7 @@
 """State file size and commit time per poll: 10,000 sessions x 100 interactions.
 
-A poll ends with ``Store.known`` (the session's known set, for the diff) and
-``Store.commit_poll`` (one transaction: the known set becomes what was fetched, plus the events
+A poll ends with ``known`` (the session's known set, for the diff) and
+``commit_poll`` (one transaction: the known set becomes what was fetched, plus the events
 and their outbox rows). Baseline: the commit of an unchanged session; then sessions where 1,
 10 and 100 interactions changed (each change one event routed to one sink). The same unchanged
 commit on a store ten times smaller shows whether the cost follows what is stored (ratio ~10)
@@ -13,6 +13,7 @@ or what changed (ratio ~1).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from _common import ROOT, machine, mean, percentile, ratio_line, table
 
 from poller.events import Event, EventType, event_id
 from poller.observe.logs import configure_logging
-from poller.state import Store
+from poller.state.sqlite.store import SqliteStore
 from poller.twilio.records import Fingerprint
 
 SERVICE = "KS" + "0" * 32
@@ -53,11 +54,11 @@ def known_set(session: int, interactions: int, stamp: str) -> dict[str, Fingerpr
     }
 
 
-def populate(store: Store, sessions: int, interactions: int, now: float) -> float:
+async def populate(store: SqliteStore, sessions: int, interactions: int, now: float) -> float:
     """Baseline every session with its known set; return the seconds it took."""
     started = time.perf_counter()
     for s in range(sessions):
-        store.commit_poll(
+        await store.commit_poll(
             SERVICE,
             session_sid(s),
             fetched=known_set(s, interactions, "2026-01-01T00:00:00Z"),
@@ -90,8 +91,8 @@ def _event(session: int, sid: str, old: Fingerprint, new: Fingerprint) -> Event:
     )
 
 
-def measure(
-    store: Store, sample: Sequence[int], interactions: int, changed: int, now: float
+async def measure(
+    store: SqliteStore, sample: Sequence[int], interactions: int, changed: int, now: float
 ) -> tuple[list[float], list[float]]:
     """Poll-end cost per session of ``sample``: (commit seconds, known + commit seconds)."""
     commits: list[float] = []
@@ -105,9 +106,9 @@ def measure(
             fetched[sid] = Fingerprint("2026-01-02T00:00:00Z", "delivered", "read")
             events.append((_event(s, sid, old[sid], fetched[sid]), ["bench"]))
         started = time.perf_counter()
-        store.known(session_sid(s))
+        await store.known(session_sid(s))
         middle = time.perf_counter()
-        store.commit_poll(SERVICE, session_sid(s), fetched=fetched, events=events, now=now)
+        await store.commit_poll(SERVICE, session_sid(s), fetched=fetched, events=events, now=now)
         ended = time.perf_counter()
         commits.append(ended - middle)
         totals.append(ended - started)
@@ -118,7 +119,7 @@ def file_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
 
 
-def run(sessions: int, small_sessions: int, interactions: int, sample: int) -> None:
+async def run(sessions: int, small_sessions: int, interactions: int, sample: int) -> None:
     print(
         f"bench_state: {sessions:,} sessions x {interactions} interactions "
         f"(and {small_sessions:,} x {interactions} for scale), {sample} polls per row"
@@ -129,17 +130,17 @@ def run(sessions: int, small_sessions: int, interactions: int, sample: int) -> N
     rows: list[list[object]] = []
     with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:
         small_path = Path(tmp) / "small.db"
-        with Store.open(small_path) as small:
-            populate(small, small_sessions, interactions, now)
-            measure(small, range(min(WARM_UP, small_sessions)), interactions, 0, now)
-            small_commit, small_total = measure(
+        async with SqliteStore.open(small_path) as small:
+            await populate(small, small_sessions, interactions, now)
+            await measure(small, range(min(WARM_UP, small_sessions)), interactions, 0, now)
+            small_commit, small_total = await measure(
                 small, range(min(sample, small_sessions)), interactions, 0, now
             )
         rows.append(_row(f"unchanged, {small_sessions:,} sessions", small_commit, small_total))
 
         path = Path(tmp) / "state.db"
-        with Store.open(path) as store:
-            took = populate(store, sessions, interactions, now)
+        async with SqliteStore.open(path) as store:
+            took = await populate(store, sessions, interactions, now)
         size = file_size(path)
         print(
             f"populated {sessions * interactions:,} interactions in {took:.1f}s; state file "
@@ -147,13 +148,13 @@ def run(sessions: int, small_sessions: int, interactions: int, sample: int) -> N
             "interaction)"
         )
         results: dict[int, tuple[list[float], list[float]]] = {}
-        with Store.open(path) as store:
-            measure(store, range(sessions - WARM_UP, sessions), interactions, 0, now)
+        async with SqliteStore.open(path) as store:
+            await measure(store, range(sessions - WARM_UP, sessions), interactions, 0, now)
             for index, changed in enumerate((0, *CHANGES)):
                 # Each row polls sessions of its own, all starting from the same known set.
                 first = index * sample
                 chosen = range(first, min(first + sample, sessions))
-                results[changed] = measure(store, chosen, interactions, changed, now)
+                results[changed] = await measure(store, chosen, interactions, changed, now)
         # Sizes are taken closed: the WAL checkpointed into the file, as after a clean stop.
         size_after = file_size(path)
         for changed, (commit, total) in results.items():
@@ -201,7 +202,7 @@ def main() -> None:
     sessions = args.sessions or (1000 if args.quick else 10_000)
     sample = args.sample or (100 if args.quick else 500)
     sample = min(sample, sessions // (len(CHANGES) + 1))
-    run(sessions, max(1, sessions // 10), args.interactions, sample)
+    asyncio.run(run(sessions, max(1, sessions // 10), args.interactions, sample))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -21,7 +21,7 @@ from poller.detect.planner import PlanSettings
 from poller.events import SESSION_EVENT_TYPES
 from poller.lab.crashpoints import NO_CRASH, CrashPoints
 from poller.sinks import Sink, build_sinks
-from poller.state import Store
+from poller.state.base import StateStore
 from poller.twilio.body import AnswerLimits
 from poller.twilio.client import ProxyClient
 from poller.watch.cycle import ServiceCycle
@@ -35,7 +35,7 @@ class App:
     """What a running poller is made of; ``aclose`` closes it, the state included."""
 
     config: Config
-    store: Store
+    store: StateStore
     client: ProxyClient
     sinks: list[Sink]
     poller: SessionPoller
@@ -47,12 +47,12 @@ class App:
         await self.client.aclose()
         for sink in self.sinks:
             await sink.aclose()
-        self.store.close()
+        await self.store.close()
 
 
-def build_app(
+async def build_app(
     config: Config,
-    store: Store,
+    store: StateStore,
     *,
     twilio_transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
@@ -65,7 +65,7 @@ def build_app(
         )
         sinks = build_sinks(config.sinks, store=store)
     except BaseException:
-        store.close()
+        await store.close()
         raise
     wake = asyncio.Event()
     fetch_sessions = any(set(sink.events) & set(SESSION_EVENT_TYPES) for sink in config.sinks)
@@ -104,18 +104,18 @@ def build_app(
 
 
 # Builds the App from a config on the state given (``cli`` binds everything else).
-AppBuilder = Callable[[Config, Store], App]
+AppBuilder = Callable[[Config, StateStore], Awaitable[App]]
 
 
-def retire_removed_sinks(app: App, now: float) -> int:
+async def retire_removed_sinks(app: App, now: float) -> int:
     """Dead-letter what waits for sinks the config no longer has (kept, requeueable)."""
-    retired = app.store.dead_letter_other_sinks([s.name for s in app.config.sinks], now=now)
+    retired = await app.store.dead_letter_other_sinks([s.name for s in app.config.sinks], now=now)
     if retired:
         log.warning("removed_sink_deliveries_dead_lettered", deliveries=retired)
     return retired
 
 
-def sync_watch(app: App, now: float) -> tuple[int, int]:
+async def sync_watch(app: App, now: float) -> tuple[int, int]:
     """Align the stored sessions with the config's watch list; return (retired, revived).
 
     Sessions the config no longer watches are marked gone (pruned after the grace period;
@@ -126,16 +126,16 @@ def sync_watch(app: App, now: float) -> tuple[int, int]:
     """
     watches = {w.service_sid: w for w in app.config.watch}
     retired = revived = 0
-    for state in app.store.sessions(None):
+    for state in await app.store.sessions(None):
         watch = watches.get(state.service_sid)
         watched = watch is not None and (watch.all_sessions or state.session_sid in watch.sessions)
         if state.gone_at is None and not watched:
-            app.store.mark_session_gone(state.session_sid, now)
+            await app.store.mark_session_gone(state.session_sid, now)
             retired += 1
         elif state.gone_at is not None and watch is not None and not watch.all_sessions and watched:
-            app.store.revive_session(state.session_sid)
+            await app.store.revive_session(state.session_sid)
             revived += 1
-    for service_sid in app.store.watched_services():
+    for service_sid in await app.store.watched_services():
         if service_sid not in watches or not watches[service_sid].all_sessions:
-            app.store.end_watch(service_sid)
+            await app.store.end_watch(service_sid)
     return retired, revived

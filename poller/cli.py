@@ -21,7 +21,9 @@ from poller.errors import ConfigError, CredentialsError, PollerError, StateError
 if TYPE_CHECKING:
     from poller.config import Config
     from poller.lab.crashpoints import CrashPoints
-    from poller.state import DeadLetter, DisabledSink, FailingSink, Store
+    from poller.observe.sdnotify import Notifier
+    from poller.state.base import StateStore
+    from poller.state.models import DeadLetter, DisabledSink, FailingSink
 
 EXIT_USAGE = 2
 
@@ -119,79 +121,93 @@ def _crash_points() -> CrashPoints:
 
 def cmd_once(args: argparse.Namespace) -> int:
     from poller.observe.logs import configure_logging
-    from poller.once import once_from_config
-    from poller.state import Store
 
     config = _load(args)
     configure_logging(config.log.format, config.log.level, stream=sys.stderr)
-    store = Store.open(config.state.path)
-    return asyncio.run(once_from_config(config, store, crash=_crash_points()))
+    return asyncio.run(_once(config, _crash_points()))
+
+
+async def _once(config: Config, crash: CrashPoints) -> int:
+    from poller.once import once_from_config
+    from poller.state.open import open_store
+
+    return await once_from_config(config, await open_store(config.state), crash=crash)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from poller.app import build_app
     from poller.config import load_config
-    from poller.daemon import Daemon
     from poller.observe.logs import configure_logging
     from poller.observe.sdnotify import Notifier
-    from poller.state import Store
 
     path = _require_config(args)
     config = load_config(path)
     configure_logging(config.log.format, config.log.level)
-    store = Store.open(config.state.path)
+    notifier = Notifier(os.environ.get("NOTIFY_SOCKET"))
+    return asyncio.run(_run_daemon(config, path, _crash_points(), notifier))
+
+
+async def _run_daemon(config: Config, path: str, crash: CrashPoints, notifier: Notifier) -> int:
+    """Open the state, run the daemon on it until it stops, close the state."""
+    from poller.app import build_app
+    from poller.config import load_config
+    from poller.daemon import Daemon
+    from poller.state.open import open_store
+
+    store = await open_store(config.state)
     try:
         daemon = Daemon(
             config,
             store,
-            build=functools.partial(build_app, crash=_crash_points()),
+            build=functools.partial(build_app, crash=crash),
             reload=functools.partial(load_config, path),
-            notifier=Notifier(os.environ.get("NOTIFY_SOCKET")),
+            notifier=notifier,
         )
-        return asyncio.run(daemon.run())
+        return await daemon.run()
     finally:
-        store.close()
+        await store.close()
 
 
-def _open_store(args: argparse.Namespace) -> Store:
-    from poller.state import Store
+async def _open_store(args: argparse.Namespace) -> StateStore:
+    from poller.state.open import open_store
 
-    return Store.open(_load(args).state.path, shared=True)
+    return await open_store(_load(args).state, shared=True)
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    store = _open_store(args)
-    try:
-        print(json.dumps(store.summary(), indent=2, sort_keys=True))
-    finally:
-        store.close()
+    return asyncio.run(_show_state(args))
+
+
+async def _show_state(args: argparse.Namespace) -> int:
+    async with await _open_store(args) as store:
+        print(json.dumps((await store.summary()).to_json(), indent=2, sort_keys=True))
     return 0
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
+    return asyncio.run(_outbox(args))
+
+
+async def _outbox(args: argparse.Namespace) -> int:
     import time
 
-    store = _open_store(args)
-    try:
+    async with await _open_store(args) as store:
         if args.outbox_command == "list":
-            pending = store.counts_by_sink("pending")
-            for disabled in store.disabled_sinks(args.sink):
+            pending = await store.counts_by_sink("pending")
+            for disabled in await store.disabled_sinks(args.sink):
                 print(json.dumps(_disabled_row(disabled, pending), sort_keys=True))
-            for failing in store.failing_sinks(args.sink):
+            for failing in await store.failing_sinks(args.sink):
                 print(json.dumps(_failing_row(failing, pending), sort_keys=True))
-            for dead in store.dead_letters(args.sink):
+            for dead in await store.dead_letters(args.sink):
                 print(json.dumps(_dead_letter_row(dead), sort_keys=True))
         elif args.outbox_command == "retry":
-            n = store.requeue(args.ids or None, sink=args.sink, now=time.time())
+            n = await store.requeue(args.ids or None, sink=args.sink, now=time.time())
             print(f"requeued {n} deliveries")
             # Chosen by ids: only those rows. Otherwise "retry what waits for this sink".
-            for resumed in [] if args.ids else store.clear_sink_disabled(args.sink):
+            for resumed in [] if args.ids else await store.clear_sink_disabled(args.sink):
                 print(f"resumed sink {resumed.sink} (disabled: {resumed.reason})")
         else:
-            n = store.purge(args.ids or None, sink=args.sink)
+            n = await store.purge(args.ids or None, sink=args.sink)
             print(f"purged {n} deliveries")
-    finally:
-        store.close()
     return 0
 
 

@@ -56,7 +56,7 @@ from poller.observe import metrics
 from poller.observe.health import HealthServer, HealthState
 from poller.observe.logs import configure_logging
 from poller.observe.sdnotify import Notifier
-from poller.state import Store
+from poller.state.base import StateStore
 from poller.watch.clockwatch import ClockWatch
 from poller.watch.cycle import ServiceCycle
 
@@ -76,7 +76,7 @@ class Daemon:
     def __init__(
         self,
         config: Config,
-        store: Store,
+        store: StateStore,
         *,
         build: AppBuilder,
         reload: Callable[[], Config],
@@ -113,7 +113,7 @@ class Daemon:
         watch = asyncio.create_task(self._watch(store))
         try:
             while True:
-                app = self._build(self.config, store)
+                app = await self._build(self.config, store)
                 await self._serve(app)
                 await self._close_parts(app)
                 if self.stop.is_set() or self._fatal is not None:
@@ -177,8 +177,8 @@ class Daemon:
 
     async def _serve(self, app: App) -> None:
         """Run polls and deliveries until a stop or a reload is asked for."""
-        retire_removed_sinks(app, time.time())
-        retired, revived = sync_watch(app, time.time())
+        await retire_removed_sinks(app, time.time())
+        retired, revived = await sync_watch(app, time.time())
         if retired or revived:
             log.info("watch_synced", unwatched=retired, revived=revived)
         scheduler = self._schedule(app)
@@ -294,7 +294,7 @@ class Daemon:
         self.health.heartbeat()
         self.notifier.notify("WATCHDOG=1")
 
-    async def _watch(self, store: Store) -> None:
+    async def _watch(self, store: StateStore) -> None:
         """Every ``WATCH_SECONDS`` of the monotonic clock: the clock, the state, the outbox."""
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -302,25 +302,25 @@ class Daemon:
             if self.stop.is_set():
                 return
             try:
-                self.watch_once(store)
+                await self.watch_once(store)
             except Exception as exc:  # the watch's boundary: a bug here must not stop it
                 log.error("watch_failed", error=str(exc), error_type=type(exc).__name__)
 
-    def watch_once(self, store: Store) -> None:
+    async def watch_once(self, store: StateStore) -> None:
         """Correct a step of the wall clock; stop on a lost state; record the outbox's age."""
         step = self.clock_watch.check()
         if step is not None:
-            self._clock_stepped(store, step)
-        reason = store.lost()
+            await self._clock_stepped(store, step)
+        reason = await store.lost()
         if reason is not None:
             self._state_lost(store, reason)
             return
         try:
-            self.health.set_outbox_oldest(store.oldest_pending_enqueued_at())
+            self.health.set_outbox_oldest(await store.oldest_pending_enqueued_at())
         except StateError as exc:
             log.error("outbox_age_unknown", error=str(exc))
 
-    def _clock_stepped(self, store: Store, step: float) -> None:
+    async def _clock_stepped(self, store: StateStore, step: float) -> None:
         """Make every job due now and move the stored due times by ``step``."""
         metrics.CLOCK_STEPS.inc()
         rescheduled = 0
@@ -331,7 +331,7 @@ class Daemon:
                 job.modify(next_run_time=now)
                 rescheduled += 1
         try:
-            shifted: int | None = store.shift_due_times(step)
+            shifted: int | None = await store.shift_due_times(step)
         except StateError as exc:
             shifted = None
             log.error("clock_step_not_stored", step_seconds=round(step, 3), error=str(exc))
@@ -342,17 +342,17 @@ class Daemon:
             deliveries_shifted=shifted,
         )
 
-    def _state_lost(self, store: Store, reason: str) -> None:
+    def _state_lost(self, store: StateStore, reason: str) -> None:
         if self._fatal is not None:
             return
-        log.error("state_lost", path=str(store.path), reason=reason)
+        log.error("state_lost", path=store.location, reason=reason)
         metrics.STATE_LOST.inc()
         self.health.state_lost(reason)
-        self._fatal = StateError(f"state file {store.path} is lost: {reason}")
+        self._fatal = StateError(f"state file {store.location} is lost: {reason}")
         self.stop.set()
 
     async def _prune_job(self, app: App) -> None:
-        pruned = app.store.prune(time.time(), self.config.state.prune_after_seconds)
+        pruned = await app.store.prune(time.time(), self.config.state.prune_after_seconds)
         if pruned:
             log.info("sessions_pruned", sessions=pruned)
 

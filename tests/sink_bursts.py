@@ -12,7 +12,7 @@ from poller.delivery.results import RunResult
 from poller.events import Event
 from poller.observe.metrics import REGISTRY
 from poller.sinks import Sink
-from poller.state import Store
+from poller.state.sqlite.store import SqliteStore
 from tests.sink_contract_cases import make_event
 
 # Everything a message body could try: pings, a Slack broadcast, HTML, a masked link.
@@ -30,11 +30,11 @@ def burst(count: int, *, sessions: int = 12, body: str = "a" * 600) -> list[Even
 
 async def deliver(
     sink: Sink, events: Sequence[Event], folder: Path, *, max_attempts: int = 5
-) -> tuple[RunResult, Store]:
+) -> tuple[RunResult, SqliteStore]:
     """Queue ``events`` for ``sink`` in a real SQLite outbox and run the dispatcher once."""
-    store = Store.open(folder / "state.db")
+    store = SqliteStore.open(folder / "state.db")
     for event in events:
-        store.commit_poll(
+        await store.commit_poll(
             event.service_sid, event.session_sid, fetched={}, events=[(event, [sink.name])], now=T0
         )
     dispatcher = Dispatcher(

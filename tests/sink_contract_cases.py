@@ -85,10 +85,10 @@ class MemoryThreads:
     def __init__(self) -> None:
         self.threads: dict[tuple[str, str], str] = {}
 
-    def thread_ts(self, sink: str, session_sid: str) -> str | None:
+    async def thread_ts(self, sink: str, session_sid: str) -> str | None:
         return self.threads.get((sink, session_sid))
 
-    def set_thread_ts(self, sink: str, session_sid: str, ts: str) -> None:
+    async def set_thread_ts(self, sink: str, session_sid: str, ts: str) -> None:
         self.threads[(sink, session_sid)] = ts
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from poller.state import Store
+from poller.state.sqlite.store import SqliteStore
 from tests.support import run_poller
 
 
@@ -44,9 +44,9 @@ def test_corrupt_state_file_is_refused_with_exit_2_and_left_untouched(tmp_path: 
     assert hashlib.sha256(state.read_bytes()).hexdigest() == before
 
 
-def test_second_poller_on_the_same_state_exits_at_once(tmp_path: Path) -> None:
+async def test_second_poller_on_the_same_state_exits_at_once(tmp_path: Path) -> None:
     config = _config(tmp_path)
-    with Store.open(tmp_path / "state.db"):  # this process is "the daemon"
+    async with SqliteStore.open(tmp_path / "state.db"):  # this process is "the daemon"
         result = run_poller("once", "-c", str(config), timeout=20)
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()

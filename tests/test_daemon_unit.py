@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -15,7 +15,9 @@ from poller.config import Config, StateConfig, parse_config
 from poller.daemon import Daemon
 from poller.errors import ConfigError, CredentialsError, StateError
 from poller.observe.metrics import REGISTRY
-from poller.state import Store
+from poller.state.base import StateStore
+from poller.state.open import open_store
+from poller.state.sqlite.store import SqliteStore
 from tests.observe.test_observe import _restore_logging  # noqa: F401 - a fixture
 
 SERVICE = "KS" + "1" * 32
@@ -34,8 +36,8 @@ def _config(**sections: Any) -> Any:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "state.db") as opened:
+async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
+    async with SqliteStore.open(tmp_path / "state.db") as opened:
         yield opened
 
 
@@ -43,7 +45,7 @@ def _no_reload() -> Config:
     raise ConfigError("this test reloads nothing")
 
 
-def _daemon(config: Config, store: Store) -> Daemon:
+def _daemon(config: Config, store: StateStore) -> Daemon:
     return Daemon(config, store, build=build_app, reload=_no_reload)
 
 
@@ -68,7 +70,7 @@ async def _run_failing_cycle(daemon: Daemon, error: Exception) -> None:
 
 
 async def test_a_cycle_that_fails_on_the_state_is_logged_and_the_daemon_goes_on(
-    store: Store,
+    store: StateStore,
 ) -> None:
     daemon = _daemon(_config(), store)
     with capture_logs() as logs:
@@ -80,7 +82,7 @@ async def test_a_cycle_that_fails_on_the_state_is_logged_and_the_daemon_goes_on(
     assert daemon.health.ready()[1]["checks"]["poll"]["consecutive_failures"] == 1
 
 
-async def test_rejected_credentials_stop_the_daemon(store: Store) -> None:
+async def test_rejected_credentials_stop_the_daemon(store: StateStore) -> None:
     daemon = _daemon(_config(), store)
     with capture_logs() as logs:
         await _run_failing_cycle(daemon, CredentialsError("HTTP 401"))
@@ -100,9 +102,9 @@ async def test_a_failed_delivery_loop_is_one_line_and_its_exception_is_retrieved
     import gc
 
     config = _config().model_copy(update={"state": StateConfig(path=tmp_path / "state.db")})
-    store = Store.open(config.state.path)
+    store = await open_store(config.state)
     daemon = _daemon(config, store)
-    app = build_app(config, store)
+    app = await build_app(config, store)
     app.cycles = []  # no polls: this test is about the delivery task alone
     app.dispatcher = _BrokenDispatcher()  # type: ignore[assignment]
     unhandled: list[dict[str, Any]] = []
@@ -127,7 +129,7 @@ def _config_errors() -> float:
 
 
 @pytest.mark.usefixtures("_restore_logging")  # an accepted reload configures logging
-def test_a_reload_takes_the_config_its_reload_function_reads(store: Store) -> None:
+def test_a_reload_takes_the_config_its_reload_function_reads(store: StateStore) -> None:
     new = _config(poll={"interval_seconds": 5})
     daemon = Daemon(_config(), store, build=build_app, reload=lambda: new)
     daemon._on_reload()
@@ -135,7 +137,7 @@ def test_a_reload_takes_the_config_its_reload_function_reads(store: Store) -> No
     assert daemon._reload.is_set()  # the parts are built again, from ``new``
 
 
-def test_a_reload_whose_config_is_invalid_keeps_the_old_one(store: Store) -> None:
+def test_a_reload_whose_config_is_invalid_keeps_the_old_one(store: StateStore) -> None:
     old = _config()
     daemon = Daemon(old, store, build=build_app, reload=_no_reload)
     before = _config_errors()
@@ -148,7 +150,7 @@ def test_a_reload_whose_config_is_invalid_keeps_the_old_one(store: Store) -> Non
     assert _config_errors() == before + 1
 
 
-def test_a_reload_cannot_move_the_state(store: Store, tmp_path: Path) -> None:
+def test_a_reload_cannot_move_the_state(store: StateStore, tmp_path: Path) -> None:
     old = _config()
     moved = _config(state={"path": str(tmp_path / "elsewhere.db")})
     daemon = Daemon(old, store, build=build_app, reload=lambda: moved)

@@ -29,13 +29,13 @@ log = structlog.get_logger(__name__)
 class DisabledStore(Protocol):
     """The part of the store that keeps the notes."""
 
-    def record_sink_disabled(
+    async def record_sink_disabled(
         self, sink: str, *, status: int | None, reason: str, now: float
     ) -> None: ...
 
-    def disabled_sinks(self, sink: str | None = None) -> Sequence[DisabledSink]: ...
+    async def disabled_sinks(self, sink: str | None = None) -> Sequence[DisabledSink]: ...
 
-    def clear_sink_disabled(self, sink: str | None = None) -> Sequence[DisabledSink]: ...
+    async def clear_sink_disabled(self, sink: str | None = None) -> Sequence[DisabledSink]: ...
 
 
 class DisabledSinks:
@@ -57,14 +57,14 @@ class DisabledSinks:
     def names(self) -> frozenset[str]:
         return frozenset(self._off)
 
-    def sync(self, sinks: Iterable[str]) -> None:
+    async def sync(self, sinks: Iterable[str]) -> None:
         """At the start of a pass: resume the sinks whose note was cleared meanwhile.
 
         Reads the store only on the first pass and while a sink is off.
         """
         if self._noted is not None and not self._off:
             return
-        noted = {d.sink for d in self._store.disabled_sinks()}
+        noted = {d.sink for d in await self._store.disabled_sinks()}
         if self._noted is None:
             for sink in sinks:
                 SINK_DISABLED.labels(sink=sink).set(0)
@@ -74,7 +74,7 @@ class DisabledSinks:
             log.info("sink_resumed", sink=sink, reason="its disabled note was cleared")
         self._noted = noted
 
-    def disable(self, sink: str, exc: SinkDisabledError, count: int, now: float) -> None:
+    async def disable(self, sink: str, exc: SinkDisabledError, count: int, now: float) -> None:
         """Turn ``sink`` off after ``exc`` answered ``count`` deliveries; note why."""
         DELIVERIES.labels(sink=sink, outcome="disabled").inc(count)
         if sink in self._off:
@@ -84,14 +84,14 @@ class DisabledSinks:
         log.error("sink_disabled", sink=sink, status=exc.status, error=str(exc))
         # Off in memory even if the note cannot be written (a full disk): the next pass finds
         # no note, so it tries the sink again, and notes it then.
-        self._store.record_sink_disabled(sink, status=exc.status, reason=str(exc), now=now)
+        await self._store.record_sink_disabled(sink, status=exc.status, reason=str(exc), now=now)
         if self._noted is not None:
             self._noted.add(sink)
 
-    def answered(self, sink: str) -> None:
+    async def answered(self, sink: str) -> None:
         """``sink`` took an answer that does not disable it: forget an older note."""
         if sink in self._off or self._noted is None or sink not in self._noted:
             return
-        self._store.clear_sink_disabled(sink)
+        await self._store.clear_sink_disabled(sink)
         self._noted.discard(sink)
         log.info("sink_enabled", sink=sink, reason="it answered without disabling itself")

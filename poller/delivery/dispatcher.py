@@ -50,7 +50,7 @@ from poller.observe.metrics import DEAD_LETTERS, DELIVERIES, OUTBOX_OLDEST_AGE, 
 from poller.sinks import Sink
 
 if TYPE_CHECKING:
-    from poller.state import Delivery
+    from poller.state.models import Delivery
 
 log = structlog.get_logger(__name__)
 
@@ -139,7 +139,7 @@ class Dispatcher:
 
         Returns once ``stop`` is set and the sends in flight have finished.
         """
-        self._refresh_dead_letters(self._sinks)
+        await self._refresh_dead_letters(self._sinks)
         failures = 0
         while not stop.is_set():
             wake.clear()
@@ -164,16 +164,16 @@ class Dispatcher:
 
     async def _run(self, run: _Run) -> RunResult:
         tallies = {sink.name: Tally() for sink in self._sinks}
-        self._disabled.sync(tallies)
+        await self._disabled.sync(tallies)
         active = [sink for sink in self._sinks if sink.name not in self._disabled]
         try:
             await _gather_all(self._drain(sink, tallies[sink.name], run) for sink in active)
         except BaseException:
             # The gauges still say what is pending (reading works on a full disk).
             with contextlib.suppress(StateError):
-                self._update_gauges(self._sinks)
+                await self._update_gauges(self._sinks)
             raise
-        pending = self._update_gauges(self._sinks)
+        pending = await self._update_gauges(self._sinks)
         return RunResult(
             {
                 name: SinkResult(
@@ -197,8 +197,8 @@ class Dispatcher:
         refresh_gauges_at = self._monotonic() + GAUGE_REFRESH_SECONDS
         while sink.name not in self._disabled and not self._stopping(run):
             threshold = sink.digest_threshold
-            backlog = self._backlog(sink.name, run, attempted, threshold)
-            due = backlog or self._due(sink.name, run, attempted)
+            backlog = await self._backlog(sink.name, run, attempted, threshold)
+            due = backlog or await self._due(sink.name, run, attempted)
             if not due:
                 if await self._wait_for_retry(sink.name, tally, attempted, run):
                     continue
@@ -210,10 +210,10 @@ class Dispatcher:
             else:
                 await self._deliver_batch(sink, due, tally, run)
             if self._monotonic() >= refresh_gauges_at:
-                self._update_gauges([sink])
+                await self._update_gauges([sink])
                 refresh_gauges_at = self._monotonic() + GAUGE_REFRESH_SECONDS
             if tally.dead != dead_before:
-                self._refresh_dead_letters([sink])
+                await self._refresh_dead_letters([sink])
 
     async def _wait_for_retry(
         self, sink: str, tally: Tally, attempted: set[int], run: _Run
@@ -239,7 +239,7 @@ class Dispatcher:
                 del tally.retry_at[delivery_id]
         return True
 
-    def _backlog(
+    async def _backlog(
         self, sink: str, run: _Run, attempted: set[int], threshold: int | None
     ) -> list[Delivery]:
         """For a digesting sink: its whole due backlog when that passes the threshold.
@@ -250,7 +250,7 @@ class Dispatcher:
         if threshold is None:
             return []
         now = None if run.ignore_timers else self._clock()
-        rows = self._store.backlog(sink, now, DIGEST_MAX_EVENTS + len(attempted))
+        rows = await self._store.backlog(sink, now, DIGEST_MAX_EVENTS + len(attempted))
         # A held row, or one already tried in this pass (its retry still to come), holds its
         # whole queue back: the rows behind it must not overtake it.
         waiting = {d.event.session_sid for d in rows if self._holds.held(d.id) or d.id in attempted}
@@ -258,14 +258,14 @@ class Dispatcher:
         rows = rows[:DIGEST_MAX_EVENTS]
         return rows if len(rows) > threshold else []
 
-    def _due(self, sink: str, run: _Run, attempted: set[int]) -> list[Delivery]:
+    async def _due(self, sink: str, run: _Run, attempted: set[int]) -> list[Delivery]:
         if not run.ignore_timers:
             if not self._holds:
-                return self._store.due(sink, self._clock(), self._batch_size)
-            rows = self._store.due(sink, self._clock(), self._batch_size + len(self._holds))
+                return await self._store.due(sink, self._clock(), self._batch_size)
+            rows = await self._store.due(sink, self._clock(), self._batch_size + len(self._holds))
             return [d for d in rows if not self._holds.held(d.id)][: self._batch_size]
         # Timers ignored: failed heads stay due, so look past the ones already tried.
-        rows = self._store.due(sink, None, self._batch_size + len(attempted))
+        rows = await self._store.due(sink, None, self._batch_size + len(attempted))
         return [d for d in rows if d.id not in attempted][: self._batch_size]
 
     async def _deliver_batch(
@@ -290,7 +290,7 @@ class Dispatcher:
             workers = min(self._policy.config.concurrency, len(due))
             await _gather_all(worker() for _ in range(workers))
         finally:
-            self._ack(sink, sent, tally)
+            await self._ack(sink, sent, tally)
         for delivery in sent:
             log.debug(
                 "delivery_succeeded",
@@ -305,7 +305,7 @@ class Dispatcher:
         try:
             await sink.send(delivery.event)
         except Exception as exc:  # one delivery's boundary: classify all
-            self._failures.settle(sink.name, [delivery], exc, tally)
+            await self._failures.settle(sink.name, [delivery], exc, tally)
             return
         self._crash.reached("after_send")
         sent.append(delivery)
@@ -314,19 +314,19 @@ class Dispatcher:
         try:
             await sink.send_digest([d.event for d in due])
         except Exception as exc:  # one delivery's boundary: classify all
-            self._failures.settle(sink.name, due, exc, tally)
+            await self._failures.settle(sink.name, due, exc, tally)
             return
         self._crash.reached("after_send")
-        self._ack(sink, due, tally)
+        await self._ack(sink, due, tally)
         log.debug("digest_delivered", sink=sink.name, events=len(due))
 
-    def _ack(self, sink: Sink, delivered: Sequence[Delivery], tally: Tally) -> None:
+    async def _ack(self, sink: Sink, delivered: Sequence[Delivery], tally: Tally) -> None:
         """Take ``delivered`` out of the outbox in one transaction, and count them."""
         if not delivered:
             return
         ids = [d.id for d in delivered]
         try:
-            self._store.ack(ids)
+            await self._store.ack(ids)
         except StateError:
             # Sent, but still due in the outbox: not again at once (at least once, not storms).
             for delivery in delivered:
@@ -336,19 +336,19 @@ class Dispatcher:
         self._crash.reached("after_ack")
         tally.delivered += len(delivered)
         DELIVERIES.labels(sink=sink.name, outcome="success").inc(len(delivered))
-        self._disabled.answered(sink.name)
+        await self._disabled.answered(sink.name)
 
-    def _update_gauges(self, sinks: Iterable[Sink]) -> dict[str, int]:
+    async def _update_gauges(self, sinks: Iterable[Sink]) -> dict[str, int]:
         """Set the outbox gauges; return the pending count of every sink (one query)."""
-        pending = self._store.counts_by_sink("pending")
+        pending = await self._store.counts_by_sink("pending")
         for sink in sinks:
             OUTBOX_PENDING.labels(sink=sink.name).set(pending.get(sink.name, 0))
-        oldest = self._store.oldest_pending_enqueued_at()
+        oldest = await self._store.oldest_pending_enqueued_at()
         OUTBOX_OLDEST_AGE.set(0.0 if oldest is None else max(0.0, self._clock() - oldest))
         return pending
 
-    def _refresh_dead_letters(self, sinks: Iterable[Sink]) -> None:
-        dead = self._store.counts_by_sink("dead")
+    async def _refresh_dead_letters(self, sinks: Iterable[Sink]) -> None:
+        dead = await self._store.counts_by_sink("dead")
         for sink in sinks:
             DEAD_LETTERS.labels(sink=sink.name).set(dead.get(sink.name, 0))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from poller.errors import (
 from poller.observe.metrics import DELIVERIES
 
 if TYPE_CHECKING:
-    from poller.state import Delivery
+    from poller.state.models import Delivery
 
 log = structlog.get_logger(__name__)
 
@@ -80,26 +80,28 @@ class Failures:
         self._monotonic = monotonic
         self._rng = rng
 
-    def settle(
+    async def settle(
         self, sink: str, deliveries: Sequence[Delivery], exc: Exception, tally: Tally
     ) -> None:
         """Settle every one of ``deliveries`` (all of a digest) after ``exc``."""
         if isinstance(exc, SinkDisabledError):
-            self._disabled.disable(sink, exc, len(deliveries), self._clock())
+            await self._disabled.disable(sink, exc, len(deliveries), self._clock())
             return
         failure = Failure.of(sink, exc)
         unstored: StateError | None = None
         for delivery in deliveries:  # every one of a digest is held, even if the first failed
             try:
-                self._settle_one(sink, delivery, failure, tally)
+                await self._settle_one(sink, delivery, failure, tally)
             except StateError as error:
                 unstored = unstored or error
         if unstored is not None:
             raise unstored
         # Last: a state that cannot clear the note must not keep the failures from settling.
-        self._disabled.answered(sink)
+        await self._disabled.answered(sink)
 
-    def _settle_one(self, sink: str, delivery: Delivery, failure: Failure, tally: Tally) -> None:
+    async def _settle_one(
+        self, sink: str, delivery: Delivery, failure: Failure, tally: Tally
+    ) -> None:
         now = self._clock()
         attempts = self._holds.attempts(delivery.id, delivery.attempts) + 1
         decision = self._policy.decide(
@@ -112,7 +114,7 @@ class Failures:
         )
         bound = log.bind(sink=sink, event_id=delivery.event.id)
         if isinstance(decision, DeadLetter):
-            self._write(delivery, failure, self._store.dead_letter, now=now)
+            await self._write(delivery, failure, self._store.dead_letter, now=now)
             tally.dead += 1
             DELIVERIES.labels(sink=sink, outcome="dead").inc()
             bound.error(
@@ -123,7 +125,7 @@ class Failures:
                 error=failure.error,
             )
             return
-        self._retry(delivery, failure, decision, tally)
+        await self._retry(delivery, failure, decision, tally)
         DELIVERIES.labels(sink=sink, outcome="retry").inc()
         bound.warning(
             "delivery_failed",
@@ -133,21 +135,23 @@ class Failures:
             error=failure.error,
         )
 
-    def _retry(self, delivery: Delivery, failure: Failure, retry: Retry, tally: Tally) -> None:
-        self._write(delivery, failure, self._store.retry_later, next_attempt_at=retry.at)
+    async def _retry(
+        self, delivery: Delivery, failure: Failure, retry: Retry, tally: Tally
+    ) -> None:
+        await self._write(delivery, failure, self._store.retry_later, next_attempt_at=retry.at)
         tally.failed += 1
         tally.retry_at[delivery.id] = self._monotonic() + retry.delay
 
-    def _write(
+    async def _write(
         self,
         delivery: Delivery,
         failure: Failure,
-        write: Callable[..., None],
+        write: Callable[..., Awaitable[None]],
         **fields: Any,
     ) -> None:
         """Record a failed attempt with ``write``; if the outbox cannot, hold it in memory."""
         try:
-            write(delivery.id, error=failure.error, status=failure.status, **fields)
+            await write(delivery.id, error=failure.error, status=failure.status, **fields)
         except StateError:
             self._holds.back_off(delivery, self._policy, failure.retry_after, self._rng)
             raise

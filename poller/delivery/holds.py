@@ -19,7 +19,7 @@ import structlog
 
 if TYPE_CHECKING:
     from poller.delivery.policy import DeliveryPolicy
-    from poller.state import Delivery
+    from poller.state.models import Delivery
 
 log = structlog.get_logger(__name__)
 

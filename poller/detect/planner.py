@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from poller.state import SessionState
+from poller.state.models import SessionState
 from poller.twilio.records import Session, parse_time
 
 UNCONFIRMED = "?"

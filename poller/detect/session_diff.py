@@ -12,18 +12,10 @@ worth one Session fetch.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from poller.events import Changes, Event, EventType, session_event_id
+from poller.state.models import StoredSession
 from poller.twilio.records import Session, SessionFingerprint
-
-
-@dataclass(frozen=True, slots=True)
-class StoredSession:
-    """What the state holds of a session's own record: its fingerprint and when it was read."""
-
-    fingerprint: SessionFingerprint
-    checked_at: float
 
 
 def session_events(

@@ -28,7 +28,7 @@ from poller.daemon import Daemon
 from poller.lab.receiver import Received, ReceiverState, start_receiver
 from poller.lab.simulator import RunningSimulator, start_simulator
 from poller.observe.logs import configure_logging
-from poller.state import Store
+from poller.state.open import open_store
 from poller.twilio.records import Fingerprint
 
 INTERVAL_SECONDS = 2.0
@@ -132,7 +132,7 @@ async def _demo(duration: float | None, folder: Path) -> int:
     config_path, env = _write_config(folder, sim, receiver.base_url, secret)
     config = load_config(config_path, env)
     configure_logging(config.log.format, config.log.level)
-    store = Store.open(config.state.path)
+    store = await open_store(config.state)
     print(f"simulator  {sim.base_url}   receiver  {receiver.base_url}   config  {config_path}")
     print(f"{SESSIONS} sessions with history (recorded, not notified); live traffic starts now.")
     daemon = Daemon(
@@ -152,7 +152,7 @@ async def _demo(duration: float | None, folder: Path) -> int:
         _summary(sim, printer, baseline_mark, receiver.state, time.monotonic() - started)
         await receiver.stop()
         await sim.stop()
-        store.close()
+        await store.close()
     return exit_code
 
 

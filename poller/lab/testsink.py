@@ -16,10 +16,10 @@ from poller.sinks.samples import sample_event, sample_session_event
 class _NoThreads:
     """Test messages never start or join a session's Slack thread."""
 
-    def thread_ts(self, sink: str, session_sid: str) -> str | None:
+    async def thread_ts(self, sink: str, session_sid: str) -> str | None:
         return None
 
-    def set_thread_ts(self, sink: str, session_sid: str, ts: str) -> None:
+    async def set_thread_ts(self, sink: str, session_sid: str, ts: str) -> None:
         return None
 
 

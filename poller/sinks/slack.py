@@ -106,13 +106,13 @@ class SlackSink:
         if self._config.webhook_url is not None:
             await self._client.post_webhook(self._config.webhook_url.get_secret_value(), message)
             return
-        thread = self._store.thread_ts(self.name, event.session_sid)
+        thread = await self._store.thread_ts(self.name, event.session_sid)
         answer = await self._post_message(message, thread_ts=thread)
         if thread is not None:
             return
         ts = answer.get("ts")
         if isinstance(ts, str) and ts:
-            self._store.set_thread_ts(self.name, event.session_sid, ts)
+            await self._store.set_thread_ts(self.name, event.session_sid, ts)
         else:
             log.warning("slack_thread_not_started", sink=self.name, reason="no ts in answer")
 

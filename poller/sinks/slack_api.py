@@ -215,8 +215,13 @@ class SlackClient:
         self._sink = sink
         self._timeout = timeout
         self._pacer = Pacer(interval, clock=clock, sleep=sleep)
+        self._pace_store = pace_store
+        self._wall = wall
+        # Read from the state before the first post; what the pacer decides is kept after each.
+        self._pace_resumed = pace_store is None
+        self._pace_to_keep: tuple[float, float] | None = None
         if pace_store is not None:
-            self._resume_pace(pace_store, wall)
+            self._pacer.on_change = self._note_pace
         if transport is None:
             # httpx's own async transport costs about twice the CPU per request.
             transport = AiohttpTransport(limits=POOL_LIMITS)
@@ -230,10 +235,27 @@ class SlackClient:
             trust_env=False,
         )
 
-    def _resume_pace(self, store: PaceStore, wall: Clock) -> None:
-        """Wait out what an earlier run left (its last post, Slack's pause); keep ours."""
-        kept = store.sink_pace(self._sink)
-        now = wall()
+    @contextlib.asynccontextmanager
+    async def _kept_pace(self) -> AsyncIterator[None]:
+        """Around one post: resume an earlier run's pace first, keep ours in the state after."""
+        store = self._pace_store
+        if store is None:
+            yield
+            return
+        if not self._pace_resumed:
+            self._pace_resumed = True
+            await self._resume_pace(store)
+        try:
+            yield
+        finally:
+            kept, self._pace_to_keep = self._pace_to_keep, None
+            if kept is not None:
+                await store.set_sink_pace(self._sink, not_before=kept[0], now=kept[1])
+
+    async def _resume_pace(self, store: PaceStore) -> None:
+        """Wait out what an earlier run left (its last post, Slack's pause)."""
+        kept = await store.sink_pace(self._sink)
+        now = self._wall()
         if kept is not None:
             not_before, set_at = kept
             # Never more than was asked when it was kept, should the wall clock step back.
@@ -242,14 +264,16 @@ class SlackClient:
                 self._pacer.hold_off(left)
                 log.debug("slack_pace_resumed", sink=self._sink, wait_seconds=round(left, 3))
 
-        def remember(seconds: float) -> None:
-            at = wall()
-            store.set_sink_pace(self._sink, not_before=at + seconds, now=at)
-
-        self._pacer.on_change = remember
+    def _note_pace(self, seconds: float) -> None:
+        at = self._wall()
+        self._pace_to_keep = (at + seconds, at)
 
     async def post_webhook(self, url: str, message: Mapping[str, Any]) -> None:
         """POST ``message`` to an incoming webhook; raise unless Slack took it."""
+        async with self._kept_pace():
+            await self._post_webhook(url, message)
+
+    async def _post_webhook(self, url: str, message: Mapping[str, Any]) -> None:
         response, answer = await self._post(url, message, headers={})
         status = response.status_code
         if 200 <= status < 300:
@@ -261,6 +285,12 @@ class SlackClient:
         self, url: str, token: str, body: Mapping[str, Any]
     ) -> Mapping[str, Any]:
         """POST ``body`` to ``chat.postMessage``; return Slack's answer when ``ok`` is true."""
+        async with self._kept_pace():
+            return await self._post_message(url, token, body)
+
+    async def _post_message(
+        self, url: str, token: str, body: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
         headers = {"authorization": f"Bearer {token}"}
         response, answer = await self._post(url, body, headers=headers)
         try:

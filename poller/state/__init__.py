@@ -1,12 +1,5 @@
-"""SQLite state: watched sessions, known interactions, and the durable outbox.
+"""The poller's state: the interface (``base``), its records (``models``), one package per backend.
 
-``Store.open(path)`` is the entry point; see ``store.py`` for the sessions side, ``outbox.py``
-for deliveries, ``db.py`` for how the file is opened and ``schema.py`` for its tables.
+``open.open_store`` opens the backend the state config names; ``sqlite/`` keeps it in one local
+file. Import each name from the module that defines it.
 """
-
-from __future__ import annotations
-
-from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, SessionState
-from poller.state.store import Store
-
-__all__ = ["DeadLetter", "Delivery", "DisabledSink", "FailingSink", "SessionState", "Store"]

@@ -1,10 +1,17 @@
-"""What the store hands out: frozen snapshots of sessions and deliveries."""
+"""What a state backend hands out: frozen, backend-neutral snapshots.
+
+Sessions and their stored fingerprints, deliveries and dead letters, disabled and failing
+sinks, and the ``Summary`` of ``poller state show``. Nothing here knows how a backend keeps
+them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from poller.events import Event
+from poller.twilio.records import SessionFingerprint
 
 ERROR_MAX_CHARS = 300
 
@@ -83,3 +90,79 @@ class FailingSink:
     next_attempt_at: float  # the soonest retry
     last_status: int | None  # of the delivery with the most attempts
     last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """What the state holds of a session's own record: its fingerprint and when it was read."""
+
+    fingerprint: SessionFingerprint
+    checked_at: float
+
+
+@dataclass(frozen=True)
+class SessionCounts:
+    """The stored sessions, counted: watched ones (baselined, failing among them) and gone."""
+
+    watched: int
+    baselined: int
+    gone: int
+    failing: int
+
+
+@dataclass(frozen=True)
+class OutboxSummary:
+    """The outbox in numbers: rows per sink and state, the oldest pending age, disabled sinks."""
+
+    pending: Mapping[str, int]
+    dead: Mapping[str, int]
+    oldest_pending_age_seconds: float | None
+    disabled: tuple[DisabledSink, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "pending": dict(self.pending),
+            "dead": dict(self.dead),
+            "oldest_pending_age_seconds": self.oldest_pending_age_seconds,
+            "disabled": {
+                d.sink: {"since": d.since, "status": d.status, "reason": d.reason}
+                for d in self.disabled
+            },
+        }
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What ``poller state show`` prints, whatever the backend.
+
+    ``backend`` names it (``sqlite``, ``memory``, ...), ``location`` is where it keeps the
+    state (a path, a URL without its password) and ``schema_version`` is the backend's own
+    numbering of its layout.
+    """
+
+    backend: str
+    location: str
+    schema_version: int
+    sessions: SessionCounts
+    interactions_tracked: int
+    outbox: OutboxSummary
+    watches: tuple[tuple[str, float], ...]  # (service_sid, started_at), by SID
+
+    def to_json(self) -> dict[str, object]:
+        """Return the JSON-able mapping ``poller state show`` prints."""
+        return {
+            "backend": self.backend,
+            "path": self.location,
+            "schema_version": self.schema_version,
+            "sessions": {
+                "watched": self.sessions.watched,
+                "baselined": self.sessions.baselined,
+                "gone": self.sessions.gone,
+                "failing": self.sessions.failing,
+            },
+            "interactions_tracked": self.interactions_tracked,
+            "outbox": self.outbox.to_json(),
+            "watches": [
+                {"service_sid": sid, "started_at": started} for sid, started in self.watches
+            ],
+        }

@@ -19,7 +19,7 @@ import structlog
 from poller.detect.planner import Planned, PlanSettings, cycle_budget, plan_explicit, plan_listed
 from poller.errors import CredentialsError, SourceError
 from poller.observe import metrics
-from poller.state import Store
+from poller.state.base import StateStore
 from poller.twilio.records import Session
 from poller.watch.poll import PollOutcome, SessionPoller
 
@@ -67,7 +67,7 @@ class ServiceCycle:
         watch: WatchLike,
         source: SessionSource,
         poller: SessionPoller,
-        store: Store,
+        store: StateStore,
         settings: PlanSettings,
         *,
         page_size: int,
@@ -96,7 +96,7 @@ class ServiceCycle:
     async def plan(self, *, everything: bool = False) -> list[Planned]:
         now = self._clock()
         sid = self.watch.service_sid
-        states = {s.session_sid: s for s in self._store.sessions(sid)}
+        states = {s.session_sid: s for s in await self._store.sessions(sid)}
         if not self._listing_pays():
             return plan_explicit(
                 sid, self.watch.sessions, states, settings=self._settings, everything=everything
@@ -105,17 +105,17 @@ class ServiceCycle:
         self._service_size = len(listed)
         started_at: float | None = None
         if self.watch.all_sessions:
-            started_at = self._store.watch_begun(sid)
+            started_at = await self._store.watch_begun(sid)
             if started_at is None:
                 shown = {s.sid: (s.activity_marker, s.date_last_interaction) for s in listed}
-                self._store.begin_watch(
+                await self._store.begin_watch(
                     sid,
                     [s.sid for s in listed],
                     now,
                     listed=shown,
                     fingerprints={s.sid: s.fingerprint for s in listed},
                 )
-                states = {s.session_sid: s for s in self._store.sessions(sid)}
+                states = {s.session_sid: s for s in await self._store.sessions(sid)}
         only = None if self.watch.all_sessions else frozenset(self.watch.sessions)
         pages = math.ceil(max(1, len(listed)) / self._page_size)
         return plan_listed(
@@ -141,9 +141,9 @@ class ServiceCycle:
             except SourceError as exc:
                 log.warning("session_list_failed", error=str(exc))
                 return CycleResult(sid, 0, 0, 0, 0, listing_failed=True)
-            before = self._store.baseline_counts(sid)
+            before = await self._store.baseline_counts(sid)
             outcomes = await self._poll_all(planned)
-            after = self._store.baseline_counts(sid)
+            after = await self._store.baseline_counts(sid)
             report_baseline(before, after, self._settings.interval_seconds)
         reasons: dict[str, int] = {}
         for p in planned:
@@ -156,8 +156,8 @@ class ServiceCycle:
             events=sum(o.events for o in outcomes),
             reasons=reasons,
         )
-        metrics.WATCHED_SESSIONS.set(self._store.watched_count())
-        metrics.BASELINE_PENDING.set(self._store.baseline_counts()[1])
+        metrics.WATCHED_SESSIONS.set(await self._store.watched_count())
+        metrics.BASELINE_PENDING.set((await self._store.baseline_counts())[1])
         log.debug("cycle_finished", planned=result.planned, failed=result.failed, **reasons)
         return result
 

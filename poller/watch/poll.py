@@ -21,7 +21,8 @@ from poller.errors import CredentialsError, NotFoundError, SourceError
 from poller.events import Event
 from poller.lab.crashpoints import NO_CRASH, CrashPoints
 from poller.observe import metrics
-from poller.state import SessionState, Store
+from poller.state.base import StateStore
+from poller.state.models import SessionState
 from poller.twilio.records import (
     FINAL_SESSION_STATUSES,
     Fingerprint,
@@ -79,7 +80,7 @@ class SessionPoller:
     def __init__(
         self,
         source: InteractionSource,
-        store: Store,
+        store: StateStore,
         settings: PollConfig,
         sinks: Sequence[NamedSinkRouting],
         *,
@@ -121,7 +122,7 @@ class SessionPoller:
         with structlog.contextvars.bound_contextvars(
             service_sid=service_sid, session_sid=session_sid
         ):
-            state = self._store.ensure_session(
+            state = await self._store.ensure_session(
                 service_sid, session_sid, new_traffic=new_traffic, now=self._clock()
             )
             outcome = await self._poll(state, activity_marker, status, final, session)
@@ -130,7 +131,7 @@ class SessionPoller:
             # close is delivered after it): it leaves once nothing in it can change.
             leaving = final or status in FINAL_SESSION_STATUSES
             if outcome.ok and leaving and not outcome.unsettled:
-                self._store.mark_session_gone(session_sid, self._clock())
+                await self._store.mark_session_gone(session_sid, self._clock())
                 log.info("session_left", status=status)
         metrics.POLL_DURATION.observe(time.perf_counter() - started)
         metrics.POLLS.labels(
@@ -151,14 +152,14 @@ class SessionPoller:
             seen = await self._look(state, session, final)
         except NotFoundError:
             log.info("session_gone")
-            self._store.mark_session_gone(session_sid, self._clock())
+            await self._store.mark_session_gone(session_sid, self._clock())
             return PollOutcome(service_sid, session_sid, ok=False, gone=True, error="not found")
         except CredentialsError:
             raise  # not this session's problem: the caller stops everything
         except (SourceError, TimeoutError) as exc:
             error = str(exc) or type(exc).__name__
             log.warning("poll_failed", error=error, error_type=type(exc).__name__)
-            self._store.record_failure(session_sid, error, self._clock())
+            await self._store.record_failure(session_sid, error, self._clock())
             return PollOutcome(service_sid, session_sid, ok=False, error=error)
 
         self._crash.reached("after_fetch")
@@ -166,7 +167,7 @@ class SessionPoller:
         unsettled_until = self._unsettled_until(seen.fetched, now)
         if seen.sight is not None:
             status = seen.sight.record.status
-        events = self._commit(
+        events = await self._commit(
             state,
             seen,
             now=now,
@@ -194,7 +195,7 @@ class SessionPoller:
         service_sid, session_sid = state.service_sid, state.session_sid
         async with asyncio.timeout(self._settings.timeout_seconds):
             fetched = await self._source.list_interactions(service_sid, session_sid)
-            known = self._store.known(session_sid)
+            known = await self._store.known(session_sid)
             found = self._diff(state, known, fetched)
             sight = await self._sights.sight(
                 service_sid,
@@ -229,7 +230,7 @@ class SessionPoller:
             notify=notify or assumed is not None,
         )
 
-    def _commit(
+    async def _commit(
         self,
         state: SessionState,
         seen: _Seen,
@@ -257,7 +258,7 @@ class SessionPoller:
         )
         if seen.found.unchanged and not around:
             # Most polls find nothing new: the interactions' rows are not touched.
-            self._store.commit_unchanged(
+            await self._store.commit_unchanged(
                 service_sid,
                 session_sid,
                 now=now,
@@ -268,7 +269,7 @@ class SessionPoller:
             )
             return []
         events = in_session_order(around, seen.found.events)
-        self._store.commit_poll(
+        await self._store.commit_poll(
             service_sid,
             session_sid,
             fetched=seen.found.known_after,

@@ -15,10 +15,11 @@ from typing import Protocol
 
 import structlog
 
-from poller.detect.session_diff import StoredSession, needs_fetch, session_events
+from poller.detect.session_diff import needs_fetch, session_events
 from poller.errors import CredentialsError, SourceError
 from poller.events import Event, EventType
-from poller.state import Store
+from poller.state.base import StateStore
+from poller.state.models import StoredSession
 from poller.twilio.records import FINAL_SESSION_STATUSES, Session, SessionFingerprint
 
 log = structlog.get_logger(__name__)
@@ -65,7 +66,7 @@ class SessionSights:
     """Give each poll its :class:`Sight` (None: no record, and none worth fetching)."""
 
     def __init__(
-        self, source: SessionFetcher | None, store: Store, *, refresh_seconds: float
+        self, source: SessionFetcher | None, store: StateStore, *, refresh_seconds: float
     ) -> None:
         self._source = source
         self._store = store
@@ -82,7 +83,7 @@ class SessionSights:
         now: float,
     ) -> Sight | None:
         """Return the listed record, or fetch it when worth it (raises CredentialsError)."""
-        stored = self._store.session_fingerprint(session_sid)
+        stored = await self._store.session_fingerprint(session_sid)
         if listed is not None:
             return Sight(listed, stored, fetched=False)
         if self._source is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +29,8 @@ from poller.errors import (
 )
 from poller.events import Event, EventType
 from poller.observe.metrics import REGISTRY
-from poller.state import Delivery, DisabledSink, Store
+from poller.state.models import Delivery, DisabledSink
+from poller.state.sqlite.store import SqliteStore
 from poller.twilio.records import Fingerprint
 from tests.sink_contract_cases import make_event
 
@@ -59,7 +60,7 @@ class MemoryOutbox:
         self._ids = itertools.count(1)
         self.disabled: dict[str, DisabledSink] = {}
 
-    def commit_poll(
+    async def commit_poll(
         self,
         service_sid: str,
         session_sid: str,
@@ -73,7 +74,7 @@ class MemoryOutbox:
                 delivery = Delivery(next(self._ids), sink, event, 0, now, now, None, None)
                 self.rows[delivery.id] = _Row(delivery, event.session_sid)
 
-    def due(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
+    async def due(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
         heads: dict[str, _Row] = {}
         for row in sorted(self.rows.values(), key=lambda r: r.delivery.id):
             if row.delivery.sink == sink and not row.dead:
@@ -85,9 +86,9 @@ class MemoryOutbox:
         ]
         return sorted(ready, key=lambda d: d.id)[:limit]
 
-    def backlog(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
+    async def backlog(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
         due_sessions = {
-            self.rows[d.id].session_sid for d in self.due(sink, now, len(self.rows) + 1)
+            self.rows[d.id].session_sid for d in await self.due(sink, now, len(self.rows) + 1)
         }
         rows = sorted(self.rows.values(), key=lambda r: r.delivery.id)
         return [
@@ -96,11 +97,11 @@ class MemoryOutbox:
             if r.delivery.sink == sink and not r.dead and r.session_sid in due_sessions
         ][:limit]
 
-    def ack(self, delivery_ids: Sequence[int]) -> None:
+    async def ack(self, delivery_ids: Sequence[int]) -> None:
         for delivery_id in delivery_ids:
             del self.rows[delivery_id]
 
-    def retry_later(
+    async def retry_later(
         self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
     ) -> None:
         row = self.rows[delivery_id]
@@ -112,40 +113,42 @@ class MemoryOutbox:
             last_status=status,
         )
 
-    def dead_letter(self, delivery_id: int, *, error: str, status: int | None, now: float) -> None:
-        self.retry_later(delivery_id, next_attempt_at=now, error=error, status=status)
+    async def dead_letter(
+        self, delivery_id: int, *, error: str, status: int | None, now: float
+    ) -> None:
+        await self.retry_later(delivery_id, next_attempt_at=now, error=error, status=status)
         self.rows[delivery_id].dead = True
 
-    def dead_letters(self, sink: str | None = None) -> list[Delivery]:
+    async def dead_letters(self, sink: str | None = None) -> list[Delivery]:
         return [
             r.delivery for r in self.rows.values() if r.dead and sink in (None, r.delivery.sink)
         ]
 
-    def pending_count(self, sink: str | None = None) -> int:
+    async def pending_count(self, sink: str | None = None) -> int:
         return sum(1 for r in self.rows.values() if not r.dead and sink in (None, r.delivery.sink))
 
-    def oldest_pending_enqueued_at(self) -> float | None:
+    async def oldest_pending_enqueued_at(self) -> float | None:
         times = [r.delivery.enqueued_at for r in self.rows.values() if not r.dead]
         return min(times, default=None)
 
-    def counts_by_sink(self, state: str) -> dict[str, int]:
+    async def counts_by_sink(self, state: str) -> dict[str, int]:
         counts: dict[str, int] = {}
         for row in self.rows.values():
             if row.dead == (state == "dead"):
                 counts[row.delivery.sink] = counts.get(row.delivery.sink, 0) + 1
         return counts
 
-    def record_sink_disabled(
+    async def record_sink_disabled(
         self, sink: str, *, status: int | None, reason: str, now: float
     ) -> None:
         since = self.disabled[sink].since if sink in self.disabled else now
         self.disabled[sink] = DisabledSink(sink, since, now, status, reason)
 
-    def disabled_sinks(self, sink: str | None = None) -> list[DisabledSink]:
+    async def disabled_sinks(self, sink: str | None = None) -> list[DisabledSink]:
         return [d for name, d in sorted(self.disabled.items()) if sink in (None, name)]
 
-    def clear_sink_disabled(self, sink: str | None = None) -> list[DisabledSink]:
-        cleared = self.disabled_sinks(sink)
+    async def clear_sink_disabled(self, sink: str | None = None) -> list[DisabledSink]:
+        cleared = await self.disabled_sinks(sink)
         for d in cleared:
             del self.disabled[d.sink]
         return cleared
@@ -154,7 +157,7 @@ class MemoryOutbox:
 class StoreUnderTest(OutboxStore, Protocol):
     """What the tests need besides the dispatcher's part: enqueueing and reading back."""
 
-    def commit_poll(
+    async def commit_poll(
         self,
         service_sid: str,
         session_sid: str,
@@ -164,33 +167,33 @@ class StoreUnderTest(OutboxStore, Protocol):
         now: float,
     ) -> None: ...
 
-    def dead_letters(self, sink: str | None = None) -> Sequence[Delivery]: ...
+    async def dead_letters(self, sink: str | None = None) -> Sequence[Delivery]: ...
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreUnderTest]:
     if request.param == "memory":
         yield MemoryOutbox()
         return
-    real = Store.open(tmp_path / "state.db")
+    real = SqliteStore.open(tmp_path / "state.db")
     try:
         yield real
     finally:
-        real.close()
+        await real.close()
 
 
-def enqueue(
+async def enqueue(
     store: StoreUnderTest, events: Sequence[Event], sinks: Sequence[str], now: float
 ) -> None:
     """Commit ``events`` as polls would: one commit per session, in order."""
     for session_sid, group in itertools.groupby(events, key=lambda e: e.session_sid):
-        store.commit_poll(
+        await store.commit_poll(
             SERVICE, session_sid, fetched={}, events=[(e, list(sinks)) for e in group], now=now
         )
 
 
-def pending(store: StoreUnderTest, sink: str) -> list[Delivery]:
-    return store.due(sink, None, 1000)
+async def pending(store: StoreUnderTest, sink: str) -> list[Delivery]:
+    return await store.due(sink, None, 1000)
 
 
 # -- doubles ---------------------------------------------------------------------------------
@@ -206,9 +209,9 @@ class CountingAcks:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def ack(self, delivery_ids: Sequence[int]) -> None:
+    async def ack(self, delivery_ids: Sequence[int]) -> None:
         self.acks.append(list(delivery_ids))
-        self.inner.ack(delivery_ids)
+        await self.inner.ack(delivery_ids)
 
 
 class Clock:
@@ -377,14 +380,14 @@ def test_run_result_totals_and_ok() -> None:
 async def test_failure_is_retried_at_once_then_after_a_growing_delay(store: StoreUnderTest) -> None:
     clock = Clock()
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable())
     d = dispatcher(store, [sink], clock)
 
     result = await d.run_once()
     assert sink.sent == [event.id, event.id]  # the immediate retry came in the same pass
     assert result.sinks["hook"] == SinkResult(failed=2, pending_left=1)
-    (row,) = pending(store, "hook")
+    (row,) = await pending(store, "hook")
     first_wait = row.next_attempt_at - T0
     assert row.attempts == 2
     assert 2.5 <= first_wait <= 5.0
@@ -394,7 +397,7 @@ async def test_failure_is_retried_at_once_then_after_a_growing_delay(store: Stor
     assert len(sink.sent) == 2  # not due yet
     clock.now = row.next_attempt_at
     await d.run_once()
-    (row,) = pending(store, "hook")
+    (row,) = await pending(store, "hook")
     assert row.attempts == 3
     assert 5.0 <= row.next_attempt_at - clock.now <= 10.0
 
@@ -402,12 +405,12 @@ async def test_failure_is_retried_at_once_then_after_a_growing_delay(store: Stor
 async def test_retry_after_hint_is_honoured(store: StoreUnderTest) -> None:
     clock = Clock()
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(retry_after=120.0)]})
     d = dispatcher(store, [sink], clock)
 
     await d.run_once()
-    (row,) = pending(store, "hook")
+    (row,) = await pending(store, "hook")
     assert row.next_attempt_at == pytest.approx(T0 + 120.0)
     clock.now = T0 + 119.0
     await d.run_once()
@@ -421,7 +424,7 @@ async def test_retry_after_hint_is_honoured(store: StoreUnderTest) -> None:
 async def test_dead_letter_after_max_attempts(store: StoreUnderTest) -> None:
     clock = Clock()
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable())
     d = dispatcher(store, [sink], clock, policy(max_attempts=3))
 
@@ -430,8 +433,8 @@ async def test_dead_letter_after_max_attempts(store: StoreUnderTest) -> None:
             await d.run_once()
             clock.now += 3600
     assert sink.sent == [event.id] * 3
-    assert pending(store, "hook") == []
-    (dead,) = store.dead_letters("hook")
+    assert await pending(store, "hook") == []
+    (dead,) = await store.dead_letters("hook")
     assert dead.attempts == 3
     assert dead.last_status == 503
     (entry,) = [e for e in logs if e["event"] == "delivery_dead_lettered"]
@@ -443,35 +446,35 @@ async def test_dead_letter_after_max_attempts(store: StoreUnderTest) -> None:
 async def test_dead_letter_after_max_age(store: StoreUnderTest) -> None:
     clock = Clock()
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable())
     d = dispatcher(store, [sink], clock, policy(max_age_seconds=100.0))
 
     await d.run_once()
-    assert len(pending(store, "hook")) == 1
+    assert len(await pending(store, "hook")) == 1
     clock.now = T0 + 100.0
     with capture_logs() as logs:
         result = await d.run_once()
     assert result.sinks["hook"].dead == 1
-    assert len(store.dead_letters("hook")) == 1
+    assert len(await store.dead_letters("hook")) == 1
     assert [e["reason"] for e in logs if e["event"] == "delivery_dead_lettered"] == ["max_age"]
 
 
 async def test_permanent_error_dead_letters_at_once(store: StoreUnderTest) -> None:
     clock = Clock()
     first, second = make_event(session_sid=session(1)), make_event(session_sid=session(1))
-    enqueue(store, [first, second], ["hook"], T0)
+    await enqueue(store, [first, second], ["hook"], T0)
     sink = ScriptedSink("hook", script={first.id: [PermanentDeliveryError("HTTP 400", status=400)]})
     result = await dispatcher(store, [sink], clock).run_once()
     assert sink.sent == [first.id, second.id]  # the dead head no longer blocks its session
-    assert [d.event.id for d in store.dead_letters("hook")] == [first.id]
+    assert [d.event.id for d in await store.dead_letters("hook")] == [first.id]
     assert result.sinks["hook"] == SinkResult(delivered=1, dead=1)
 
 
 async def test_gone_receiver_disables_the_sink_and_keeps_its_events(store: StoreUnderTest) -> None:
     clock = Clock()
     events = [make_event(session_sid=session(n)) for n in range(3)]
-    enqueue(store, events, ["gone", "fine"], T0)
+    await enqueue(store, events, ["gone", "fine"], T0)
     gone = ScriptedSink("gone", default=SinkDisabledError("HTTP 410", status=410))
     fine = ScriptedSink("fine")
     d = dispatcher(store, [gone, fine], clock, policy(concurrency=1))
@@ -481,7 +484,7 @@ async def test_gone_receiver_disables_the_sink_and_keeps_its_events(store: Store
     assert gone.sent == [events[0].id]
     assert result.sinks["gone"] == SinkResult(pending_left=3, disabled=True)
     assert result.sinks["fine"].delivered == 3
-    assert [d.attempts for d in pending(store, "gone")] == [0, 0, 0]
+    assert [d.attempts for d in await pending(store, "gone")] == [0, 0, 0]
     assert d.disabled_sinks == {"gone"}
     assert [e["sink"] for e in logs if e["event"] == "sink_disabled"] == ["gone"]
 
@@ -491,14 +494,14 @@ async def test_gone_receiver_disables_the_sink_and_keeps_its_events(store: Store
 
 async def test_disabling_answer_is_noted_once_with_its_first_time(store: StoreUnderTest) -> None:
     clock = Clock()
-    enqueue(store, [make_event(session_sid=session(n)) for n in range(2)], ["gone"], T0)
+    await enqueue(store, [make_event(session_sid=session(n)) for n in range(2)], ["gone"], T0)
     gone = ScriptedSink("gone", default=SinkDisabledError("HTTP 404: webhook deleted", status=404))
 
     await dispatcher(store, [gone], clock).run_once()
     clock.now += 60
     await dispatcher(store, [gone], clock).run_once()  # a restart meets the same answer
 
-    assert store.disabled_sinks() == [
+    assert await store.disabled_sinks() == [
         DisabledSink(
             "gone", since=T0, last_at=T0 + 60, status=404, reason="HTTP 404: webhook deleted"
         )
@@ -508,14 +511,14 @@ async def test_disabling_answer_is_noted_once_with_its_first_time(store: StoreUn
 
 async def test_a_sink_that_answers_again_loses_its_disabled_note(store: StoreUnderTest) -> None:
     clock = Clock()
-    enqueue(store, [make_event(session_sid=session(0))], ["hook"], T0)
-    store.record_sink_disabled("hook", status=410, reason="HTTP 410", now=T0 - 10)
+    await enqueue(store, [make_event(session_sid=session(0))], ["hook"], T0)
+    await store.record_sink_disabled("hook", status=410, reason="HTTP 410", now=T0 - 10)
 
     with capture_logs() as logs:
         result = await dispatcher(store, [ScriptedSink("hook")], clock).run_once()
 
     assert result.sinks["hook"].delivered == 1
-    assert store.disabled_sinks() == []
+    assert await store.disabled_sinks() == []
     assert "sink_enabled" in [e["event"] for e in logs]
     assert _sample("poller_sink_disabled", sink="hook") == 0
 
@@ -525,13 +528,13 @@ async def test_clearing_the_note_resumes_a_disabled_sink_in_the_running_dispatch
 ) -> None:
     clock = Clock()
     events = [make_event(session_sid=session(0)), make_event(session_sid=session(1))]
-    enqueue(store, events, ["mail"], T0)
+    await enqueue(store, events, ["mail"], T0)
     mail = ScriptedSink("mail", script={events[0].id: [SinkDisabledError("SMTP 535", status=535)]})
     d = dispatcher(store, [mail], clock, policy(concurrency=1))
     await d.run_once()
     assert d.disabled_sinks == {"mail"}
 
-    store.clear_sink_disabled("mail")  # what `poller outbox retry --sink mail` does
+    await store.clear_sink_disabled("mail")  # what `poller outbox retry --sink mail` does
     with capture_logs() as logs:
         result = await d.run_once()
 
@@ -545,7 +548,7 @@ async def test_unexpected_sink_exception_is_retried_and_not_logged_verbatim(
 ) -> None:
     clock = Clock()
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [ValueError("token=hunter2"), None]})
     with capture_logs() as logs:
         result = await dispatcher(store, [sink], clock).run_once()
@@ -558,7 +561,7 @@ async def test_unexpected_sink_exception_is_retried_and_not_logged_verbatim(
 async def test_failure_log_names_sink_event_status_attempts_and_wait(store: StoreUnderTest) -> None:
     clock = Clock()
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(retry_after=42.0)]})
     with capture_logs() as logs:
         await dispatcher(store, [sink], clock).run_once()
@@ -574,7 +577,7 @@ async def test_failure_log_names_sink_event_status_attempts_and_wait(store: Stor
 async def test_a_stuck_sink_does_not_hold_back_another(store: StoreUnderTest) -> None:
     clock = Clock()
     events = [make_event(session_sid=session(n)) for n in range(3)]
-    enqueue(store, events, ["stuck", "fine"], T0)
+    await enqueue(store, events, ["stuck", "fine"], T0)
     fine = ScriptedSink("fine")
 
     async def wait_for_fine(event: Event) -> None:
@@ -593,14 +596,14 @@ async def test_a_session_is_delivered_in_order_even_when_its_head_fails(
     created = make_event(session_sid=session(1))
     updated = make_event(session_sid=session(1), event_type=EventType.UPDATED)
     other = make_event(session_sid=session(2))
-    enqueue(store, [created, updated, other], ["hook"], T0)
+    await enqueue(store, [created, updated, other], ["hook"], T0)
     sink = ScriptedSink("hook", script={created.id: [retryable(), retryable(), None]})
     d = dispatcher(store, [sink], clock)
 
     await d.run_once()
     assert sink.delivered == [other.id]  # another session never waits
     assert updated.id not in sink.sent
-    (head,) = pending(store, "hook")[:1]
+    (head,) = (await pending(store, "hook"))[:1]
     clock.now = head.next_attempt_at
     await d.run_once()
     assert sink.delivered == [other.id, created.id, updated.id]
@@ -608,7 +611,7 @@ async def test_a_session_is_delivered_in_order_even_when_its_head_fails(
 
 async def test_sends_across_sessions_are_concurrent_up_to_the_limit(store: StoreUnderTest) -> None:
     clock = Clock()
-    enqueue(store, [make_event(session_sid=session(n)) for n in range(10)], ["hook"], T0)
+    await enqueue(store, [make_event(session_sid=session(n)) for n in range(10)], ["hook"], T0)
     in_flight = 0
     peak = 0
     release = asyncio.Event()
@@ -634,13 +637,13 @@ async def test_sends_across_sessions_are_concurrent_up_to_the_limit(store: Store
 async def test_a_batch_of_heads_is_acked_in_one_transaction(store: StoreUnderTest) -> None:
     clock = Clock()
     events = [make_event(session_sid=session(n)) for n in range(10)]
-    enqueue(store, events, ["hook"], T0)
+    await enqueue(store, events, ["hook"], T0)
     counting = CountingAcks(store)
     sink = ScriptedSink("hook")
     result = await dispatcher(counting, [sink], clock).run_once()
     assert result.sinks["hook"] == SinkResult(delivered=10)
     assert [len(ids) for ids in counting.acks] == [10]
-    assert store.pending_count("hook") == 0
+    assert await store.pending_count("hook") == 0
 
 
 async def test_a_sessions_next_event_is_sent_only_after_its_head_was_acked(
@@ -648,12 +651,12 @@ async def test_a_sessions_next_event_is_sent_only_after_its_head_was_acked(
 ) -> None:
     clock = Clock()
     events = [make_event(session_sid=session(n % 3)) for n in range(9)]
-    enqueue(store, sorted(events, key=lambda e: e.session_sid), ["hook"], T0)
+    await enqueue(store, sorted(events, key=lambda e: e.session_sid), ["hook"], T0)
     counting = CountingAcks(store)
     sent_while_not_head: list[str] = []
 
     async def check_head(event: Event) -> None:
-        heads = {d.event.id for d in store.due("hook", None, 100)}
+        heads = {d.event.id for d in await store.due("hook", None, 100)}
         if event.id not in heads:
             sent_while_not_head.append(event.id)
 
@@ -671,7 +674,7 @@ async def test_a_deadline_acks_what_its_batch_sent_before_it_ended(
     store: StoreUnderTest,
 ) -> None:
     clock = Clock()
-    enqueue(store, [make_event(session_sid=session(n)) for n in range(6)], ["hook"], T0)
+    await enqueue(store, [make_event(session_sid=session(n)) for n in range(6)], ["hook"], T0)
 
     async def take_ten_seconds(event: Event) -> None:
         clock.now += 10.0
@@ -682,7 +685,7 @@ async def test_a_deadline_acks_what_its_batch_sent_before_it_ended(
     result = await d.run_once(deadline=T0 + 25.0)
     assert result.sinks["hook"] == SinkResult(delivered=3, pending_left=3)
     assert [len(ids) for ids in counting.acks] == [3]
-    assert {d.event.id for d in pending(store, "hook")}.isdisjoint(sink.delivered)
+    assert {d.event.id for d in await pending(store, "hook")}.isdisjoint(sink.delivered)
 
 
 async def test_sends_of_a_batch_are_acked_even_when_the_store_fails_on_another(
@@ -690,10 +693,10 @@ async def test_sends_of_a_batch_are_acked_even_when_the_store_fails_on_another(
 ) -> None:
     clock = Clock()
     failing, fine = make_event(session_sid=session(1)), make_event(session_sid=session(2))
-    enqueue(store, [failing, fine], ["hook"], T0)
+    await enqueue(store, [failing, fine], ["hook"], T0)
 
     class BrokenRetry(CountingAcks):
-        def retry_later(
+        async def retry_later(
             self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
         ) -> None:
             raise StateError("disk I/O error")
@@ -702,13 +705,13 @@ async def test_sends_of_a_batch_are_acked_even_when_the_store_fails_on_another(
     with pytest.raises(StateError, match="disk I/O"):
         await dispatcher(BrokenRetry(store), [sink], clock).run_once()
     assert sink.delivered == [fine.id]
-    assert [d.event.id for d in pending(store, "hook")] == [failing.id]
+    assert [d.event.id for d in await pending(store, "hook")] == [failing.id]
 
 
 async def test_cancelling_mid_batch_acks_the_sends_that_finished(store: StoreUnderTest) -> None:
     clock = Clock()
     first, second = make_event(session_sid=session(1)), make_event(session_sid=session(2))
-    enqueue(store, [first, second], ["hook"], T0)
+    await enqueue(store, [first, second], ["hook"], T0)
     stuck = asyncio.Event()
 
     async def hold_second(event: Event) -> None:
@@ -725,7 +728,7 @@ async def test_cancelling_mid_batch_acks_the_sends_that_finished(store: StoreUnd
     loop.cancel()  # what the daemon does once delivery.shutdown_timeout_seconds has passed
     with pytest.raises(asyncio.CancelledError):
         await loop
-    assert [d.event.id for d in pending(store, "hook")] == [second.id]
+    assert [d.event.id for d in await pending(store, "hook")] == [second.id]
 
 
 # -- modes: once, deadlines, digests ---------------------------------------------------------
@@ -734,7 +737,7 @@ async def test_cancelling_mid_batch_acks_the_sends_that_finished(store: StoreUnd
 async def test_ignore_timers_attempts_every_delivery_exactly_once(store: StoreUnderTest) -> None:
     clock = Clock()
     events = [make_event(session_sid=session(n)) for n in range(5)]
-    enqueue(store, events, ["hook"], T0)
+    await enqueue(store, events, ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable(retry_after=3600.0))
     d = dispatcher(store, [sink], clock, batch_size=2)
     await d.run_once()  # every head now waits an hour
@@ -750,7 +753,7 @@ async def test_ignore_timers_attempts_every_delivery_exactly_once(store: StoreUn
 async def test_ignore_timers_delivers_a_whole_session_queue(store: StoreUnderTest) -> None:
     clock = Clock()
     events = [make_event(session_sid=session(1)) for _ in range(4)]
-    enqueue(store, events, ["hook"], T0)
+    await enqueue(store, events, ["hook"], T0)
     sink = ScriptedSink("hook")
     result = await dispatcher(store, [sink], clock).run_once(ignore_timers=True)
     assert sink.delivered == [e.id for e in events]
@@ -761,7 +764,7 @@ async def test_deadline_stops_new_attempts_and_leaves_the_rest_pending(
     store: StoreUnderTest,
 ) -> None:
     clock = Clock()
-    enqueue(store, [make_event(session_sid=session(n)) for n in range(6)], ["hook"], T0)
+    await enqueue(store, [make_event(session_sid=session(n)) for n in range(6)], ["hook"], T0)
 
     async def take_ten_seconds(event: Event) -> None:
         clock.now += 10.0
@@ -776,13 +779,13 @@ async def test_deadline_stops_new_attempts_and_leaves_the_rest_pending(
 async def test_more_due_than_the_threshold_goes_out_as_one_digest(store: StoreUnderTest) -> None:
     clock = Clock()
     events = [make_event(session_sid=session(n)) for n in range(4)]
-    enqueue(store, events, ["chat"], T0)
+    await enqueue(store, events, ["chat"], T0)
     sink = ScriptedSink("chat", digest_threshold=3)
     result = await dispatcher(store, [sink], clock).run_once()
     assert sink.digests == [[e.id for e in events]]
     assert sink.sent == []
     assert result.sinks["chat"] == SinkResult(delivered=4)
-    assert store.pending_count("chat") == 0
+    assert await store.pending_count("chat") == 0
 
 
 async def test_one_sessions_burst_past_the_threshold_is_one_digest_in_order(
@@ -790,7 +793,7 @@ async def test_one_sessions_burst_past_the_threshold_is_one_digest_in_order(
 ) -> None:
     clock = Clock()
     events = [make_event(session_sid=session(1)) for _ in range(6)]
-    enqueue(store, events, ["chat"], T0)
+    await enqueue(store, events, ["chat"], T0)
     sink = ScriptedSink("chat", digest_threshold=3)
     result = await dispatcher(store, [sink], clock).run_once()
     assert sink.digests == [[e.id for e in events]]
@@ -800,7 +803,7 @@ async def test_one_sessions_burst_past_the_threshold_is_one_digest_in_order(
 async def test_up_to_the_threshold_events_go_out_one_by_one(store: StoreUnderTest) -> None:
     clock = Clock()
     events = [make_event(session_sid=session(n)) for n in range(3)]
-    enqueue(store, events, ["chat"], T0)
+    await enqueue(store, events, ["chat"], T0)
     sink = ScriptedSink("chat", digest_threshold=3)
     await dispatcher(store, [sink], clock).run_once()
     assert sink.digests == []
@@ -810,13 +813,13 @@ async def test_up_to_the_threshold_events_go_out_one_by_one(store: StoreUnderTes
 async def test_a_failed_digest_schedules_every_event_again(store: StoreUnderTest) -> None:
     clock = Clock()
     events = [make_event(session_sid=session(n)) for n in range(4)]
-    enqueue(store, events, ["chat"], T0)
+    await enqueue(store, events, ["chat"], T0)
     sink = ScriptedSink("chat", digest_threshold=2, default=retryable(retry_after=60.0))
     result = await dispatcher(store, [sink], clock).run_once()
     assert len(sink.digests) == 1
     assert result.sinks["chat"] == SinkResult(failed=4, pending_left=4)
-    assert [d.attempts for d in store.due("chat", None, 10)] == [1, 1, 1, 1]
-    assert store.due("chat", T0 + 59.0, 10) == []
+    assert [d.attempts for d in await store.due("chat", None, 10)] == [1, 1, 1, 1]
+    assert await store.due("chat", T0 + 59.0, 10) == []
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -831,7 +834,7 @@ async def test_metrics_count_outcomes_and_gauge_the_outbox(store: StoreUnderTest
     clock = Clock()
     sink_name = f"metrics-{id(store)}"
     ok, bad, later = (make_event(session_sid=session(n)) for n in range(3))
-    enqueue(store, [ok, bad, later], [sink_name], T0)
+    await enqueue(store, [ok, bad, later], [sink_name], T0)
     sink = ScriptedSink(
         sink_name,
         script={
@@ -855,7 +858,7 @@ async def test_the_outbox_gauge_follows_a_long_drain(store: StoreUnderTest) -> N
     clock = Clock()
     sink_name = f"gauge-{id(store)}"
     events = [make_event(session_sid=session(n % 2)) for n in range(6)]
-    enqueue(store, sorted(events, key=lambda e: e.session_sid), [sink_name], T0)
+    await enqueue(store, sorted(events, key=lambda e: e.session_sid), [sink_name], T0)
     seen: list[float] = []
 
     async def slow_send(event: Event) -> None:
@@ -879,19 +882,19 @@ async def test_run_forever_delivers_on_wake_and_returns_on_stop(store: StoreUnde
     loop = asyncio.create_task(d.run_forever(stop, wake))
 
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     wake.set()
     await sink.wait_until(lambda: sink.delivered == [event.id])
     stop.set()
     async with asyncio.timeout(5):
         await loop
-    assert store.pending_count("hook") == 0
+    assert await store.pending_count("hook") == 0
 
 
 async def test_run_forever_retries_when_the_timer_runs_out(store: StoreUnderTest) -> None:
     clock = Clock()
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(), retryable(), None]})
     d = dispatcher(store, [sink], clock, idle_poll_seconds=0.01)
     stop, wake = asyncio.Event(), asyncio.Event()
@@ -908,7 +911,7 @@ async def test_run_forever_retries_when_the_timer_runs_out(store: StoreUnderTest
 async def test_stop_lets_the_send_in_flight_finish(store: StoreUnderTest) -> None:
     clock = Clock()
     first, second = make_event(session_sid=session(1)), make_event(session_sid=session(1))
-    enqueue(store, [first, second], ["hook"], T0)
+    await enqueue(store, [first, second], ["hook"], T0)
     started, release = asyncio.Event(), asyncio.Event()
 
     async def hold(event: Event) -> None:
@@ -927,17 +930,17 @@ async def test_stop_lets_the_send_in_flight_finish(store: StoreUnderTest) -> Non
     async with asyncio.timeout(5):
         await loop
     assert sink.delivered == [first.id]  # the in-flight send was acked; nothing new started
-    assert [d.event.id for d in pending(store, "hook")] == [second.id]
+    assert [d.event.id for d in await pending(store, "hook")] == [second.id]
 
 
 async def test_a_store_failure_surfaces_after_every_sink_has_stopped() -> None:
     class BrokenAck(MemoryOutbox):
-        def ack(self, delivery_ids: Sequence[int]) -> None:
+        async def ack(self, delivery_ids: Sequence[int]) -> None:
             raise StateError("disk I/O error")
 
     store = BrokenAck()
     events = [make_event(session_sid=session(n)) for n in range(2)]
-    enqueue(store, events, ["a", "b"], T0)
+    await enqueue(store, events, ["a", "b"], T0)
     a, b = ScriptedSink("a"), ScriptedSink("b")
     with pytest.raises(StateError, match="disk I/O"):
         await dispatcher(store, [a, b], Clock()).run_once()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from poller.delivery.holds import Holds
 from poller.errors import StateError
 from poller.observe.metrics import REGISTRY
-from poller.state import Store
+from poller.state.sqlite.store import SqliteStore
 from tests.delivery.test_delivery import (
     POLICY,
     T0,
@@ -32,8 +32,8 @@ DISK_FULL = "state file state.db: database or disk is full"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "state.db") as opened:
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore.open(tmp_path / "state.db") as opened:
         yield opened
 
 
@@ -42,24 +42,26 @@ class FullDisk(CountingAcks):
 
     full = True
 
-    def retry_later(
+    async def retry_later(
         self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
     ) -> None:
         if self.full:
             raise StateError(DISK_FULL)
-        self.inner.retry_later(
+        await self.inner.retry_later(
             delivery_id, next_attempt_at=next_attempt_at, error=error, status=status
         )
 
-    def dead_letter(self, delivery_id: int, *, error: str, status: int | None, now: float) -> None:
+    async def dead_letter(
+        self, delivery_id: int, *, error: str, status: int | None, now: float
+    ) -> None:
         if self.full:
             raise StateError(DISK_FULL)
-        self.inner.dead_letter(delivery_id, error=error, status=status, now=now)
+        await self.inner.dead_letter(delivery_id, error=error, status=status, now=now)
 
-    def ack(self, delivery_ids: Sequence[int]) -> None:
+    async def ack(self, delivery_ids: Sequence[int]) -> None:
         if self.full:
             raise StateError(DISK_FULL)
-        super().ack(delivery_ids)
+        await super().ack(delivery_ids)
 
 
 def _pending_gauge(sink: str) -> float | None:
@@ -78,13 +80,15 @@ def test_holds_count_attempts_and_expire_on_their_clock() -> None:
     assert len(holds) == 0 and holds.attempts(7, stored=1) == 1
 
 
-async def test_a_retry_that_cannot_be_stored_waits_its_backoff_in_memory(store: Store) -> None:
+async def test_a_retry_that_cannot_be_stored_waits_its_backoff_in_memory(
+    store: SqliteStore,
+) -> None:
     clock = Clock()
     event = make_event(session_sid=session(1))
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     full = FullDisk(store)
     sink = ScriptedSink("hook", default=retryable(retry_after=30.0))
-    d = dispatcher(full, [sink], clock)  # type: ignore[arg-type]
+    d = dispatcher(full, [sink], clock)
     with capture_logs() as logs, pytest.raises(StateError, match="disk is full"):
         await d.run_once()
     assert sink.sent == [event.id]
@@ -101,15 +105,15 @@ async def test_a_retry_that_cannot_be_stored_waits_its_backoff_in_memory(store: 
     sink.default = None
     result = await d.run_once()
     assert result.delivered == 1 and sink.delivered == [event.id]
-    assert pending(store, "hook") == [] and _pending_gauge("hook") == 0.0
+    assert await pending(store, "hook") == [] and _pending_gauge("hook") == 0.0
 
 
-async def test_holds_back_off_further_while_the_disk_stays_full(store: Store) -> None:
+async def test_holds_back_off_further_while_the_disk_stays_full(store: SqliteStore) -> None:
     clock = Clock()
     event = make_event(session_sid=session(1))
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable())
-    d = dispatcher(FullDisk(store), [sink], clock)  # type: ignore[arg-type]
+    d = dispatcher(FullDisk(store), [sink], clock)
     waits = []
     for _ in range(5):
         with capture_logs() as logs, pytest.raises(StateError):
@@ -124,14 +128,14 @@ async def test_holds_back_off_further_while_the_disk_stays_full(store: Store) ->
 
 
 async def test_a_send_whose_ack_cannot_be_stored_is_not_sent_again_at_once(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     clock = Clock()
     event = make_event(session_sid=session(1))
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     full = FullDisk(store)
     sink = ScriptedSink("hook")
-    d = dispatcher(full, [sink], clock)  # type: ignore[arg-type]
+    d = dispatcher(full, [sink], clock)
     with pytest.raises(StateError):
         await d.run_once()
     await d.run_once()
@@ -143,14 +147,14 @@ async def test_a_send_whose_ack_cannot_be_stored_is_not_sent_again_at_once(
 
 
 async def test_the_daemon_loop_logs_each_failed_pass_in_one_line_and_goes_on(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     clock = Clock()
     event = make_event(session_sid=session(1))
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     full = FullDisk(store)
     sink = ScriptedSink("hook", default=retryable(retry_after=3600.0))
-    d = dispatcher(full, [sink], clock, idle_poll_seconds=0.01)  # type: ignore[arg-type]
+    d = dispatcher(full, [sink], clock, idle_poll_seconds=0.01)
     stop, wake = asyncio.Event(), asyncio.Event()
     with capture_logs() as logs:
         loop = asyncio.create_task(d.run_forever(stop, wake))
@@ -166,12 +170,14 @@ async def test_the_daemon_loop_logs_each_failed_pass_in_one_line_and_goes_on(
     assert sink.sent == [event.id]
 
 
-async def test_every_event_of_a_failed_digest_is_held_not_only_the_first(store: Store) -> None:
+async def test_every_event_of_a_failed_digest_is_held_not_only_the_first(
+    store: SqliteStore,
+) -> None:
     clock = Clock()
     events = [make_event(session_sid=session(n)) for n in range(3)]
-    enqueue(store, events, ["slack"], T0)
+    await enqueue(store, events, ["slack"], T0)
     sink = ScriptedSink("slack", default=retryable(), digest_threshold=1)
-    d = dispatcher(FullDisk(store), [sink], clock)  # type: ignore[arg-type]
+    d = dispatcher(FullDisk(store), [sink], clock)
     with pytest.raises(StateError):
         await d.run_once()
     await d.run_once()
@@ -182,11 +188,11 @@ async def test_every_event_of_a_failed_digest_is_held_not_only_the_first(store: 
     assert len(sink.digests) == 2
 
 
-async def test_a_held_event_holds_back_the_events_behind_it_in_a_digest(store: Store) -> None:
+async def test_a_held_event_holds_back_the_events_behind_it_in_a_digest(store: SqliteStore) -> None:
     clock = Clock()
     first, second = make_event(session_sid=session(1)), make_event(session_sid=session(1))
-    enqueue(store, [first, second], ["slack"], T0)
-    (head,) = store.due("slack", None, 10)
+    await enqueue(store, [first, second], ["slack"], T0)
+    (head,) = await store.due("slack", None, 10)
     sink = ScriptedSink("slack", digest_threshold=0)
     d = dispatcher(store, [sink], clock)
     d._holds.hold(head.id, attempts=1, seconds=10.0)  # as after a failed write of its retry

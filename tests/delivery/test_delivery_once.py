@@ -65,7 +65,7 @@ async def test_retry_after_within_the_deadline_is_waited_for_and_delivered(
 ) -> None:
     clock = SleepingClock()
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(2.0), retryable(2.0)]})
     d = once_dispatcher(store, [sink], clock)
     result = await d.run_once(ignore_timers=True, deadline=DEADLINE)
@@ -74,7 +74,7 @@ async def test_retry_after_within_the_deadline_is_waited_for_and_delivered(
     assert result.sinks["hook"] == SinkResult(delivered=1, failed=2)
     assert clock.slept[0] == 2.0  # Retry-After, not more
     assert 2.5 <= clock.slept[1] <= 5.0  # the backoff of the second retry is longer than 2 s
-    assert pending(store, "hook") == []
+    assert await pending(store, "hook") == []
 
 
 async def test_a_wait_past_the_deadline_is_not_made_and_the_event_stays_pending(
@@ -82,7 +82,7 @@ async def test_a_wait_past_the_deadline_is_not_made_and_the_event_stays_pending(
 ) -> None:
     clock = SleepingClock()
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(3600.0)]})
     result = await once_dispatcher(store, [sink], clock).run_once(
         ignore_timers=True, deadline=DEADLINE
@@ -90,14 +90,14 @@ async def test_a_wait_past_the_deadline_is_not_made_and_the_event_stays_pending(
     assert clock.slept == [] and clock.now == T0  # returned at once
     assert sink.sent == [event.id]
     assert result.sinks["hook"] == SinkResult(failed=1, pending_left=1)
-    (row,) = pending(store, "hook")
+    (row,) = await pending(store, "hook")
     assert row.next_attempt_at == T0 + 3600.0
 
 
 async def test_the_first_retry_is_immediate_in_the_same_run(store: StoreUnderTest) -> None:
     clock = SleepingClock()
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable()]})
     result = await once_dispatcher(store, [sink], clock).run_once(
         ignore_timers=True, deadline=DEADLINE
@@ -112,13 +112,13 @@ async def test_backoff_retries_stop_at_the_first_wait_that_ends_past_the_deadlin
 ) -> None:
     clock = SleepingClock()
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable())
     result = await once_dispatcher(store, [sink], clock).run_once(
         ignore_timers=True, deadline=DEADLINE
     )
     assert clock.now < DEADLINE
-    (row,) = pending(store, "hook")
+    (row,) = await pending(store, "hook")
     assert row.next_attempt_at >= DEADLINE  # the next wait would pass the deadline
     assert row.attempts == len(sink.sent) >= 4  # immediate, then 2.5-5 s, 5-10 s, 10-20 s
     assert result.sinks["hook"].pending_left == 1
@@ -130,7 +130,7 @@ async def test_a_session_waiting_for_its_retry_never_holds_back_another(
     clock = SleepingClock()
     slow, fine = make_event(session_sid=session(1)), make_event(session_sid=session(2))
     behind_fine = make_event(session_sid=session(2))
-    enqueue(store, [slow, fine, behind_fine], ["hook"], T0)
+    await enqueue(store, [slow, fine, behind_fine], ["hook"], T0)
     sink = ScriptedSink("hook", script={slow.id: [retryable(10.0)]})
     d = once_dispatcher(store, [sink], clock, policy(concurrency=1))
     result = await d.run_once(ignore_timers=True, deadline=DEADLINE)
@@ -144,7 +144,7 @@ async def test_without_a_deadline_timers_ignored_still_means_one_attempt(
 ) -> None:
     clock = SleepingClock()
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(2.0)]})
     result = await once_dispatcher(store, [sink], clock).run_once(ignore_timers=True)
     assert clock.slept == [] and sink.sent == [event.id]
@@ -156,7 +156,7 @@ async def test_a_digest_that_failed_is_retried_whole_within_the_deadline(
 ) -> None:
     clock = SleepingClock()
     events = [make_event(session_sid=session(n)) for n in range(4)]
-    enqueue(store, events, ["chat"], T0)
+    await enqueue(store, events, ["chat"], T0)
 
     class FailsOnce(ScriptedSink):
         async def send_digest(self, batch: Any) -> None:
@@ -175,7 +175,7 @@ async def test_a_digest_that_failed_is_retried_whole_within_the_deadline(
 async def test_each_wait_is_logged_with_its_sink_and_length(store: StoreUnderTest) -> None:
     clock = SleepingClock()
     event = make_event()
-    enqueue(store, [event], ["hook"], T0)
+    await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(7.0)]})
     with capture_logs() as logs:
         await once_dispatcher(store, [sink], clock).run_once(ignore_timers=True, deadline=DEADLINE)

@@ -15,7 +15,8 @@ from pathlib import Path
 from poller.delivery.dispatcher import Dispatcher
 from poller.errors import StateError
 from poller.events import Event
-from poller.state import DisabledSink, Store
+from poller.state.models import DisabledSink
+from poller.state.sqlite.store import SqliteStore
 from tests.delivery.test_delivery import (
     POLICY,
     T0,
@@ -62,9 +63,9 @@ def in_session_order(events: Sequence[Event], order: Sequence[str]) -> bool:
     return True
 
 
-async def test_once_retrying_a_failed_digest_keeps_each_sessions_order(store: Store) -> None:
+async def test_once_retrying_a_failed_digest_keeps_each_sessions_order(store: SqliteStore) -> None:
     events = [make_event(session_sid=session(s)) for s in range(1, 4) for _ in range(3)]
-    enqueue(store, events, ["chat"], T0)
+    await enqueue(store, events, ["chat"], T0)
     sink = DigestFailingTwice()
     dispatcher = once_dispatcher(store, [sink], SleepingClock())
     await dispatcher.run_once(ignore_timers=True, deadline=T0 + 60)
@@ -73,18 +74,18 @@ async def test_once_retrying_a_failed_digest_keeps_each_sessions_order(store: St
 
 
 async def test_a_head_waiting_for_its_retry_holds_its_session_out_of_a_digest(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     clock = Clock()
     a1, a2 = make_event(session_sid=session(1)), make_event(session_sid=session(1))
     others = [make_event(session_sid=session(2)) for _ in range(3)]
-    enqueue(store, [a1, a2], ["chat"], T0)
+    await enqueue(store, [a1, a2], ["chat"], T0)
     order: list[str] = []
 
     class Recording(ScriptedSink):
         async def send(self, event: Event) -> None:
             if event.id == a1.id and not self.sent:
-                enqueue(store, others, ["chat"], T0)  # a poll lands while a1 is in flight
+                await enqueue(store, others, ["chat"], T0)  # a poll lands while a1 is in flight
             await super().send(event)
             order.append(event.id)
 
@@ -103,19 +104,19 @@ async def test_a_head_waiting_for_its_retry_holds_its_session_out_of_a_digest(
 class FullDiskWithNote(FullDisk):
     """A full disk on which the note of a sink disabled earlier cannot be cleared either."""
 
-    def clear_sink_disabled(self, sink: str | None = None) -> list[DisabledSink]:
+    async def clear_sink_disabled(self, sink: str | None = None) -> list[DisabledSink]:
         if self.full:
             raise StateError(DISK_FULL)
-        return self.inner.clear_sink_disabled(sink)
+        return list(await self.inner.clear_sink_disabled(sink))
 
 
 async def test_a_failure_is_held_even_when_the_disabled_note_cannot_be_cleared(
     tmp_path: Path,
 ) -> None:
-    with Store.open(tmp_path / "state.db") as state:
+    async with SqliteStore.open(tmp_path / "state.db") as state:
         # a note left by an earlier process (the sink's URL was fixed since, then a restart)
-        state.record_sink_disabled("hook", status=410, reason="gone", now=T0 - 100)
-        enqueue(state, [make_event(session_sid=session(1))], ["hook"], T0)
+        await state.record_sink_disabled("hook", status=410, reason="gone", now=T0 - 100)
+        await enqueue(state, [make_event(session_sid=session(1))], ["hook"], T0)
         sink = ScriptedSink("hook", default=retryable(retry_after=300.0))
         dispatcher = Dispatcher(
             FullDiskWithNote(state), [sink], POLICY, clock=Clock(), rng=random.Random(1)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from poller.config import PollConfig
 from poller.events import Event, EventType
-from poller.state import Store
+from poller.state.sqlite.store import SqliteStore
 from poller.twilio.records import Fingerprint, Interaction
 from poller.watch.poll import SessionPoller
 from tests.detect.oracle import apply, known_after
@@ -76,7 +76,14 @@ def run_polls(
     listings: Sequence[Sequence[Interaction]], first_run: FirstRun = "notify_all"
 ) -> tuple[list[list[Event]], dict[str, Fingerprint]]:
     """Poll one session once per listing; return the events each poll sent, and the known set."""
-    with tempfile.TemporaryDirectory() as folder, Store.open(Path(folder) / "s.db") as store:
+    with tempfile.TemporaryDirectory() as folder:
+        return asyncio.run(_run_polls(Path(folder), listings, first_run))
+
+
+async def _run_polls(
+    folder: Path, listings: Sequence[Sequence[Interaction]], first_run: FirstRun
+) -> tuple[list[list[Event]], dict[str, Fingerprint]]:
+    async with SqliteStore.open(folder / "s.db") as store:
         # The records are years older than the clock: none is left to settle.
         settings_ = PollConfig(first_run=first_run, timeout_seconds=5.0)
         poller = SessionPoller(
@@ -84,18 +91,18 @@ def run_polls(
         )
         sent: list[list[Event]] = []
         for _ in listings:
-            outcome = asyncio.run(poller.poll(SERVICE, SESSION))
+            outcome = await poller.poll(SERVICE, SESSION)
             assert outcome.ok
-            sent.append(drain(store))
-        return sent, store.known(SESSION)
+            sent.append(await drain(store))
+        return sent, await store.known(SESSION)
 
 
-def drain(store: Store) -> list[Event]:
+async def drain(store: SqliteStore) -> list[Event]:
     """Deliver (ack) everything pending, in the outbox's order."""
     events: list[Event] = []
-    while due := store.due("ops", None, 100):
+    while due := await store.due("ops", None, 100):
         events += [delivery.event for delivery in due]
-        store.ack([delivery.id for delivery in due])
+        await store.ack([delivery.id for delivery in due])
     return events
 
 

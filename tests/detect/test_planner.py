@@ -10,7 +10,7 @@ from poller.detect.planner import (
     plan_listed,
     sweep_quota,
 )
-from poller.state import SessionState
+from poller.state.models import SessionState
 from poller.twilio.records import Session
 
 SERVICE = "KS" + "a" * 32

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from poller.config import PollConfig, WebhookSinkConfig
 from poller.detect.routing import accepts, route
-from poller.detect.session_diff import StoredSession, needs_fetch, session_events
+from poller.detect.session_diff import needs_fetch, session_events
 from poller.errors import MalformedResponseError, NotFoundError
 from poller.events import INTERACTION_EVENT_TYPES, SESSION_EVENT_TYPES, Event, EventType
 from poller.sinks.discord import event_embed
@@ -27,7 +27,9 @@ from poller.sinks.slack_blocks import event_message
 from poller.sinks.slack_template import template_variables
 from poller.sinks.teams import escape as teams_escape
 from poller.sinks.teams import event_card
-from poller.state import Store, schema
+from poller.state.models import StoredSession
+from poller.state.sqlite import schema
+from poller.state.sqlite.store import SqliteStore
 from poller.twilio.client import ProxyClient
 from poller.twilio.records import Interaction, Session
 from poller.watch.poll import SessionPoller
@@ -215,12 +217,12 @@ class FakeTwilio:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "state.db") as opened:
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore.open(tmp_path / "state.db") as opened:
         yield opened
 
 
-def poller_of(store: Store, twilio: FakeTwilio, *, fetch: bool = True) -> SessionPoller:
+def poller_of(store: SqliteStore, twilio: FakeTwilio, *, fetch: bool = True) -> SessionPoller:
     # The records are years older than the clock: none is left to settle.
     settings = PollConfig(first_run="baseline", timeout_seconds=5.0)
     sinks = [Sink("all", INTERACTION_EVENT_TYPES + SESSION_EVENT_TYPES), Sink("plain")]
@@ -228,12 +230,12 @@ def poller_of(store: Store, twilio: FakeTwilio, *, fetch: bool = True) -> Sessio
     return SessionPoller(twilio, store, settings, sinks, clock=lambda: NOW, session_source=source)
 
 
-def queued(store: Store, sink: str) -> list[str]:
-    return [d.event.type.value for d in store.backlog(sink, None, 100)]
+async def queued(store: SqliteStore, sink: str) -> list[str]:
+    return [d.event.type.value for d in await store.backlog(sink, None, 100)]
 
 
 async def test_a_new_session_is_created_before_its_interactions_and_closed_after(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     twilio = FakeTwilio()
     poller = poller_of(store, twilio)
@@ -243,32 +245,32 @@ async def test_a_new_session_is_created_before_its_interactions_and_closed_after
     closed = session(status="closed", closed_reason="", date_ended="2015-07-30T21:00:00Z")
     outcome = await poller.poll(SERVICE, SID, session=closed, status="closed", final=True)
     assert outcome.events == 2
-    assert queued(store, "all") == [
+    assert await queued(store, "all") == [
         "session.created",
         "interaction.created",
         "interaction.created",
         "session.updated",
     ]
-    assert queued(store, "plain") == ["interaction.created", "interaction.created"]
+    assert await queued(store, "plain") == ["interaction.created", "interaction.created"]
     assert twilio.fetches == 0  # the listing gave the records
 
 
 async def test_a_baselined_session_stores_its_fingerprint_and_a_close_alone_is_one_event(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     twilio = FakeTwilio()
     twilio.add(1)
     poller = poller_of(store, twilio)
     await poller.poll(SERVICE, SID, session=OPEN)
-    assert store.session_fingerprint(SID) == StoredSession(OPEN.fingerprint, NOW)
+    assert await store.session_fingerprint(SID) == StoredSession(OPEN.fingerprint, NOW)
     await poller.poll(SERVICE, SID, session=OPEN)
-    assert queued(store, "all") == []
+    assert await queued(store, "all") == []
     await poller.poll(SERVICE, SID, session=session(status="closed"))
-    assert queued(store, "all") == ["session.updated"]
+    assert await queued(store, "all") == ["session.updated"]
 
 
 async def test_an_unlisted_session_is_fetched_only_when_its_poll_finds_activity(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     twilio = FakeTwilio()
     twilio.add(1)
@@ -280,20 +282,20 @@ async def test_an_unlisted_session_is_fetched_only_when_its_poll_finds_activity(
     twilio.record = session(status="closed", closed_reason="", date_ended="2015-07-30T21:00:00Z")
     await poller.poll(SERVICE, SID)
     assert twilio.fetches == 2
-    assert queued(store, "all") == ["interaction.created", "session.updated"]
-    state = store.session(SID)
+    assert await queued(store, "all") == ["interaction.created", "session.updated"]
+    state = {s.session_sid: s for s in await store.sessions()}.get(SID)
     assert state is not None and state.gone_at is not None  # the fetch told it is closed
 
 
 async def test_without_a_session_source_an_unlisted_poll_makes_no_session_event(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     twilio = FakeTwilio()
     poller = poller_of(store, twilio, fetch=False)
     twilio.add(1)
     await poller.poll(SERVICE, SID, new_traffic=True)
-    assert queued(store, "all") == ["interaction.created"]
-    assert store.session_fingerprint(SID) is None
+    assert await queued(store, "all") == ["interaction.created"]
+    assert await store.session_fingerprint(SID) is None
 
 
 # the Session fetch
@@ -441,14 +443,14 @@ async def test_a_state_file_from_before_session_events_baselines_its_sessions_qu
     conn.commit()
     conn.close()
     twilio = FakeTwilio()
-    with Store.open(path) as store:
-        assert store.summary()["schema_version"] == schema.latest_version()
+    async with SqliteStore.open(path) as store:
+        assert (await store.summary()).schema_version == schema.latest_version()
         await poller_of(store, twilio).poll(SERVICE, SID, new_traffic=True, session=OPEN)
-        assert queued(store, "all") == []
-        assert store.session_fingerprint(SID) == StoredSession(OPEN.fingerprint, NOW)
+        assert await queued(store, "all") == []
+        assert await store.session_fingerprint(SID) == StoredSession(OPEN.fingerprint, NOW)
 
 
-async def test_a_failed_session_fetch_costs_only_the_session_events(store: Store) -> None:
+async def test_a_failed_session_fetch_costs_only_the_session_events(store: SqliteStore) -> None:
     class Failing(FakeTwilio):
         async def fetch_session(self, service_sid: str, session_sid: str) -> Session:
             self.fetches += 1
@@ -460,8 +462,8 @@ async def test_a_failed_session_fetch_costs_only_the_session_events(store: Store
     with capture_logs() as logs:
         outcome = await poller.poll(SERVICE, SID, new_traffic=True)
     assert (outcome.ok, outcome.events) == (True, 1)
-    assert queued(store, "all") == ["interaction.created"]
-    assert store.session_fingerprint(SID) is None
+    assert await queued(store, "all") == ["interaction.created"]
+    assert await store.session_fingerprint(SID) is None
     assert [e["error_type"] for e in logs if e["event"] == "session_fetch_failed"] == [
         "NotFoundError"
     ]
@@ -474,8 +476,8 @@ async def test_a_failed_session_fetch_costs_only_the_session_events(store: Store
 CLOSED = session(status="closed", closed_reason="", date_ended="2015-07-30T21:00:00Z")
 
 
-def begin_watch(store: Store, last_interaction: str) -> None:
-    store.begin_watch(
+async def begin_watch(store: SqliteStore, last_interaction: str) -> None:
+    await store.begin_watch(
         SERVICE,
         [SID],
         NOW,
@@ -485,23 +487,25 @@ def begin_watch(store: Store, last_interaction: str) -> None:
 
 
 async def test_a_close_before_the_background_baseline_is_still_a_session_updated(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
-    begin_watch(store, "2015-07-30T20:00:01Z")
+    await begin_watch(store, "2015-07-30T20:00:01Z")
     twilio = FakeTwilio()
     twilio.add(1)  # existed when the watch began: baseline
     twilio.add(2)  # came after: an event
     await poller_of(store, twilio).poll(SERVICE, SID, session=CLOSED, status="closed")
-    assert queued(store, "all") == ["interaction.created", "session.updated"]
+    assert await queued(store, "all") == ["interaction.created", "session.updated"]
 
 
-async def test_a_listed_time_without_an_offset_splits_the_baseline_as_utc(store: Store) -> None:
-    begin_watch(store, "2015-07-30T20:00:01")  # no offset: taken as UTC, never a crash
+async def test_a_listed_time_without_an_offset_splits_the_baseline_as_utc(
+    store: SqliteStore,
+) -> None:
+    await begin_watch(store, "2015-07-30T20:00:01")  # no offset: taken as UTC, never a crash
     twilio = FakeTwilio()
     twilio.add(1)
     twilio.add(2)
     outcome = await poller_of(store, twilio).poll(SERVICE, SID, session=OPEN)
-    assert outcome.ok and queued(store, "all") == ["interaction.created"]
+    assert outcome.ok and await queued(store, "all") == ["interaction.created"]
 
 
 @dataclass
@@ -518,7 +522,7 @@ class ClosingTwilio(FakeTwilio):
 
 
 async def test_a_session_that_closes_between_its_listing_and_its_fetch_loses_nothing(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     twilio = ClosingTwilio()
     twilio.add(1)
@@ -527,9 +531,9 @@ async def test_a_session_that_closes_between_its_listing_and_its_fetch_loses_not
     twilio.add(2)
     twilio.close_on_fetch = True
     await poller.poll(SERVICE, SID)  # lists 1, 2; the fetch finds it closed after 3
-    assert queued(store, "all") == [
+    assert await queued(store, "all") == [
         "interaction.created",
         "interaction.created",
         "session.updated",
     ]
-    assert set(store.known(SID)) == {f"KI{n:032d}" for n in (1, 2, 3)}
+    assert set(await store.known(SID)) == {f"KI{n:032d}" for n in (1, 2, 3)}

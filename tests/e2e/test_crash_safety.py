@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections import defaultdict
@@ -12,7 +13,7 @@ import pytest
 
 from poller.lab.receiver import ReceiverThread
 from poller.lab.simulator import SimulatorThread
-from poller.state import Store
+from poller.state.sqlite.store import SqliteStore
 from tests.support import run_poller, seeded_simulator, write_config
 
 pytestmark = pytest.mark.slow
@@ -33,8 +34,12 @@ def _crash_once(config: str, point: str) -> int:
 
 
 def _pending(folder: Path) -> int:
-    with Store.open(folder / "state.db", shared=True) as store:
-        return store.pending_count()
+    return asyncio.run(_pending_async(folder))
+
+
+async def _pending_async(folder: Path) -> int:
+    async with SqliteStore.open(folder / "state.db", shared=True) as store:
+        return await store.pending_count()
 
 
 @pytest.mark.parametrize("point", ["after_fetch", "after_commit", "after_send", "after_ack"])

@@ -76,7 +76,7 @@ async def test_a_burst_of_300_reaches_teams_as_one_digest_within_28_kb(
     sink = teams_sink(teams.webhook_url)
     result, store = await deliver(sink, burst(300), tmp_path)
     await sink.aclose()
-    store.close()
+    await store.close()
     assert result.sinks["teams"].delivered == 300
     assert teams.rejected == []
     (received,) = teams.accepted
@@ -92,7 +92,7 @@ async def test_a_burst_of_300_reaches_discord_as_one_digest_within_its_limits(
     sink = discord_sink(discord.webhook_url)
     result, store = await deliver(sink, burst(300, body="b" * 1500), tmp_path)
     await sink.aclose()
-    store.close()
+    await store.close()
     assert result.sinks["discord"].delivered == 300
     assert discord.rejected == []
     (message,) = discord.messages()
@@ -284,8 +284,8 @@ async def test_a_refused_card_is_dead_lettered_with_its_reason_for_outbox_list(
         folder = tmp_path / str(n)
         folder.mkdir()
         result, store = await deliver(sink, [make_event()], folder)
-        (dead,) = store.dead_letters(sink.name)
-        store.close()
+        (dead,) = await store.dead_letters(sink.name)
+        await store.close()
         await sink.aclose()
         assert result.sinks[sink.name].dead == 1
         assert dead.last_status in (413, 400)

@@ -113,7 +113,7 @@ async def test_a_burst_of_300_arrives_as_one_digest(smtp: Running, tmp_path: Pat
         smtp.port, subject_template="{{ count }} Proxy events{% if digest %} (digest){% endif %}"
     )
     result, store = await deliver(sink, burst(300), tmp_path)
-    store.close()
+    await store.close()
     assert result.sinks["mail"].delivered == 300
     (message,) = smtp.mailbox.messages
     assert message["Subject"] == "300 Proxy events (digest)"
@@ -201,13 +201,13 @@ async def test_a_451_is_retried_until_the_server_takes_the_message(
     sink = email_sink(smtp.port)
     result, store = await deliver(sink, [make_event()], tmp_path)
     assert result.sinks["mail"].failed == 1
-    (pending,) = store.due("mail", None, 10)
+    (pending,) = await store.due("mail", None, 10)
     assert pending.last_error is not None
     assert "SMTP 451" in pending.last_error
     again = await Dispatcher(store, [sink], DeliveryPolicy(DeliveryConfig())).run_once(
         ignore_timers=True
     )
-    store.close()
+    await store.close()
     assert again.sinks["mail"].delivered == 1
     assert len(smtp.mailbox.messages) == 1
 
@@ -217,8 +217,8 @@ async def test_a_refused_message_is_dead_lettered_at_once_with_its_reason(
 ) -> None:
     smtp.mailbox.script("DATA", "554 5.7.1 rejected", times=1)
     result, store = await deliver(email_sink(smtp.port), [make_event()], tmp_path)
-    (dead,) = store.dead_letters("mail")
-    store.close()
+    (dead,) = await store.dead_letters("mail")
+    await store.close()
     assert result.sinks["mail"].dead == 1
     assert dead.last_status == 554
     assert dead.last_error is not None
@@ -234,8 +234,8 @@ async def test_a_message_still_refused_after_max_attempts_is_dead_lettered(
     second = await Dispatcher(
         store, [sink], DeliveryPolicy(DeliveryConfig(max_attempts=2))
     ).run_once(ignore_timers=True)
-    (dead,) = store.dead_letters("mail")
-    store.close()
+    (dead,) = await store.dead_letters("mail")
+    await store.close()
     assert (first.sinks["mail"].failed, second.sinks["mail"].dead) == (1, 1)
     assert dead.last_status == 451
     assert smtp.mailbox.messages == []

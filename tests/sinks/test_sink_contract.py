@@ -20,7 +20,7 @@ from poller.errors import (
 )
 from poller.events import Event
 from poller.sinks import Sink, build_sinks
-from poller.state import Store
+from poller.state.sqlite.store import SqliteStore
 from tests.sink_contract_cases import (
     CASES,
     MESSAGE_BODY,
@@ -161,13 +161,13 @@ async def test_permanent_refusal_is_not_retryable(case: SinkCase, make_sink: Mak
     assert len(seen) == 1
 
 
-def _enqueue(store: Store, sink: Sink, event: Event) -> None:
-    store.commit_poll(
+async def _enqueue(store: SqliteStore, sink: Sink, event: Event) -> None:
+    await store.commit_poll(
         event.service_sid, event.session_sid, fetched={}, events=[(event, [sink.name])], now=T0
     )
 
 
-def _dispatcher(store: Store, sink: Sink, max_attempts: int = 5) -> Dispatcher:
+def _dispatcher(store: SqliteStore, sink: Sink, max_attempts: int = 5) -> Dispatcher:
     return Dispatcher(store, [sink], DeliveryPolicy(DeliveryConfig(max_attempts=max_attempts)))
 
 
@@ -177,13 +177,13 @@ async def test_a_failed_delivery_is_retried_until_the_sink_accepts_it(
     answers = iter([_status(503), case.accept])
     sink, seen = make_sink(lambda request: next(answers)(request))
     event = make_event()
-    with Store.open(tmp_path / "state.db") as store:
-        _enqueue(store, sink, event)
+    async with SqliteStore.open(tmp_path / "state.db") as store:
+        await _enqueue(store, sink, event)
         dispatcher = _dispatcher(store, sink)
         assert (await dispatcher.run_once(ignore_timers=True)).sinks[sink.name].failed == 1
-        assert store.pending_count(sink.name) == 1
+        assert await store.pending_count(sink.name) == 1
         assert (await dispatcher.run_once(ignore_timers=True)).sinks[sink.name].delivered == 1
-        assert store.pending_count(sink.name) == 0
+        assert await store.pending_count(sink.name) == 0
     assert len(seen) == 2
 
 
@@ -193,13 +193,13 @@ async def test_refused_or_exhausted_deliveries_are_dead_lettered_and_kept(
     refused, refused_seen = make_sink(case.refused)
     failing, failing_seen = make_sink(_status(503))
     for n, sink in enumerate((refused, failing)):
-        with Store.open(tmp_path / f"state-{n}.db") as store:
-            _enqueue(store, sink, make_event())
+        async with SqliteStore.open(tmp_path / f"state-{n}.db") as store:
+            await _enqueue(store, sink, make_event())
             dispatcher = _dispatcher(store, sink, max_attempts=2)
             for _ in range(2):
                 await dispatcher.run_once(ignore_timers=True)
-            (dead,) = store.dead_letters(sink.name)
-            assert store.pending_count(sink.name) == 0
+            (dead,) = await store.dead_letters(sink.name)
+            assert await store.pending_count(sink.name) == 0
     assert len(refused_seen) == 1  # never retried
     assert len(failing_seen) == 2  # retried up to max_attempts
     assert dead.last_status == 503

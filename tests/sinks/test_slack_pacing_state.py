@@ -6,7 +6,7 @@ Slack and the state share the wall clock, which only moves when someone sleeps.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import pytest
 from poller.errors import RetryableDeliveryError
 from poller.sinks import PaceStore, build_sinks
 from poller.sinks.slack import SlackSink
-from poller.state import Store
+from poller.state.sqlite.store import SqliteStore
 from tests.fake_slack import FakeClock, FakeSlack
 from tests.sink_contract_cases import MemoryThreads
 from tests.sinks.test_slack import make_event, slack_config
@@ -47,14 +47,14 @@ async def fake(wall: FakeClock) -> AsyncIterator[FakeSlack]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "state.db") as opened:
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore.open(tmp_path / "state.db") as opened:
         yield opened
 
 
 def run_sink(
     fake: FakeSlack,
-    store: Store,
+    store: SqliteStore,
     wall: FakeClock,
     origin: float,
     wall_seen: Callable[[], float] | None = None,
@@ -72,7 +72,7 @@ def run_sink(
 
 
 async def test_the_next_run_waits_out_the_second_after_the_last_post(
-    fake: FakeSlack, store: Store, wall: FakeClock
+    fake: FakeSlack, store: SqliteStore, wall: FakeClock
 ) -> None:
     async with aclosing(run_sink(fake, store, wall, origin=50.0)) as first:
         await first.send(make_event(n=1))
@@ -85,7 +85,7 @@ async def test_the_next_run_waits_out_the_second_after_the_last_post(
 
 
 async def test_a_pause_slack_asked_for_holds_in_the_next_run(
-    fake: FakeSlack, store: Store, wall: FakeClock
+    fake: FakeSlack, store: SqliteStore, wall: FakeClock
 ) -> None:
     fake.fail_webhook(429, "rate_limited", retry_after="30")
     async with aclosing(run_sink(fake, store, wall, origin=50.0)) as first:
@@ -100,7 +100,7 @@ async def test_a_pause_slack_asked_for_holds_in_the_next_run(
 
 
 async def test_a_wall_clock_stepping_back_never_stretches_the_wait(
-    fake: FakeSlack, store: Store, wall: FakeClock
+    fake: FakeSlack, store: SqliteStore, wall: FakeClock
 ) -> None:
     async with aclosing(run_sink(fake, store, wall, origin=50.0)) as first:
         await first.send(make_event(n=1))
@@ -112,24 +112,24 @@ async def test_a_wall_clock_stepping_back_never_stretches_the_wait(
 
 
 async def test_sinks_built_from_the_config_keep_their_pacing_in_the_state(
-    fake: FakeSlack, store: Store, wall: FakeClock
+    fake: FakeSlack, store: SqliteStore, wall: FakeClock
 ) -> None:
     assert isinstance(store, PaceStore)
     (sink,) = build_sinks([slack_config(webhook_url=fake.webhook_url)], store=store)
     async with aclosing(sink):
         await sink.send(make_event(n=1))
-    kept = store.sink_pace("support")
+    kept = await store.sink_pace("support")
     assert kept is not None
     not_before, set_at = kept
     assert not_before - set_at == pytest.approx(1.0)
 
 
-def test_the_pace_survives_reopening_the_state(tmp_path: Path) -> None:
+async def test_the_pace_survives_reopening_the_state(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    with Store.open(path) as store:
-        assert store.sink_pace("chat") is None
-        store.set_sink_pace("chat", not_before=110.0, now=100.0)
-        store.set_sink_pace("chat", not_before=130.0, now=129.0)
-    with Store.open(path) as store:
-        assert store.sink_pace("chat") == (130.0, 129.0)
-        assert store.sink_pace("other") is None
+    async with SqliteStore.open(path) as store:
+        assert await store.sink_pace("chat") is None
+        await store.set_sink_pace("chat", not_before=110.0, now=100.0)
+        await store.set_sink_pace("chat", not_before=130.0, now=129.0)
+    async with SqliteStore.open(path) as store:
+        assert await store.sink_pace("chat") == (130.0, 129.0)
+        assert await store.sink_pace("other") is None

@@ -7,6 +7,7 @@ own (``tests.support.run_measured``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from poller.lab.receiver import ReceiverThread
-from poller.state import Store
+from poller.state.sqlite.store import SqliteStore
 from tests.hostile_twilio import ACCOUNT, SERVICE, SESSION, TOKEN, HostileTwilioThread, interaction
 from tests.support import ROOT, SECRET, poller_cmd, run_measured
 
@@ -79,9 +80,13 @@ def run_once(config: Path, folder: Path) -> Run:
 
 
 def state_of(folder: Path) -> tuple[dict[str, Any], int]:
+    return asyncio.run(state_of_async(folder))
+
+
+async def state_of_async(folder: Path) -> tuple[dict[str, Any], int]:
     """The session's known set and the outbox's pending count, read beside nothing."""
-    with Store.open(folder / "state.db", shared=True) as store:
-        return dict(store.known(SESSION)), store.pending_count()
+    async with SqliteStore.open(folder / "state.db", shared=True) as store:
+        return dict(await store.known(SESSION)), await store.pending_count()
 
 
 def bad_answers(run: Run) -> list[str]:

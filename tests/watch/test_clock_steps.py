@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from poller.daemon import Daemon
 from poller.errors import ConfigError
 from poller.observe.health import HealthState
 from poller.observe.metrics import REGISTRY
-from poller.state import Store
+from poller.state.sqlite.store import SqliteStore
 from poller.watch.clockwatch import ClockWatch
 from tests.delivery.test_delivery import SERVICE, enqueue, session
 from tests.sink_contract_cases import make_event
@@ -53,8 +53,8 @@ def clocks() -> Clocks:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "state.db") as opened:
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore.open(tmp_path / "state.db") as opened:
         yield opened
 
 
@@ -121,7 +121,7 @@ def _no_reload() -> Config:
     raise ConfigError("this test reloads nothing")
 
 
-def _daemon(tmp_path: Path, clocks: Clocks, store: Store) -> Daemon:
+def _daemon(tmp_path: Path, clocks: Clocks, store: SqliteStore) -> Daemon:
     config = parse_config(
         {
             "twilio": {"account_sid": "AC" + "a" * 32, "auth_token": "tok-unit"},
@@ -146,12 +146,12 @@ async def _noop() -> None:
 
 
 async def test_a_step_back_makes_every_job_due_now_and_shifts_stored_due_times(
-    tmp_path: Path, clocks: Clocks, store: Store
+    tmp_path: Path, clocks: Clocks, store: SqliteStore
 ) -> None:
     event = make_event(session_sid=session(1))
-    enqueue(store, [event], ["hook"], T0)
-    (row,) = store.due("hook", None, 10)
-    store.retry_later(row.id, next_attempt_at=T0 + 30.0, error="HTTP 503", status=503)
+    await enqueue(store, [event], ["hook"], T0)
+    (row,) = await store.due("hook", None, 10)
+    await store.retry_later(row.id, next_attempt_at=T0 + 30.0, error="HTTP 503", status=503)
     daemon = _daemon(tmp_path, clocks, store)
     scheduler = AsyncIOScheduler()
     in_an_hour = datetime.now().astimezone() + timedelta(hours=1)
@@ -163,7 +163,7 @@ async def test_a_step_back_makes_every_job_due_now_and_shifts_stored_due_times(
         clocks.advance(10.0)
         clocks.step(-3600.0)
         with capture_logs() as logs:
-            daemon.watch_once(store)
+            await daemon.watch_once(store)
         assert job.next_run_time is not None
         assert job.next_run_time <= datetime.now().astimezone()
     finally:
@@ -173,19 +173,19 @@ async def test_a_step_back_makes_every_job_due_now_and_shifts_stored_due_times(
     assert stepped["deliveries_shifted"] == 1 and stepped["jobs_rescheduled"] == 1
     assert _steps() == before + 1
     # The retry still waits its last 20 s, in the new clock's terms (not 3620 s).
-    assert store.due("hook", clocks.wall() + 19.9, 10) == []
-    (due,) = store.due("hook", clocks.wall() + 20.0, 10)
+    assert await store.due("hook", clocks.wall() + 19.9, 10) == []
+    (due,) = await store.due("hook", clocks.wall() + 20.0, 10)
     assert due.enqueued_at == T0 - 3600.0
 
 
-async def test_no_step_changes_nothing(tmp_path: Path, clocks: Clocks, store: Store) -> None:
-    enqueue(store, [make_event(session_sid=session(1))], ["hook"], T0)
+async def test_no_step_changes_nothing(tmp_path: Path, clocks: Clocks, store: SqliteStore) -> None:
+    await enqueue(store, [make_event(session_sid=session(1))], ["hook"], T0)
     daemon = _daemon(tmp_path, clocks, store)
     clocks.advance(5.0)
     with capture_logs() as logs:
-        daemon.watch_once(store)
+        await daemon.watch_once(store)
     assert [e for e in logs if e["event"] == "clock_stepped"] == []
-    (row,) = store.due("hook", None, 10)
+    (row,) = await store.due("hook", None, 10)
     assert row.next_attempt_at == T0 and row.enqueued_at == T0
 
 
@@ -194,15 +194,15 @@ def _age(daemon: Daemon) -> Any:
 
 
 async def test_a_step_forward_leaves_the_outbox_age_as_it_was(
-    tmp_path: Path, clocks: Clocks, store: Store
+    tmp_path: Path, clocks: Clocks, store: SqliteStore
 ) -> None:
-    enqueue(store, [make_event(session_sid=session(1))], ["hook"], clocks.wall())
+    await enqueue(store, [make_event(session_sid=session(1))], ["hook"], clocks.wall())
     daemon = _daemon(tmp_path, clocks, store)
     daemon.health = HealthState(clock=clocks.mono, wall_clock=clocks.wall)
     clocks.advance(30.0)
-    daemon.watch_once(store)
+    await daemon.watch_once(store)
     assert _age(daemon) == 30.0
     clocks.step(2 * 86400.0)  # a VM resumed after two days
-    daemon.watch_once(store)
+    await daemon.watch_once(store)
     assert _age(daemon) == 30.0
     assert daemon.health.ready()[1]["checks"]["outbox"]["ok"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +15,9 @@ from structlog.testing import capture_logs
 from poller.config import PollConfig
 from poller.detect.planner import PlanSettings
 from poller.observe import metrics
-from poller.state import Store, schema
-from poller.state.db import open_database
+from poller.state.sqlite import schema
+from poller.state.sqlite.db import open_database
+from poller.state.sqlite.store import SqliteStore
 from poller.twilio.records import Interaction, Session
 from poller.watch.cycle import ServiceCycle
 from poller.watch.poll import SessionPoller
@@ -105,13 +106,13 @@ class AllSessions:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "state.db") as opened:
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore.open(tmp_path / "state.db") as opened:
         yield opened
 
 
 def cycle_of(
-    store: Store,
+    store: SqliteStore,
     proxy: FakeProxy,
     *,
     rate: float | None = 10.0,
@@ -134,12 +135,12 @@ def cycle_of(
     )
 
 
-def notified(store: Store) -> list[str]:
-    return [d.event.interaction_sid for d in store.due("ops", None, 1000)]
+async def notified(store: SqliteStore) -> list[str]:
+    return [d.event.interaction_sid for d in await store.due("ops", None, 1000)]
 
 
 async def test_a_cycle_polls_no_more_than_its_budget_and_baselines_in_the_background(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     proxy = FakeProxy()
     for n in range(200):
@@ -156,11 +157,11 @@ async def test_a_cycle_polls_no_more_than_its_budget_and_baselines_in_the_backgr
     ]
     assert progress == [(84, 116, 20), (168, 32, 10), (200, 0, 0)]
     assert metrics.BASELINE_PENDING._value.get() == 0  # type: ignore[attr-defined]
-    assert notified(store) == []  # the history existed: nothing is an event
+    assert await notified(store) == []  # the history existed: nothing is an event
 
 
 async def test_activity_before_the_baseline_is_fetched_at_once_and_split_by_twilios_clock(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     proxy = FakeProxy()
     for n in range(299):
@@ -169,19 +170,20 @@ async def test_activity_before_the_baseline_is_fetched_at_once_and_split_by_twil
     proxy.add(idle, "2026-11-01T09:00:00Z")  # the least recently active: baselined last...
     cycle = cycle_of(store, proxy)
     await cycle.run()
-    assert store.session(idle).baselined is False  # type: ignore[union-attr]
+    states = {s.session_sid: s for s in await store.sessions(SERVICE)}
+    assert states[idle].baselined is False
     same_second = proxy.add(idle, "2026-11-01T09:00:00Z")  # the rule's one edge: baseline
     later = proxy.add(idle, "2026-12-01T00:00:01Z")  # ...until it shows activity
     polled_before = len(proxy.polled)
     second = await cycle.run()
     assert proxy.polled[polled_before] == idle  # first in the cycle
     assert second.reasons["activity"] == 1
-    assert notified(store) == [later.sid]
-    assert same_second.sid in store.known(idle)
+    assert await notified(store) == [later.sid]
+    assert same_second.sid in await store.known(idle)
 
 
 async def test_a_session_listed_without_interactions_notifies_every_later_one(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     proxy = FakeProxy()
     proxy.last[sid(1)] = None
@@ -190,11 +192,11 @@ async def test_a_session_listed_without_interactions_notifies_every_later_one(
     await cycle.plan()  # begins the watch: sid(1) listed with no date_last_interaction
     late = proxy.add(sid(1), "2026-11-27T10:00:05Z")
     await cycle.run()
-    assert notified(store) == [late.sid]
-    assert proxy_first.sid in store.known(sid(0))
+    assert await notified(store) == [late.sid]
+    assert proxy_first.sid in await store.known(sid(0))
 
 
-async def test_a_polls_timeout_does_not_count_its_wait_behind_the_cycle(store: Store) -> None:
+async def test_a_polls_timeout_does_not_count_its_wait_behind_the_cycle(store: SqliteStore) -> None:
     # 30 polls of 10 ms each, one at a time: 0.3 s for the cycle, 0.15 s per poll allowed.
     proxy = FakeProxy(delay=0.01)
     for n in range(30):
@@ -206,7 +208,7 @@ async def test_a_polls_timeout_does_not_count_its_wait_behind_the_cycle(store: S
     assert [e for e in logs if e["log_level"] == "warning"] == []
 
 
-async def test_poller_once_is_not_budgeted(store: Store) -> None:
+async def test_poller_once_is_not_budgeted(store: SqliteStore) -> None:
     proxy = FakeProxy()
     for n in range(200):
         proxy.add(sid(n), "2026-11-27T10:00:00Z")
@@ -214,20 +216,25 @@ async def test_poller_once_is_not_budgeted(store: Store) -> None:
     assert result.planned == 200
 
 
-def test_the_watch_keeps_what_its_first_listing_showed_of_each_session(store: Store) -> None:
+async def test_the_watch_keeps_what_its_first_listing_showed_of_each_session(
+    store: SqliteStore,
+) -> None:
     listed = {sid(0): ("2026-11-27T10:00:00Z|x|open", "2026-11-27T10:00:00Z"), sid(1): ("||", None)}
-    store.begin_watch(SERVICE, [sid(0), sid(1), sid(2)], NOW, listed=listed)
-    first, second, third = (store.session(sid(n)) for n in range(3))
+    await store.begin_watch(SERVICE, [sid(0), sid(1), sid(2)], NOW, listed=listed)
+    states = {s.session_sid: s for s in await store.sessions(SERVICE)}
+    first, second, third = (states.get(sid(n)) for n in range(3))
     assert first is not None and second is not None and third is not None
     assert (first.watch_listed, first.watch_last_interaction) == (True, "2026-11-27T10:00:00Z")
     assert first.activity_marker == "2026-11-27T10:00:00Z|x|open" and not first.baselined
     assert (second.watch_listed, second.watch_last_interaction) == (True, None)
     assert (third.watch_listed, third.activity_marker) == (False, None)
-    assert store.baseline_counts(SERVICE) == (0, 3)
-    assert store.baseline_counts("KS" + "b" * 32) == (0, 0)
+    assert await store.baseline_counts(SERVICE) == (0, 3)
+    assert await store.baseline_counts("KS" + "b" * 32) == (0, 0)
 
 
-def test_a_state_file_from_before_migration_2_keeps_its_sessions_unlisted(tmp_path: Path) -> None:
+async def test_a_state_file_from_before_migration_2_keeps_its_sessions_unlisted(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "old.db"
     open_database(path, schema.MIGRATIONS[:1]).close()
     conn = sqlite3.connect(path)
@@ -238,7 +245,7 @@ def test_a_state_file_from_before_migration_2_keeps_its_sessions_unlisted(tmp_pa
             (SERVICE, sid(0), NOW),
         )
     conn.close()
-    with Store.open(path) as store:
-        state = store.session(sid(0))
-        assert store.summary()["schema_version"] == schema.latest_version()
+    async with SqliteStore.open(path) as store:
+        state = {s.session_sid: s for s in await store.sessions()}.get(sid(0))
+        assert (await store.summary()).schema_version == schema.latest_version()
     assert state is not None and (state.watch_listed, state.baselined) == (False, False)

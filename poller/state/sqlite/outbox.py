@@ -1,4 +1,4 @@
-"""The durable outbox: one row per (event, sink) until the sink accepts the event.
+"""SQLite's outbox: one row per (event, sink) until the sink accepts the event.
 
 Each (sink, session) pair is a queue delivered strictly in enqueue order; ``queue_heads``
 (kept by triggers, see ``schema.py``) holds the first pending row of every queue, so finding
@@ -12,8 +12,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from poller.events import Event
-from poller.state.db import Database
+from poller.state.base import Outbox, RowState
 from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, short_error
+from poller.state.sqlite.db import Database
 
 # SQLite's default limit on bound parameters is 999 in older builds.
 _CHUNK = 500
@@ -25,13 +26,12 @@ _DISABLED = (
 _REQUEUED = "state = 'pending', attempts = 0, dead_at = NULL, next_attempt_at = ?"
 
 
-class Outbox:
-    """The outbox half of the store."""
+class SqliteOutbox(Outbox):
+    """The outbox half of ``SqliteStore`` (see ``poller.state.base.Outbox``)."""
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    _db: Database
 
-    def due(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
+    async def due(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
         """Return up to ``limit`` deliveries of ``sink`` ready now, in enqueue order.
 
         Only the first pending row of each session's queue can be due (its ``next_attempt_at``
@@ -48,7 +48,7 @@ class Outbox:
         )
         return [_delivery(row) for row in rows]
 
-    def backlog(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
+    async def backlog(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
         """Return up to ``limit`` pending deliveries of ``sink``, whole queues, in enqueue order.
 
         Every pending row of each session whose queue head is due (``now=None``: all), for
@@ -66,7 +66,7 @@ class Outbox:
         )
         return [_delivery(row) for row in rows]
 
-    def ack(self, delivery_ids: Sequence[int]) -> None:
+    async def ack(self, delivery_ids: Sequence[int]) -> None:
         """Delete delivered rows, and each event no other delivery still needs."""
         if not delivery_ids:
             return
@@ -74,7 +74,7 @@ class Outbox:
             for chunk in _chunks(delivery_ids):
                 _delete_where(conn, f"id IN ({_marks(chunk)})", chunk)
 
-    def retry_later(
+    async def retry_later(
         self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
     ) -> None:
         """Count one failed attempt and hold the row (and its queue) until ``next_attempt_at``."""
@@ -85,7 +85,9 @@ class Outbox:
                 (next_attempt_at, short_error(error), status, delivery_id),
             )
 
-    def dead_letter(self, delivery_id: int, *, error: str, status: int | None, now: float) -> None:
+    async def dead_letter(
+        self, delivery_id: int, *, error: str, status: int | None, now: float
+    ) -> None:
         """Count one failed attempt and give up: the row stops blocking its queue."""
         with self._db.transaction() as conn:
             conn.execute(
@@ -94,7 +96,7 @@ class Outbox:
                 (now, short_error(error), status, delivery_id),
             )
 
-    def dead_letter_other_sinks(self, sinks: Sequence[str], *, now: float) -> int:
+    async def dead_letter_other_sinks(self, sinks: Sequence[str], *, now: float) -> int:
         """Dead-letter what is pending for sinks not in ``sinks``; return how many rows.
 
         A sink removed from the config can take nothing: its events are kept, visible in
@@ -109,7 +111,7 @@ class Outbox:
             conn.execute(forget, sinks)
             return conn.execute(update, (now, *sinks)).rowcount
 
-    def record_sink_disabled(
+    async def record_sink_disabled(
         self, sink: str, *, status: int | None, reason: str, now: float
     ) -> None:
         """Note that ``sink`` was disabled by an answer; a noted sink keeps its ``since``."""
@@ -121,18 +123,18 @@ class Outbox:
                 (sink, now, status, short_error(reason)),
             )
 
-    def disabled_sinks(self, sink: str | None = None) -> list[DisabledSink]:
+    async def disabled_sinks(self, sink: str | None = None) -> list[DisabledSink]:
         """Return the sinks noted as disabled (one, or all), by name."""
         return [_disabled_sink(row) for row in self._db.read(_DISABLED, (sink,))]
 
-    def clear_sink_disabled(self, sink: str | None = None) -> list[DisabledSink]:
+    async def clear_sink_disabled(self, sink: str | None = None) -> list[DisabledSink]:
         """Forget that ``sink`` (``None``: every sink) was disabled; return what was noted."""
         with self._db.transaction() as conn:
             cleared = [_disabled_sink(row) for row in conn.execute(_DISABLED, (sink,))]
             conn.execute("DELETE FROM disabled_sinks WHERE ?1 IS NULL OR sink = ?1", (sink,))
         return cleared
 
-    def dead_letters(self, sink: str | None = None) -> list[DeadLetter]:
+    async def dead_letters(self, sink: str | None = None) -> list[DeadLetter]:
         """Return dead-lettered deliveries (of one sink, or all), oldest first."""
         rows = self._db.read(
             "SELECT d.*, e.body FROM deliveries d JOIN events e ON e.id = d.event_id "
@@ -141,7 +143,7 @@ class Outbox:
         )
         return [_dead_letter(row) for row in rows]
 
-    def requeue(
+    async def requeue(
         self, ids: Sequence[int] | None = None, *, sink: str | None = None, now: float
     ) -> int:
         """Make dead rows pending again, due at ``now`` with no attempts; return how many.
@@ -157,7 +159,7 @@ class Outbox:
                 changed += cursor.rowcount
         return changed
 
-    def purge(self, ids: Sequence[int] | None = None, *, sink: str | None = None) -> int:
+    async def purge(self, ids: Sequence[int] | None = None, *, sink: str | None = None) -> int:
         """Delete dead rows (and the events nothing needs any more); return how many."""
         with self._db.transaction() as conn:
             return sum(
@@ -165,7 +167,7 @@ class Outbox:
                 for where, params in _selection(ids, sink, state="dead")
             )
 
-    def failing_sinks(self, sink: str | None = None) -> list[FailingSink]:
+    async def failing_sinks(self, sink: str | None = None) -> list[FailingSink]:
         """Return, per sink, its pending deliveries that failed and wait for a retry."""
         # With one MAX() as its only min/max aggregate, SQLite takes the bare columns
         # (last_status, last_error) from the row of MAX(attempts); hence the soonest retry in
@@ -183,33 +185,19 @@ class Outbox:
             for name, n, most, soonest, status, error in rows
         ]
 
-    def pending_count(self, sink: str | None = None) -> int:
+    async def pending_count(self, sink: str | None = None) -> int:
         rows = self._db.read(
             "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND (?1 IS NULL OR sink = ?1)",
             (sink,),
         )
         return int(rows[0][0])
 
-    def oldest_pending_enqueued_at(self) -> float | None:
+    async def oldest_pending_enqueued_at(self) -> float | None:
         rows = self._db.read("SELECT MIN(enqueued_at) FROM deliveries WHERE state = 'pending'")
         value = rows[0][0]
         return None if value is None else float(value)
 
-    def outbox_summary(self, now: float) -> dict[str, object]:
-        """The outbox part of ``poller state show``."""
-        oldest = self.oldest_pending_enqueued_at()
-        return {
-            "pending": self.counts_by_sink("pending"),
-            "dead": self.counts_by_sink("dead"),
-            "oldest_pending_age_seconds": None if oldest is None else max(0.0, now - oldest),
-            "disabled": {
-                d.sink: {"since": d.since, "status": d.status, "reason": d.reason}
-                for d in self.disabled_sinks()
-            },
-        }
-
-    def counts_by_sink(self, state: str) -> dict[str, int]:
-        """Return ``{sink: rows}`` for ``state`` ('pending' or 'dead')."""
+    async def counts_by_sink(self, state: RowState) -> dict[str, int]:
         rows = self._db.read(
             "SELECT sink, COUNT(*) FROM deliveries WHERE state = ? GROUP BY sink ORDER BY sink",
             (state,),

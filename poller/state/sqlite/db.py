@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from poller.errors import StateCorruptError, StateError, StateLockedError
-from poller.state import schema
+from poller.state.sqlite import schema
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""The state store: watched sessions, the interactions known in each, and the outbox.
+"""SQLite's session side: watches, sessions, the interactions known in each, threads, pacing.
 
 Everything a poll changes is committed in one transaction, so after a crash the known set and
 the outbox always agree: an event is either not yet detected, or waiting for every sink.
@@ -7,99 +7,39 @@ the outbox always agree: an event is either not yet detected, or waiting for eve
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from types import TracebackType
 
-from poller.detect.session_diff import StoredSession
 from poller.events import Event
-from poller.state.db import open_database
-from poller.state.models import SessionState, short_error
-from poller.state.outbox import Outbox, enqueue, shift_pending
-from poller.state.session_records import read_fingerprint, write_fingerprint
+from poller.state.base import SessionStore
+from poller.state.models import SessionState, StoredSession, short_error
+from poller.state.sqlite.db import Database
+from poller.state.sqlite.outbox import enqueue
+from poller.state.sqlite.session_records import read_fingerprint, write_fingerprint
 from poller.twilio.records import Fingerprint, SessionFingerprint
 
 
-class Store(Outbox):
-    """The poller's SQLite state file, held exclusively by one process.
+class SqliteSessions(SessionStore):
+    """The session half of ``SqliteStore`` (see ``poller.state.base.SessionStore``)."""
 
-    Times are Unix seconds. Every call is one short statement or transaction, made from the
-    event loop's thread.
-    """
-
-    @classmethod
-    def open(cls, path: Path | str, *, shared: bool = False) -> Store:
-        """Lock, check, create (mode 0600) and migrate the state file at ``path``.
-
-        Raises StateLockedError (another process has it), StateCorruptError (not a poller
-        state file; left untouched) or StateError (newer schema, I/O errors). ``shared``:
-        an operator's command may open the file while a daemon holds it.
-        """
-        return cls(open_database(Path(path), shared=shared))
-
-    @property
-    def path(self) -> Path:
-        return self._db.path
-
-    def lost(self) -> str | None:
-        """Say why the state file is gone or replaced under us (None: it is still there)."""
-        return self._db.lost()
-
-    def shift_due_times(self, seconds: float) -> int:
-        """Move the pending deliveries' times by ``seconds`` (the wall clock stepped).
-
-        See ``outbox.shift_pending``; returns how many deliveries moved. Sessions' settle
-        windows are not moved: each poll recomputes them from Twilio's own dates.
-        """
-        with self._db.transaction() as conn:
-            return shift_pending(conn, seconds)
-
-    def close(self) -> None:
-        """Close the file and release the lock; closing twice is harmless."""
-        self._db.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    _db: Database
 
     # watches
 
-    def watch_started_at(self, service_sid: str, now: float) -> float:
-        """Return when watching ``service_sid`` began, recording ``now`` the first time."""
-        with self._db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO watches (service_sid, started_at) VALUES (?, ?) "
-                "ON CONFLICT (service_sid) DO NOTHING",
-                (service_sid, now),
-            )
-            row = conn.execute(
-                "SELECT started_at FROM watches WHERE service_sid = ?", (service_sid,)
-            ).fetchone()
-        return float(row[0])
-
-    def watch_begun(self, service_sid: str) -> float | None:
+    async def watch_begun(self, service_sid: str) -> float | None:
         """Return when watching ``service_sid`` began, or None if it never did."""
         rows = self._db.read("SELECT started_at FROM watches WHERE service_sid = ?", (service_sid,))
         return float(rows[0][0]) if rows else None
 
-    def watched_services(self) -> list[str]:
+    async def watched_services(self) -> list[str]:
         """Return the Services whose ``all_sessions`` watch has begun."""
         return [str(row[0]) for row in self._db.read("SELECT service_sid FROM watches")]
 
-    def end_watch(self, service_sid: str) -> None:
+    async def end_watch(self, service_sid: str) -> None:
         """Forget when watching ``service_sid`` began (watching it again begins anew)."""
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM watches WHERE service_sid = ?", (service_sid,))
 
-    def begin_watch(
+    async def begin_watch(
         self,
         service_sid: str,
         session_sids: Sequence[str],
@@ -144,11 +84,7 @@ class Store(Outbox):
 
     # sessions
 
-    def session(self, session_sid: str) -> SessionState | None:
-        rows = self._db.read("SELECT * FROM sessions WHERE session_sid = ?", (session_sid,))
-        return _session(rows[0]) if rows else None
-
-    def sessions(self, service_sid: str | None = None) -> list[SessionState]:
+    async def sessions(self, service_sid: str | None = None) -> list[SessionState]:
         """Return every stored session (of one Service), gone ones included, by SID."""
         rows = self._db.read(
             "SELECT * FROM sessions WHERE ?1 IS NULL OR service_sid = ?1 ORDER BY session_sid",
@@ -156,7 +92,7 @@ class Store(Outbox):
         )
         return [_session(row) for row in rows]
 
-    def baseline_counts(self, service_sid: str | None = None) -> tuple[int, int]:
+    async def baseline_counts(self, service_sid: str | None = None) -> tuple[int, int]:
         """Return (baselined, not yet baselined) of the watched sessions (of one Service)."""
         rows = self._db.read(
             "SELECT COUNT(*) FILTER (WHERE baselined), COUNT(*) FILTER (WHERE NOT baselined) "
@@ -165,12 +101,12 @@ class Store(Outbox):
         )
         return int(rows[0][0]), int(rows[0][1])
 
-    def watched_count(self) -> int:
+    async def watched_count(self) -> int:
         """Return how many stored sessions are watched (not gone)."""
         rows = self._db.read("SELECT COUNT(*) FROM sessions WHERE gone_at IS NULL")
         return int(rows[0][0])
 
-    def ensure_session(
+    async def ensure_session(
         self, service_sid: str, session_sid: str, *, new_traffic: bool, now: float
     ) -> SessionState:
         """Track a session (``new_traffic`` counts only when it is new); revive a gone one."""
@@ -189,21 +125,21 @@ class Store(Outbox):
             ).fetchone()
         return _session(row)
 
-    def known(self, session_sid: str) -> dict[str, Fingerprint]:
+    async def known(self, session_sid: str) -> dict[str, Fingerprint]:
         """Return the fingerprint of every interaction known in the session, by SID."""
         try:
             return _known(self._db.conn, session_sid)
         except sqlite3.Error as exc:
             raise self._db.error(exc) from exc
 
-    def session_fingerprint(self, session_sid: str) -> StoredSession | None:
+    async def session_fingerprint(self, session_sid: str) -> StoredSession | None:
         """Return the session's stored fingerprint (None: its record was never seen)."""
         try:
             return read_fingerprint(self._db.conn, session_sid)
         except sqlite3.Error as exc:
             raise self._db.error(exc) from exc
 
-    def commit_poll(
+    async def commit_poll(
         self,
         service_sid: str,
         session_sid: str,
@@ -243,7 +179,7 @@ class Store(Outbox):
                 write_fingerprint(conn, session_sid, session_fingerprint, now)
             enqueue(conn, events, now)
 
-    def commit_unchanged(
+    async def commit_unchanged(
         self,
         service_sid: str,
         session_sid: str,
@@ -266,7 +202,7 @@ class Store(Outbox):
             if session_fingerprint is not None:
                 write_fingerprint(conn, session_sid, session_fingerprint, now)
 
-    def record_failure(self, session_sid: str, error: str, now: float) -> None:
+    async def record_failure(self, session_sid: str, error: str, now: float) -> None:
         """Count one more failed poll in a row and keep a short form of ``error``.
 
         ``error`` is ``str(exc)`` of a poller error (which never holds a secret); a session the
@@ -279,12 +215,12 @@ class Store(Outbox):
                 (short_error(error), now, session_sid),
             )
 
-    def revive_session(self, session_sid: str) -> None:
+    async def revive_session(self, session_sid: str) -> None:
         """Watch a gone session again (it is polled; a 404 marks it gone again)."""
         with self._db.transaction() as conn:
             conn.execute("UPDATE sessions SET gone_at = NULL WHERE session_sid = ?", (session_sid,))
 
-    def mark_session_gone(self, session_sid: str, now: float) -> None:
+    async def mark_session_gone(self, session_sid: str, now: float) -> None:
         """Note that the session is closed, deleted or unwatched (the first time counts)."""
         with self._db.transaction() as conn:
             conn.execute(
@@ -292,7 +228,7 @@ class Store(Outbox):
                 (now, session_sid),
             )
 
-    def prune(self, now: float, grace_seconds: float) -> int:
+    async def prune(self, now: float, grace_seconds: float) -> int:
         """Forget sessions gone longer than ``grace_seconds`` with nothing left to deliver."""
         with self._db.transaction() as conn:
             rows = conn.execute(
@@ -309,13 +245,13 @@ class Store(Outbox):
 
     # slack threads (Web API mode)
 
-    def thread_ts(self, sink: str, session_sid: str) -> str | None:
+    async def thread_ts(self, sink: str, session_sid: str) -> str | None:
         rows = self._db.read(
             "SELECT ts FROM slack_threads WHERE sink = ? AND session_sid = ?", (sink, session_sid)
         )
         return str(rows[0][0]) if rows else None
 
-    def set_thread_ts(self, sink: str, session_sid: str, ts: str) -> None:
+    async def set_thread_ts(self, sink: str, session_sid: str, ts: str) -> None:
         with self._db.transaction() as conn:
             conn.execute(
                 "INSERT INTO slack_threads (sink, session_sid, ts) VALUES (?, ?, ?) "
@@ -325,12 +261,12 @@ class Store(Outbox):
 
     # sink pacing (kept across runs)
 
-    def sink_pace(self, sink: str) -> tuple[float, float] | None:
+    async def sink_pace(self, sink: str) -> tuple[float, float] | None:
         """Return ``(not_before, set_at)``: no post of ``sink`` before ``not_before``."""
         rows = self._db.read("SELECT not_before, set_at FROM sink_pacing WHERE sink = ?", (sink,))
         return (float(rows[0][0]), float(rows[0][1])) if rows else None
 
-    def set_sink_pace(self, sink: str, *, not_before: float, now: float) -> None:
+    async def set_sink_pace(self, sink: str, *, not_before: float, now: float) -> None:
         with self._db.transaction() as conn:
             conn.execute(
                 "INSERT INTO sink_pacing (sink, not_before, set_at) VALUES (?, ?, ?) "
@@ -338,36 +274,6 @@ class Store(Outbox):
                 "not_before = excluded.not_before, set_at = excluded.set_at",
                 (sink, not_before, now),
             )
-
-    # introspection
-
-    def summary(self, now: float | None = None) -> dict[str, object]:
-        """Return a JSON-able overview for ``poller state show``."""
-        now = time.time() if now is None else now
-        sessions = self._db.read(
-            "SELECT COUNT(*) FILTER (WHERE gone_at IS NULL), "
-            "COUNT(*) FILTER (WHERE gone_at IS NULL AND baselined), "
-            "COUNT(*) FILTER (WHERE gone_at IS NOT NULL), "
-            "COUNT(*) FILTER (WHERE gone_at IS NULL AND consecutive_failures > 0) "
-            "FROM sessions"
-        )[0]
-        watches = self._db.read("SELECT service_sid, started_at FROM watches ORDER BY service_sid")
-        version = self._db.read("PRAGMA user_version")[0][0]
-        return {
-            "path": str(self.path),
-            "schema_version": int(version),
-            "sessions": {
-                "watched": int(sessions[0]),
-                "baselined": int(sessions[1]),
-                "gone": int(sessions[2]),
-                "failing": int(sessions[3]),
-            },
-            "interactions_tracked": int(self._db.read("SELECT COUNT(*) FROM interactions")[0][0]),
-            "outbox": self.outbox_summary(now),
-            "watches": [
-                {"service_sid": str(sid), "started_at": float(started)} for sid, started in watches
-            ],
-        }
 
 
 def _record_success(

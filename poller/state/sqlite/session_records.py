@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from poller.detect.session_diff import StoredSession
+from poller.state.models import StoredSession
 from poller.twilio.records import SessionFingerprint
 
 
