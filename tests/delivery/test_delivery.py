@@ -169,6 +169,8 @@ class StoreUnderTest(OutboxStore, Protocol):
 
     async def dead_letters(self, sink: str | None = None) -> Sequence[Delivery]: ...
 
+    async def pending_count(self, sink: str | None = None) -> int: ...
+
 
 @pytest.fixture(params=["memory", "sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreUnderTest]:
