@@ -16,15 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import NamedTuple
 
 from poller.events import Event, EventType, event_id
 from poller.twilio.records import FINGERPRINT_FIELDS, Fingerprint, Interaction, parse_time
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
-# An interaction's fingerprint fields (its attributes of the same names), as a plain tuple.
-_fields = attrgetter(*FINGERPRINT_FIELDS)
 
 
 class Diff(NamedTuple):
@@ -94,9 +91,18 @@ def _unchanged(known: Mapping[str, Fingerprint], fetched: Iterable[Interaction])
     known one (whichever wins, nothing changes).
     """
     get = known.get
-    # The fingerprint's fields as a plain tuple (equal to the Fingerprint): a full scan
-    # compares every interaction it lists, so building none pays.
-    return all(get(interaction.sid) == _fields(interaction) for interaction in fetched)
+    for interaction in fetched:
+        # Interaction.fingerprint's fields, as a plain tuple (equal to the Fingerprint): a full
+        # scan compares every interaction it lists, and a loop building no Fingerprint (nor an
+        # attrgetter's tuple, nor a generator) costs half as much.
+        fingerprint = (
+            interaction.date_updated,
+            interaction.inbound_resource_status,
+            interaction.outbound_resource_status,
+        )
+        if get(interaction.sid) != fingerprint:
+            return False
+    return True
 
 
 def sort_key(interaction: Interaction) -> str:
