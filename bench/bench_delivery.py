@@ -101,7 +101,7 @@ async def run_dispatcher(
     """Drain the outbox; return (wall, cpu, delivered)."""
     config = load_config(config_path)
     sinks = build_sinks(config.sinks, store=store, transport=sink_transport(kind))
-    dispatcher = Dispatcher(store, sinks, DeliveryPolicy.from_config(config.delivery))
+    dispatcher = Dispatcher(store, sinks, DeliveryPolicy(config.delivery))
     started_wall, started_cpu = time.monotonic(), time.process_time()
     delivered = 0
     try:

@@ -156,13 +156,17 @@ def role_poller(args: argparse.Namespace) -> dict[str, Any]:
     from poller.config import load_config
     from poller.observe.logs import configure_logging
     from poller.once import once_from_config
+    from poller.state.open import open_store
 
     started_wall, started_cpu = time.monotonic(), time.process_time()
     started_thread = time.thread_time()
     config = load_config(args.config)
     configure_logging(config.log.format, config.log.level, stream=sys.stderr)
 
-    code = asyncio.run(once_from_config(config))
+    async def once() -> int:
+        return await once_from_config(config, await open_store(config.state))
+
+    code = asyncio.run(once())
     if code != 0:
         sys.exit(f"poller once exited {code}")
     return {
@@ -293,11 +297,10 @@ async def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5
     ``commit_poll``), read once (``commit_poll(known=...)``), and the unchanged shortcut
     (compare, then ``commit_unchanged``). The lowest of ``rounds`` rounds is kept.
     """
-    from poller.detect.diff import diff, known_after
+    from poller.detect.diff import _changes, diff
     from poller.observe.logs import configure_logging
     from poller.state.sqlite.store import SqliteStore
     from poller.twilio.records import Interaction
-    from poller.watch.poll import _same_as_known
 
     def record(session: int, n: int) -> Interaction:
         built = Interaction.from_api(
@@ -320,25 +323,27 @@ async def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5
     with tempfile.TemporaryDirectory(prefix="bench-fullscan-") as tmp:
         store = SqliteStore.open(Path(tmp) / "state.db")
         for sid in sids:
-            await store.commit_poll(
-                SERVICE_SID, sid, fetched=known_after(fetched[sid]), events=[], now=1
-            )
+            first = diff(SERVICE_SID, sid, {}, fetched[sid], detected)
+            await store.commit_poll(SERVICE_SID, sid, fetched=first.known_after, events=[], now=1)
 
+        # The diff's full path (each sid's latest record, fingerprints, events), which a
+        # changed poll takes: what every poll cost before the unchanged shortcut.
         async def read_twice(sid: str, listed: list[Interaction]) -> None:
-            events = diff(SERVICE_SID, sid, await store.known(sid), listed, detected)
+            known = await store.known(sid)
+            found = _changes(SERVICE_SID, sid, known, listed, detected, None, True)
             await store.commit_poll(
-                SERVICE_SID, sid, fetched=known_after(listed), events=events, now=2
+                SERVICE_SID, sid, fetched=found.known_after, events=found.events, now=2
             )
 
         async def read_once(sid: str, listed: list[Interaction]) -> None:
             known = await store.known(sid)
-            events = diff(SERVICE_SID, sid, known, listed, detected)
+            found = _changes(SERVICE_SID, sid, known, listed, detected, None, True)
             await store.commit_poll(
-                SERVICE_SID, sid, fetched=known_after(listed), events=events, now=2, known=known
+                SERVICE_SID, sid, fetched=found.known_after, events=found.events, now=2, known=known
             )
 
         async def shortcut(sid: str, listed: list[Interaction]) -> None:
-            if not _same_as_known(await store.known(sid), listed):
+            if not diff(SERVICE_SID, sid, await store.known(sid), listed, detected).unchanged:
                 raise AssertionError("the bench's sessions are unchanged")
             await store.commit_unchanged(SERVICE_SID, sid, now=2)
 

@@ -1,10 +1,14 @@
-"""The parts of a running poller, built from one validated config (used by every command)."""
+"""The parts of a running poller, built from one validated config and an open state.
+
+``cli`` (the composition root) opens the state and builds the App; the daemon gets an
+:data:`AppBuilder` to build it again on a reload, on the same state.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -15,19 +19,21 @@ from poller.delivery.dispatcher import Dispatcher
 from poller.delivery.policy import DeliveryPolicy
 from poller.detect.planner import PlanSettings
 from poller.events import SESSION_EVENT_TYPES
+from poller.lab.crashpoints import NO_CRASH, CrashPoints
 from poller.sinks import Sink, build_sinks
 from poller.state.base import StateStore
-from poller.state.open import open_store
 from poller.twilio.body import AnswerLimits
 from poller.twilio.client import ProxyClient
 from poller.watch.cycle import ServiceCycle
-from poller.watch.poll import PollSettings, SessionPoller
+from poller.watch.poll import SessionPoller
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass
 class App:
+    """What a running poller is made of; ``aclose`` closes it, the state included."""
+
     config: Config
     store: StateStore
     client: ProxyClient
@@ -46,13 +52,13 @@ class App:
 
 async def build_app(
     config: Config,
+    store: StateStore,
     *,
-    store: StateStore | None = None,
     twilio_transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
+    crash: CrashPoints = NO_CRASH,
 ) -> App:
-    """Open the state and build every part; the caller owns ``aclose()``."""
-    store = store if store is not None else await open_store(config.state)
+    """Build every part on ``store`` (closed if building fails); the caller owns ``aclose()``."""
     try:
         client = ProxyClient(
             config.twilio, transport=twilio_transport, limits=AnswerLimits.of(config.twilio)
@@ -63,23 +69,18 @@ async def build_app(
         raise
     wake = asyncio.Event()
     fetch_sessions = any(set(sink.events) & set(SESSION_EVENT_TYPES) for sink in config.sinks)
-    settings = PollSettings(
-        first_run=config.poll.first_run,
-        settle_seconds=config.poll.settle_seconds,
-        timeout_seconds=config.poll.timeout_seconds,
-        session_refresh_seconds=config.poll.full_sweep_seconds,
-    )
     poller = SessionPoller(
         client,
         store,
-        settings,
+        config.poll,
         config.sinks,
         clock=clock,
         on_events=wake.set,
         # A Session fetch is a request: made only when a sink takes session events.
         session_source=client if fetch_sessions else None,
+        crash=crash,
     )
-    dispatcher = Dispatcher(store, sinks, DeliveryPolicy.from_config(config.delivery), clock=clock)
+    dispatcher = Dispatcher(store, sinks, DeliveryPolicy(config.delivery), clock=clock, crash=crash)
     plan = PlanSettings(
         interval_seconds=config.poll.interval_seconds,
         full_sweep_seconds=config.poll.full_sweep_seconds,
@@ -100,6 +101,10 @@ async def build_app(
         for watch in config.watch
     ]
     return App(config, store, client, sinks, poller, dispatcher, wake, cycles)
+
+
+# Builds the App from a config on the state given (``cli`` binds everything else).
+AppBuilder = Callable[[Config, StateStore], Awaitable[App]]
 
 
 async def retire_removed_sinks(app: App, now: float) -> int:

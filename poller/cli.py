@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -19,6 +20,8 @@ from poller.errors import ConfigError, CredentialsError, PollerError, StateError
 
 if TYPE_CHECKING:
     from poller.config import Config
+    from poller.lab.crashpoints import CrashPoints
+    from poller.observe.sdnotify import Notifier
     from poller.state.base import StateStore
     from poller.state.models import DeadLetter, DisabledSink, FailingSink
 
@@ -110,20 +113,58 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crash_points() -> CrashPoints:
+    from poller.lab.crashpoints import CrashPoints
+
+    return CrashPoints(os.environ.get("POLLER_CRASH_AT"))
+
+
 def cmd_once(args: argparse.Namespace) -> int:
     from poller.observe.logs import configure_logging
-    from poller.once import once_from_config
 
     config = _load(args)
     configure_logging(config.log.format, config.log.level, stream=sys.stderr)
-    return asyncio.run(once_from_config(config))
+    return asyncio.run(_once(config, _crash_points()))
+
+
+async def _once(config: Config, crash: CrashPoints) -> int:
+    from poller.once import once_from_config
+    from poller.state.open import open_store
+
+    return await once_from_config(config, await open_store(config.state), crash=crash)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from poller.daemon import run_daemon
+    from poller.config import load_config
+    from poller.observe.logs import configure_logging
+    from poller.observe.sdnotify import Notifier
 
-    config_path = _require_config(args)
-    return run_daemon(config_path)
+    path = _require_config(args)
+    config = load_config(path)
+    configure_logging(config.log.format, config.log.level)
+    notifier = Notifier(os.environ.get("NOTIFY_SOCKET"))
+    return asyncio.run(_run_daemon(config, path, _crash_points(), notifier))
+
+
+async def _run_daemon(config: Config, path: str, crash: CrashPoints, notifier: Notifier) -> int:
+    """Open the state, run the daemon on it until it stops, close the state."""
+    from poller.app import build_app
+    from poller.config import load_config
+    from poller.daemon import Daemon
+    from poller.state.open import open_store
+
+    store = await open_store(config.state)
+    try:
+        daemon = Daemon(
+            config,
+            store,
+            build=functools.partial(build_app, crash=crash),
+            reload=functools.partial(load_config, path),
+            notifier=notifier,
+        )
+        return await daemon.run()
+    finally:
+        await store.close()
 
 
 async def _open_store(args: argparse.Namespace) -> StateStore:

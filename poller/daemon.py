@@ -10,6 +10,10 @@ SIGTERM/SIGINT: pause the scheduler, let in-flight cycles and deliveries finish 
 nothing, an unacknowledged delivery stays in the outbox: nothing is lost), close, exit 0.
 SIGHUP: reload the config; an invalid one is logged and the old one kept.
 
+``cli`` composes the daemon: it opens the state (kept across reloads), and hands over how to
+build the App and how to read the config again; nothing here reads the YAML or the
+environment.
+
 Clocks. Every duration is measured on the monotonic clock (health ages, deadlines, the
 delivery loop's pauses, rate limits, Slack's pacing); the wall clock is for what is stored and
 shown. APScheduler 3.x schedules on the wall clock (``datetime.now``) and cannot be given
@@ -45,15 +49,14 @@ from apscheduler.events import (
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from poller.app import App, build_app, retire_removed_sinks, sync_watch
-from poller.config import Config, load_config
+from poller.app import App, AppBuilder, retire_removed_sinks, sync_watch
+from poller.config import Config
 from poller.errors import ConfigError, CredentialsError, StateError
 from poller.observe import metrics
 from poller.observe.health import HealthServer, HealthState
 from poller.observe.logs import configure_logging
 from poller.observe.sdnotify import Notifier
 from poller.state.base import StateStore
-from poller.state.open import open_store
 from poller.watch.clockwatch import ClockWatch
 from poller.watch.cycle import ServiceCycle
 
@@ -70,15 +73,31 @@ RESTART_PAUSE_SECONDS = 5.0
 class Daemon:
     """Own the scheduler, the delivery task, the health server and the signals."""
 
-    def __init__(self, config_path: str, config: Config) -> None:
-        self._config_path = config_path
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        *,
+        build: AppBuilder,
+        reload: Callable[[], Config],
+        notifier: Notifier | None = None,
+    ) -> None:
+        """``store``: the open state, kept across reloads (its owner closes it).
+
+        ``build`` makes the App from a config on ``store``, at the start and again after each
+        reload or failed delivery loop; ``reload`` reads the config again on SIGHUP (raising
+        ``ConfigError``); ``notifier``: systemd's socket (None: systemd is not listening).
+        """
         self.config = config
+        self._store = store
+        self._build = build
+        self._load = reload
         self.stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._inflight: set[asyncio.Task[object]] = set()
         self._fatal: BaseException | None = None
         self.health = HealthState.for_interval(config.poll.interval_seconds)
-        self.notifier = Notifier.from_environment()
+        self.notifier = notifier if notifier is not None else Notifier(None)
         self.clock_watch = ClockWatch()
         self._scheduler: AsyncIOScheduler | None = None
 
@@ -88,13 +107,13 @@ class Daemon:
         # Its "Run time of job ... was missed" warning (a clock step, before the watch corrects
         # it) becomes job_missed.
         logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
-        store = await open_store(self.config.state)
+        store = self._store
         server = await self._start_health_server()
         self._install_signals()
         watch = asyncio.create_task(self._watch(store))
         try:
             while True:
-                app = await build_app(self.config, store=store)
+                app = await self._build(self.config, store)
                 await self._serve(app)
                 await self._close_parts(app)
                 if self.stop.is_set() or self._fatal is not None:
@@ -114,7 +133,6 @@ class Daemon:
             self.notifier.notify("STOPPING=1")
             if server is not None:
                 await server.stop()
-            await store.close()
         if self._fatal is not None:
             log.error("daemon_stopped", reason=str(self._fatal))
             return 1
@@ -141,7 +159,7 @@ class Daemon:
 
     def _on_reload(self) -> None:
         try:
-            new = load_config(self._config_path)
+            new = self._load()
         except ConfigError as exc:
             metrics.CONFIG_ERRORS.inc()
             log.error("reload_rejected", error=str(exc))
@@ -381,12 +399,3 @@ def _on_missed(event: JobEvent) -> None:
 
 def _now_dt() -> datetime:
     return datetime.now().astimezone()
-
-
-def run_daemon(config_path: str, *, on_config: Callable[[Config], None] | None = None) -> int:
-    """Load the config, configure logging, run until stopped; return the exit status."""
-    config = load_config(config_path)
-    configure_logging(config.log.format, config.log.level)
-    if on_config is not None:
-        on_config(config)
-    return asyncio.run(Daemon(config_path, config).run())

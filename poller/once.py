@@ -9,6 +9,8 @@ import structlog
 
 from poller.app import App, build_app, retire_removed_sinks, sync_watch
 from poller.config import Config
+from poller.lab.crashpoints import NO_CRASH, CrashPoints
+from poller.state.base import StateStore
 from poller.watch.cycle import CycleResult
 
 log = structlog.get_logger(__name__)
@@ -42,9 +44,11 @@ async def run_once(app: App) -> int:
     return EXIT_OK if failed == 0 and pending == 0 and gave_up == 0 else EXIT_INCOMPLETE
 
 
-async def once_from_config(config: Config) -> int:
-    """Build every part from ``config``, run :func:`run_once`, close; return its exit status."""
-    app = await build_app(config)
+async def once_from_config(
+    config: Config, store: StateStore, *, crash: CrashPoints = NO_CRASH
+) -> int:
+    """Build every part on ``store``, run :func:`run_once`, close all; return its exit status."""
+    app = await build_app(config, store, crash=crash)
     try:
         return await run_once(app)
     finally:

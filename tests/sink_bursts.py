@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from poller.config import DeliveryConfig
 from poller.delivery.dispatcher import Dispatcher
 from poller.delivery.policy import DeliveryPolicy
 from poller.delivery.results import RunResult
@@ -36,7 +37,9 @@ async def deliver(
         await store.commit_poll(
             event.service_sid, event.session_sid, fetched={}, events=[(event, [sink.name])], now=T0
         )
-    dispatcher = Dispatcher(store, [sink], DeliveryPolicy(max_attempts=max_attempts))
+    dispatcher = Dispatcher(
+        store, [sink], DeliveryPolicy(DeliveryConfig(max_attempts=max_attempts))
+    )
     return await dispatcher.run_once(ignore_timers=True), store
 
 

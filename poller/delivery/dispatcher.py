@@ -13,6 +13,7 @@ least once either way, and one transaction per event cost more than the sending.
     success                   -> ack (with the rest of its batch)
     RetryableDeliveryError    -> retry later (backoff, Retry-After), dead letter past the limits
     PermanentDeliveryError    -> dead letter at once
+    (the policy decides, ``poller.delivery.policy``; ``poller.delivery.failures`` applies it)
     SinkDisabledError         -> stop using the sink; its deliveries stay pending, the answer
                                  is noted for ``poller outbox list`` (``poller.delivery.disabled``)
     any other exception       -> treated as retryable (a bug in a sink must not lose events)
@@ -32,24 +33,19 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from poller.backoff import Backoff
 from poller.delivery.disabled import DisabledSinks
+from poller.delivery.failures import Failures
 from poller.delivery.holds import Holds
 from poller.delivery.policy import DeliveryPolicy
-from poller.delivery.results import OutboxStore, RunResult, SinkResult
-from poller.errors import (
-    DeliveryError,
-    PermanentDeliveryError,
-    RetryableDeliveryError,
-    SinkDisabledError,
-    StateError,
-)
-from poller.lab import crashpoints
+from poller.delivery.results import OutboxStore, RunResult, SinkResult, Tally
+from poller.errors import StateError
+from poller.lab.crashpoints import NO_CRASH, CrashPoints
 from poller.observe.metrics import DEAD_LETTERS, DELIVERIES, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
 from poller.sinks import Sink
 
@@ -68,15 +64,6 @@ IDLE_POLL_SECONDS = 1.0
 GAUGE_REFRESH_SECONDS = 1.0
 # After a pass that failed on the outbox: 1 s, 2 s, 4 s ... at most a minute, then on.
 FAILED_PASS_PAUSE = Backoff(base=1.0, factor=2.0, cap=60.0, jitter="none")
-
-
-@dataclass
-class _Tally:
-    delivered: int = 0
-    failed: int = 0
-    dead: int = 0
-    # Deliveries that failed in this pass -> when (``monotonic``) their retry is due.
-    retry_at: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +93,7 @@ class Dispatcher:
         rng: random.Random | None = None,
         batch_size: int = BATCH_SIZE,
         idle_poll_seconds: float = IDLE_POLL_SECONDS,
+        crash: CrashPoints = NO_CRASH,
     ) -> None:
         self._store = store
         self._sinks = list(sinks)
@@ -118,6 +106,16 @@ class Dispatcher:
         self._idle_poll_seconds = idle_poll_seconds
         self._disabled = DisabledSinks(store)
         self._holds = Holds(monotonic)
+        self._failures = Failures(
+            store,
+            policy,
+            self._disabled,
+            self._holds,
+            clock=clock,
+            monotonic=monotonic,
+            rng=self._rng,
+        )
+        self._crash = crash
 
     @property
     def disabled_sinks(self) -> frozenset[str]:
@@ -165,7 +163,7 @@ class Dispatcher:
                     await _wait_any((stop,) if failures else (stop, wake))
 
     async def _run(self, run: _Run) -> RunResult:
-        tallies = {sink.name: _Tally() for sink in self._sinks}
+        tallies = {sink.name: Tally() for sink in self._sinks}
         await self._disabled.sync(tallies)
         active = [sink for sink in self._sinks if sink.name not in self._disabled]
         try:
@@ -194,7 +192,7 @@ class Dispatcher:
             return True
         return run.deadline is not None and self._monotonic() >= run.deadline
 
-    async def _drain(self, sink: Sink, tally: _Tally, run: _Run) -> None:
+    async def _drain(self, sink: Sink, tally: Tally, run: _Run) -> None:
         attempted: set[int] = set()
         refresh_gauges_at = self._monotonic() + GAUGE_REFRESH_SECONDS
         while sink.name not in self._disabled and not self._stopping(run):
@@ -218,7 +216,7 @@ class Dispatcher:
                 await self._refresh_dead_letters([sink])
 
     async def _wait_for_retry(
-        self, sink: str, tally: _Tally, attempted: set[int], run: _Run
+        self, sink: str, tally: Tally, attempted: set[int], run: _Run
     ) -> bool:
         """Once mode: sleep until the next retry due before the deadline; False if none is.
 
@@ -271,7 +269,7 @@ class Dispatcher:
         return [d for d in rows if d.id not in attempted][: self._batch_size]
 
     async def _deliver_batch(
-        self, sink: Sink, due: Sequence[Delivery], tally: _Tally, run: _Run
+        self, sink: Sink, due: Sequence[Delivery], tally: Tally, run: _Run
     ) -> None:
         """Send queue heads, ``concurrency`` at a time; ack the ones that went through at once.
 
@@ -289,7 +287,8 @@ class Dispatcher:
                 await self._send_one(sink, delivery, tally, sent)
 
         try:
-            await _gather_all(worker() for _ in range(min(self._policy.concurrency, len(due))))
+            workers = min(self._policy.config.concurrency, len(due))
+            await _gather_all(worker() for _ in range(workers))
         finally:
             await self._ack(sink, sent, tally)
         for delivery in sent:
@@ -301,27 +300,27 @@ class Dispatcher:
             )
 
     async def _send_one(
-        self, sink: Sink, delivery: Delivery, tally: _Tally, sent: list[Delivery]
+        self, sink: Sink, delivery: Delivery, tally: Tally, sent: list[Delivery]
     ) -> None:
         try:
             await sink.send(delivery.event)
         except Exception as exc:  # one delivery's boundary: classify all
-            await self._settle_failure(sink, [delivery], exc, tally)
+            await self._failures.settle(sink.name, [delivery], exc, tally)
             return
-        crashpoints.reached("after_send")
+        self._crash.reached("after_send")
         sent.append(delivery)
 
-    async def _deliver_digest(self, sink: Sink, due: Sequence[Delivery], tally: _Tally) -> None:
+    async def _deliver_digest(self, sink: Sink, due: Sequence[Delivery], tally: Tally) -> None:
         try:
             await sink.send_digest([d.event for d in due])
         except Exception as exc:  # one delivery's boundary: classify all
-            await self._settle_failure(sink, due, exc, tally)
+            await self._failures.settle(sink.name, due, exc, tally)
             return
-        crashpoints.reached("after_send")
+        self._crash.reached("after_send")
         await self._ack(sink, due, tally)
         log.debug("digest_delivered", sink=sink.name, events=len(due))
 
-    async def _ack(self, sink: Sink, delivered: Sequence[Delivery], tally: _Tally) -> None:
+    async def _ack(self, sink: Sink, delivered: Sequence[Delivery], tally: Tally) -> None:
         """Take ``delivered`` out of the outbox in one transaction, and count them."""
         if not delivered:
             return
@@ -334,109 +333,10 @@ class Dispatcher:
                 self._holds.back_off(delivery, self._policy, None, self._rng)
             raise
         self._holds.release(ids)
-        crashpoints.reached("after_ack")
+        self._crash.reached("after_ack")
         tally.delivered += len(delivered)
         DELIVERIES.labels(sink=sink.name, outcome="success").inc(len(delivered))
         await self._disabled.answered(sink.name)
-
-    async def _settle_failure(
-        self, sink: Sink, deliveries: Sequence[Delivery], exc: Exception, tally: _Tally
-    ) -> None:
-        if isinstance(exc, SinkDisabledError):
-            await self._disabled.disable(sink.name, exc, len(deliveries), self._clock())
-            return
-        if not isinstance(exc, DeliveryError):
-            # A sink bug: keep the event, and never log the exception's text (it may hold
-            # whatever the sink was handling).
-            log.error("sink_raised", sink=sink.name, error_type=type(exc).__name__)
-        error = str(exc) if isinstance(exc, DeliveryError) else f"sink raised {type(exc).__name__}"
-        status = exc.status if isinstance(exc, DeliveryError) else None
-        retry_after = exc.retry_after if isinstance(exc, RetryableDeliveryError) else None
-        permanent = isinstance(exc, PermanentDeliveryError)
-        unstored: StateError | None = None
-        for delivery in deliveries:  # every one of a digest is held, even if the first failed
-            try:
-                await self._settle_one(sink, delivery, error, status, retry_after, permanent, tally)
-            except StateError as failure:
-                unstored = unstored or failure
-        if unstored is not None:
-            raise unstored
-        # Last: a state that cannot clear the note must not keep the failures from settling.
-        await self._disabled.answered(sink.name)
-
-    async def _settle_one(
-        self,
-        sink: Sink,
-        delivery: Delivery,
-        error: str,
-        status: int | None,
-        retry_after: float | None,
-        permanent: bool,
-        tally: _Tally,
-    ) -> None:
-        bound = log.bind(sink=sink.name, event_id=delivery.event.id)
-        now = self._clock()
-        attempts = self._holds.attempts(delivery.id, delivery.attempts) + 1
-        reason = self._give_up_reason(delivery, attempts, now, permanent)
-        if reason is not None:
-            await self._store_outcome(
-                delivery, retry_after, self._store.dead_letter, error=error, status=status, now=now
-            )
-            tally.dead += 1
-            DELIVERIES.labels(sink=sink.name, outcome="dead").inc()
-            bound.error(
-                "delivery_dead_lettered",
-                status=status,
-                attempts=attempts,
-                reason=reason,
-                error=error,
-            )
-            return
-        delay = self._policy.next_delay(attempts, retry_after, self._rng)
-        await self._store_outcome(
-            delivery,
-            retry_after,
-            self._store.retry_later,
-            next_attempt_at=now + delay,
-            error=error,
-            status=status,
-        )
-        tally.failed += 1
-        tally.retry_at[delivery.id] = self._monotonic() + delay
-        DELIVERIES.labels(sink=sink.name, outcome="retry").inc()
-        bound.warning(
-            "delivery_failed",
-            status=status,
-            attempts=attempts,
-            next_attempt_in=round(delay, 3),
-            error=error,
-        )
-
-    async def _store_outcome(
-        self,
-        delivery: Delivery,
-        retry_after: float | None,
-        write: Callable[..., Awaitable[None]],
-        **fields: Any,
-    ) -> None:
-        """Record a failed attempt with ``write``; if the outbox cannot, hold it in memory."""
-        try:
-            await write(delivery.id, **fields)
-        except StateError:
-            self._holds.back_off(delivery, self._policy, retry_after, self._rng)
-            raise
-        self._holds.release([delivery.id])
-
-    def _give_up_reason(
-        self, delivery: Delivery, attempts: int, now: float, permanent: bool
-    ) -> str | None:
-        if permanent:
-            return "permanent"
-        if attempts >= self._policy.max_attempts:
-            return "max_attempts"
-        if now - delivery.enqueued_at >= self._policy.max_age_seconds:
-            return "max_age"
-        return None
 
     async def _update_gauges(self, sinks: Iterable[Sink]) -> dict[str, int]:
         """Set the outbox gauges; return the pending count of every sink (one query)."""

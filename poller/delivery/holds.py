@@ -53,10 +53,9 @@ class Holds:
         retry_after: float | None,
         rng: random.Random,
     ) -> None:
-        """Hold ``delivery`` for its next backoff delay (at least the initial one)."""
+        """Hold ``delivery`` as long as the policy says (:meth:`DeliveryPolicy.hold_seconds`)."""
         attempts = self.attempts(delivery.id, delivery.attempts) + 1
-        delay = policy.next_delay(attempts, retry_after, rng)
-        seconds = max(delay, policy.initial_backoff_seconds)
+        seconds = policy.hold_seconds(attempts, retry_after, rng)
         self.hold(delivery.id, attempts, seconds)
         log.warning(
             "delivery_held",

@@ -1,4 +1,4 @@
-"""What the dispatcher reads and reports: the outbox it drains, the results of a pass."""
+"""What the dispatcher reads and reports: the outbox it drains, a pass's tallies and results."""
 
 from __future__ import annotations
 
@@ -28,8 +28,6 @@ class OutboxStore(Protocol):
         self, delivery_id: int, *, error: str, status: int | None, now: float
     ) -> None: ...
 
-    async def pending_count(self, sink: str | None = None) -> int: ...
-
     async def oldest_pending_enqueued_at(self) -> float | None: ...
 
     async def counts_by_sink(self, state: RowState) -> dict[str, int]: ...
@@ -41,6 +39,17 @@ class OutboxStore(Protocol):
     async def disabled_sinks(self, sink: str | None = None) -> Sequence[DisabledSink]: ...
 
     async def clear_sink_disabled(self, sink: str | None = None) -> Sequence[DisabledSink]: ...
+
+
+@dataclass
+class Tally:
+    """What one pass has done so far for one sink."""
+
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+    # Deliveries that failed in this pass -> when (``monotonic``) their retry is due.
+    retry_at: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

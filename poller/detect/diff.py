@@ -3,7 +3,7 @@
 Twilio's list order is never trusted. A fetch is reduced to one record per sid (the latest
 ``date_updated`` wins; ties are broken by content, so the input order never matters) and events
 come out ordered by ``(date_created, sid)``. Interactions that a listing lacks make no event and
-stay known: the known set becomes ``known | known_after(fetched)`` (the fetch winning), so an
+stay known: the known set becomes ``known | (the fetch's fingerprints)``, the fetch winning, so an
 interaction that comes back with another fingerprint is an update, never created a second time,
 and an event id (a function of the sid and the change) never carries two different contents.
 
@@ -14,56 +14,95 @@ taken as UTC, one that does not parse counts as missing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
-from poller.events import Changes, Event, EventType, event_id
+from poller.events import Event, EventType, event_id
 from poller.twilio.records import FINGERPRINT_FIELDS, Fingerprint, Interaction, parse_time
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+class Diff(NamedTuple):
+    """What one fetch means against the known set: the one answer a poll acts on."""
+
+    events: list[Event]
+    # The known set after the poll: ``known | (each sid's latest fingerprint)``, the fetch
+    # winning; ``known`` itself when the fetch changes nothing.
+    known_after: Mapping[str, Fingerprint]
+    # Every record listed has its sid's known fingerprint: no event, nothing to store.
+    unchanged: bool
 
 
 def diff(
     service_sid: str,
     session_sid: str,
     known: Mapping[str, Fingerprint],
+    fetched: Sequence[Interaction],
+    detected_at: str,
+    *,
+    assumed: Mapping[str, Fingerprint] | None = None,
+    notify: bool = True,
+) -> Diff:
+    """Diff a fetch against the known set; events ordered by (date_created, sid).
+
+    ``assumed``: interactions taken as known for the events though never stored (a baseline's
+    share; the stored ``known`` wins over them). ``notify=False``: a baseline, no event at all.
+    """
+    if _unchanged(known, fetched):
+        # Most polls find nothing new: no record is grouped, no fingerprint built.
+        return Diff([], known, unchanged=True)
+    return _changes(service_sid, session_sid, known, fetched, detected_at, assumed, notify)
+
+
+def _changes(
+    service_sid: str,
+    session_sid: str,
+    known: Mapping[str, Fingerprint],
     fetched: Iterable[Interaction],
     detected_at: str,
-) -> list[Event]:
-    """Return the events that turn ``known`` into the fetched state, by (date_created, sid)."""
+    assumed: Mapping[str, Fingerprint] | None,
+    notify: bool,
+) -> Diff:
+    """The diff of a fetch that changes something: each sid's latest record, once."""
+    before = {**assumed, **known} if assumed else known
     events: list[Event] = []
+    after = dict(known)
     for sid, interaction in _latest_by_sid(fetched).items():
-        old = known.get(sid)
         new = interaction.fingerprint
-        if old is None:
-            events.append(_created(service_sid, session_sid, interaction, detected_at))
-        elif old != new:
-            events.append(_updated(service_sid, session_sid, interaction, old, detected_at))
-    events.sort(key=lambda event: event.sort_key)
-    return events
-
-
-def known_after(fetched: Iterable[Interaction]) -> dict[str, Fingerprint]:
-    """Return what a fetch says is known: the fingerprint of each sid's latest record.
-
-    The state merges it into what it knew (``Store.commit_poll``); it never replaces it.
-    """
-    return {sid: it.fingerprint for sid, it in _latest_by_sid(fetched).items()}
-
-
-def apply(known: Mapping[str, Fingerprint], events: Iterable[Event]) -> dict[str, Fingerprint]:
-    """Replay events onto a known state; raise ValueError on an event that does not fit it."""
-    result = dict(known)
-    for event in events:
-        sid = event.interaction_sid
-        if event.type is EventType.CREATED:
-            result[sid] = _fingerprint_of(event.interaction)
+        after[sid] = new
+        if not notify:
             continue
-        current = result.get(sid)
-        if current is None:
-            raise ValueError(f"interaction.updated for unknown interaction {sid}")
-        result[sid] = _replay_changes(sid, current, event.changes or {})
-    return result
+        old = before.get(sid)
+        if old is None:
+            events.append(_created(service_sid, session_sid, interaction, new, detected_at))
+        elif old != new:
+            events.append(_updated(service_sid, session_sid, interaction, old, new, detected_at))
+    events.sort(key=lambda event: event.sort_key)
+    return Diff(events, after, unchanged=False)
+
+
+def _unchanged(known: Mapping[str, Fingerprint], fetched: Iterable[Interaction]) -> bool:
+    """True when every record listed has its sid's known fingerprint.
+
+    Then ``known_after == known`` and no event can come out. Known sids the fetch lacks stay
+    known, so they do not count. A sid listed twice passes only when both records are the
+    known one (whichever wins, nothing changes).
+    """
+    get = known.get
+    for interaction in fetched:
+        # Interaction.fingerprint's fields, as a plain tuple (equal to the Fingerprint): a full
+        # scan compares every interaction it lists, and a loop building no Fingerprint (nor an
+        # attrgetter's tuple, nor a generator) costs half as much.
+        fingerprint = (
+            interaction.date_updated,
+            interaction.inbound_resource_status,
+            interaction.outbound_resource_status,
+        )
+        if get(interaction.sid) != fingerprint:
+            return False
+    return True
 
 
 def sort_key(interaction: Interaction) -> str:
@@ -76,10 +115,14 @@ def sort_key(interaction: Interaction) -> str:
 
 
 def _created(
-    service_sid: str, session_sid: str, interaction: Interaction, detected_at: str
+    service_sid: str,
+    session_sid: str,
+    interaction: Interaction,
+    new: Fingerprint,
+    detected_at: str,
 ) -> Event:
     return Event(
-        id=event_id(EventType.CREATED, interaction.sid, None, interaction.fingerprint),
+        id=event_id(EventType.CREATED, interaction.sid, None, new),
         type=EventType.CREATED,
         service_sid=service_sid,
         session_sid=session_sid,
@@ -95,9 +138,9 @@ def _updated(
     session_sid: str,
     interaction: Interaction,
     old: Fingerprint,
+    new: Fingerprint,
     detected_at: str,
 ) -> Event:
-    new = interaction.fingerprint
     changes = {
         name: (before, after)
         for name, before, after in zip(FINGERPRINT_FIELDS, old, new, strict=True)
@@ -149,18 +192,3 @@ def utc_instant(value: str | None) -> datetime | None:
         return parsed.astimezone(UTC)
     except OverflowError:  # an offset that pushes the instant outside datetime's range
         return None
-
-
-def _replay_changes(sid: str, current: Fingerprint, changes: Changes) -> Fingerprint:
-    values: list[str | None] = []
-    for name, value in zip(FINGERPRINT_FIELDS, current, strict=True):
-        old, new = changes.get(name, (value, value))
-        if old != value:
-            raise ValueError(f"interaction.updated for {sid}: {name} was {value!r}, not {old!r}")
-        values.append(new)
-    return Fingerprint(*values)
-
-
-def _fingerprint_of(raw: Mapping[str, object]) -> Fingerprint:
-    values = [raw.get(name) for name in FINGERPRINT_FIELDS]
-    return Fingerprint(*(value if isinstance(value, str) else None for value in values))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import os
 import sys
 import tempfile
@@ -21,11 +22,13 @@ from typing import Any
 
 import yaml
 
+from poller.app import build_app
 from poller.config import load_config
 from poller.daemon import Daemon
 from poller.lab.receiver import Received, ReceiverState, start_receiver
 from poller.lab.simulator import RunningSimulator, start_simulator
 from poller.observe.logs import configure_logging
+from poller.state.open import open_store
 from poller.twilio.records import Fingerprint
 
 INTERVAL_SECONDS = 2.0
@@ -73,7 +76,10 @@ class Printer:
         )
 
 
-def _write_config(folder: Path, sim: RunningSimulator, receiver_url: str, secret: str) -> Path:
+def _write_config(
+    folder: Path, sim: RunningSimulator, receiver_url: str, secret: str
+) -> tuple[Path, dict[str, str]]:
+    """Write the demo's config; return its path and the variables its ``${...}`` name."""
     account, token = sim.credentials
     service = sim.simulator.service_sids()[0]
     config = {
@@ -97,11 +103,10 @@ def _write_config(folder: Path, sim: RunningSimulator, receiver_url: str, secret
         ],
         "log": {"format": "console", "level": "warning"},
     }
-    os.environ["DEMO_TWILIO_AUTH_TOKEN"] = token
-    os.environ["DEMO_WEBHOOK_SECRET"] = secret
+    env = {"DEMO_TWILIO_AUTH_TOKEN": token, "DEMO_WEBHOOK_SECRET": secret}
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return path, env
 
 
 def _seed(sim: RunningSimulator) -> list[str]:
@@ -124,12 +129,15 @@ async def _demo(duration: float | None, folder: Path) -> int:
     receiver = await start_receiver(state=ReceiverState(secret=secret, on_event=printer))
     _seed(sim)
     baseline_mark = len(sim.simulator.change_log())
-    config_path = _write_config(folder, sim, receiver.base_url, secret)
-    config = load_config(config_path)
+    config_path, env = _write_config(folder, sim, receiver.base_url, secret)
+    config = load_config(config_path, env)
     configure_logging(config.log.format, config.log.level)
+    store = await open_store(config.state)
     print(f"simulator  {sim.base_url}   receiver  {receiver.base_url}   config  {config_path}")
     print(f"{SESSIONS} sessions with history (recorded, not notified); live traffic starts now.")
-    daemon = Daemon(str(config_path), config)
+    daemon = Daemon(
+        config, store, build=build_app, reload=functools.partial(load_config, config_path, env)
+    )
     daemon_task = asyncio.create_task(daemon.run())
     stop_traffic = asyncio.Event()
     traffic = asyncio.create_task(sim.run_traffic(TRAFFIC_PER_SECOND, stop=stop_traffic))
@@ -144,6 +152,7 @@ async def _demo(duration: float | None, folder: Path) -> int:
         _summary(sim, printer, baseline_mark, receiver.state, time.monotonic() - started)
         await receiver.stop()
         await sim.stop()
+        await store.close()
     return exit_code
 
 

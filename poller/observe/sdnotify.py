@@ -1,15 +1,13 @@
 """systemd's notify protocol (``sd_notify``) in plain Python, without libsystemd.
 
 systemd passes ``NOTIFY_SOCKET`` (a path, or ``@name`` for an abstract socket); each message is
-one datagram of ``KEY=VALUE`` lines. Without ``NOTIFY_SOCKET`` every call is a no-op, so the
-same code runs under systemd, in a container and in a terminal.
+one datagram of ``KEY=VALUE`` lines. ``cli`` reads it and builds the :class:`Notifier`; without
+it every call is a no-op, so the same code runs under systemd, in a container and in a terminal.
 """
 
 from __future__ import annotations
 
-import os
 import socket
-from collections.abc import Mapping
 
 import structlog
 
@@ -19,21 +17,13 @@ log = structlog.get_logger(__name__)
 class Notifier:
     """Send ``READY=1``, ``WATCHDOG=1``, ``STOPPING=1``... to systemd when it listens."""
 
-    def __init__(self, address: str | None) -> None:
+    def __init__(self, address: str | None = None) -> None:
+        """``address``: the value of ``NOTIFY_SOCKET`` (None or empty: systemd is not listening)."""
         self._address: str | bytes | None = None
         if address:
             # A leading "@" names a socket in the abstract namespace (a leading NUL byte).
             self._address = b"\0" + address[1:].encode() if address.startswith("@") else address
         self._sock: socket.socket | None = None
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Notifier:
-        env = os.environ if environ is None else environ
-        return cls(env.get("NOTIFY_SOCKET"))
-
-    @property
-    def enabled(self) -> bool:
-        return self._address is not None
 
     def notify(self, message: str) -> bool:
         """Send one message; return whether it was sent. Never raises."""

@@ -142,11 +142,6 @@ class ProxyClient:
         )
         self._extensions = {"timeout": httpx.Timeout(settings.timeout_seconds).as_dict()}
 
-    @property
-    def limiters(self) -> RateLimiters:
-        """The per-Service rate limiters every request goes through."""
-        return self._limiters
-
     async def list_interactions(self, service_sid: str, session_sid: str) -> list[Interaction]:
         """Return every Interaction of a Session, following every page."""
         path = f"/v1/Services/{_segment(service_sid)}/Sessions/{_segment(session_sid)}/Interactions"

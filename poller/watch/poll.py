@@ -11,15 +11,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from poller.detect.diff import diff, known_after, utc_instant
+from poller.detect.diff import Diff, diff, utc_instant
 from poller.detect.routing import NamedSinkRouting, route
 from poller.errors import CredentialsError, NotFoundError, SourceError
 from poller.events import Event
-from poller.lab import crashpoints
+from poller.lab.crashpoints import NO_CRASH, CrashPoints
 from poller.observe import metrics
 from poller.state.base import StateStore
 from poller.state.models import SessionState
@@ -32,22 +32,14 @@ from poller.twilio.records import (
 )
 from poller.watch.session_sight import SessionFetcher, SessionSights, Sight, in_session_order
 
-log = structlog.get_logger(__name__)
+if TYPE_CHECKING:
+    from poller.config import PollConfig
 
-FirstRun = Literal["baseline", "notify_all"]
+log = structlog.get_logger(__name__)
 
 
 class InteractionSource(Protocol):
     async def list_interactions(self, service_sid: str, session_sid: str) -> list[Interaction]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PollSettings:
-    first_run: FirstRun
-    settle_seconds: float
-    timeout_seconds: float
-    # A watch without the Sessions list fetches each Session at least this often.
-    session_refresh_seconds: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,34 +55,50 @@ class PollOutcome:
     status: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What one poll read: the listing, the known set (read once), their diff, the Session."""
+
+    fetched: list[Interaction]
+    known: Mapping[str, Fingerprint]
+    found: Diff
+    sight: Sight | None
+
+
 def iso_utc(ts: float) -> str:
     """Format Unix seconds the way Twilio does (``2026-11-27T10:00:00Z``)."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class SessionPoller:
-    """Poll sessions and commit what changed, with its events, in one transaction each."""
+    """Poll sessions and commit what changed, with its events, in one transaction each.
+
+    ``settings``: the config's ``poll`` section; a watch without the Sessions list fetches
+    each Session at least every ``full_sweep_seconds``.
+    """
 
     def __init__(
         self,
         source: InteractionSource,
         store: StateStore,
-        settings: PollSettings,
+        settings: PollConfig,
         sinks: Sequence[NamedSinkRouting],
         *,
         clock: Callable[[], float] = time.time,
         on_events: Callable[[], None] | None = None,
         session_source: SessionFetcher | None = None,
+        crash: CrashPoints = NO_CRASH,
     ) -> None:
         self._source = source
         self._sights = SessionSights(
-            session_source, store, refresh_seconds=settings.session_refresh_seconds
+            session_source, store, refresh_seconds=settings.full_sweep_seconds
         )
         self._store = store
         self._settings = settings
         self._sinks = sinks
         self._clock = clock
         self._on_events = on_events
+        self._crash = crash
 
     async def poll(
         self,
@@ -114,9 +122,10 @@ class SessionPoller:
         with structlog.contextvars.bound_contextvars(
             service_sid=service_sid, session_sid=session_sid
         ):
-            outcome = await self._poll(
-                service_sid, session_sid, new_traffic, activity_marker, status, final, session
+            state = await self._store.ensure_session(
+                service_sid, session_sid, new_traffic=new_traffic, now=self._clock()
             )
+            outcome = await self._poll(state, activity_marker, status, final, session)
             status = outcome.status or status
             # A closed session can still report status changes (a message queued before the
             # close is delivered after it): it leaves once nothing in it can change.
@@ -132,33 +141,15 @@ class SessionPoller:
 
     async def _poll(
         self,
-        service_sid: str,
-        session_sid: str,
-        new_traffic: bool,
+        state: SessionState,
         activity_marker: str | None,
         status: str | None,
         final: bool,
         session: Session | None,
     ) -> PollOutcome:
-        state = await self._store.ensure_session(
-            service_sid, session_sid, new_traffic=new_traffic, now=self._clock()
-        )
+        service_sid, session_sid = state.service_sid, state.session_sid
         try:
-            async with asyncio.timeout(self._settings.timeout_seconds):
-                fetched = await self._source.list_interactions(service_sid, session_sid)
-                known = await self._store.known(session_sid)
-                unchanged = _same_as_known(known, fetched)
-                sight = await self._sights.sight(
-                    service_sid,
-                    session_sid,
-                    session,
-                    activity=not unchanged,
-                    final=final,
-                    now=self._clock(),
-                )
-                if sight is not None and sight.closed_since_listing:
-                    fetched = await self._source.list_interactions(service_sid, session_sid)
-                    unchanged = _same_as_known(known, fetched)
+            seen = await self._look(state, session, final)
         except NotFoundError:
             log.info("session_gone")
             await self._store.mark_session_gone(session_sid, self._clock())
@@ -171,39 +162,21 @@ class SessionPoller:
             await self._store.record_failure(session_sid, error, self._clock())
             return PollOutcome(service_sid, session_sid, ok=False, error=error)
 
-        crashpoints.reached("after_fetch")
+        self._crash.reached("after_fetch")
         now = self._clock()
-        notify = state.baselined or state.new_traffic or self._settings.first_run == "notify_all"
-        # Listed when the watch began: Twilio's own clock splits the baseline from the events.
-        assumed = None if notify or not state.watch_listed else _baseline_of(state, fetched)
-        unsettled_until = self._unsettled_until(fetched, now)
-        if sight is not None:
-            status = sight.record.status
+        unsettled_until = self._unsettled_until(seen.fetched, now)
+        if seen.sight is not None:
+            status = seen.sight.record.status
         events = await self._commit(
-            service_sid,
-            session_sid,
-            fetched,
-            notify=notify or assumed is not None,
+            state,
+            seen,
             now=now,
             activity_marker=activity_marker,
             status=status,
             unsettled_until=unsettled_until,
-            known=(known, unchanged),
-            sight=sight,
-            created=state.new_traffic and not state.baselined,
-            assumed=assumed,
         )
-        crashpoints.reached("after_commit")
-        metrics.LAST_SUCCESSFUL_POLL.set(now)
-        for event in events:
-            metrics.EVENTS.labels(type=event.type.value).inc()
-        if events and self._on_events is not None:
-            self._on_events()
-        if events:
-            log.info("session_changed", events=len(events), interactions=len(fetched))
-        elif not state.baselined and not notify:
-            # debug: a first start baselines thousands; baseline_progress says it per cycle
-            log.debug("session_baselined", interactions=len(fetched))
+        self._crash.reached("after_commit")
+        self._report(state, events, seen, now)
         return PollOutcome(
             service_sid,
             session_sid,
@@ -213,39 +186,78 @@ class SessionPoller:
             status=status,
         )
 
+    async def _look(self, state: SessionState, listed: Session | None, final: bool) -> _Seen:
+        """List the interactions, diff them, and see the Session record, within the timeout.
+
+        A Session fetched closed after the listing has it listed once more (see
+        :attr:`Sight.closed_since_listing`).
+        """
+        service_sid, session_sid = state.service_sid, state.session_sid
+        async with asyncio.timeout(self._settings.timeout_seconds):
+            fetched = await self._source.list_interactions(service_sid, session_sid)
+            known = await self._store.known(session_sid)
+            found = self._diff(state, known, fetched)
+            sight = await self._sights.sight(
+                service_sid,
+                session_sid,
+                listed,
+                activity=not found.unchanged,
+                final=final,
+                now=self._clock(),
+            )
+            if sight is not None and sight.closed_since_listing:
+                fetched = await self._source.list_interactions(service_sid, session_sid)
+                found = self._diff(state, known, fetched)
+        return _Seen(fetched, known, found, sight)
+
+    def _notifies(self, state: SessionState) -> bool:
+        """Whether every change of this session is an event (False: its baseline is due)."""
+        return state.baselined or state.new_traffic or self._settings.first_run == "notify_all"
+
+    def _diff(
+        self, state: SessionState, known: Mapping[str, Fingerprint], fetched: list[Interaction]
+    ) -> Diff:
+        notify = self._notifies(state)
+        # Listed when the watch began: Twilio's own clock splits the baseline from the events.
+        assumed = None if notify or not state.watch_listed else _baseline_of(state, fetched)
+        return diff(
+            state.service_sid,
+            state.session_sid,
+            known,
+            fetched,
+            iso_utc(self._clock()),
+            assumed=assumed,
+            notify=notify or assumed is not None,
+        )
+
     async def _commit(
         self,
-        service_sid: str,
-        session_sid: str,
-        fetched: Sequence[Interaction],
+        state: SessionState,
+        seen: _Seen,
         *,
-        notify: bool,
         now: float,
         activity_marker: str | None,
         status: str | None,
         unsettled_until: float | None,
-        known: tuple[Mapping[str, Fingerprint], bool],
-        sight: Sight | None,
-        created: bool,
-        assumed: Mapping[str, Fingerprint] | None = None,
     ) -> list[Event]:
-        """Diff against the known set (read once) and commit; return the events committed.
+        """Commit the poll (its diff, the known set read once); return the events committed.
 
-        ``known``: the known set and whether ``fetched`` leaves it unchanged. The session's
-        own events (``sight``) go around the interactions' (:func:`in_session_order`).
-        ``assumed``: interactions taken as known though never stored (a baseline's share).
+        The session's own events (``seen.sight``) go around the interactions'
+        (:func:`in_session_order`).
         """
-        known_set, unchanged = known
-        detected_at = iso_utc(now)
+        service_sid, session_sid, sight = state.service_sid, state.session_sid, seen.sight
         fingerprint = None if sight is None else sight.to_store()
         around = (
             []
             if sight is None
-            else sight.events(service_sid, created=created, detected_at=detected_at)
+            else sight.events(
+                service_sid,
+                created=state.new_traffic and not state.baselined,
+                detected_at=iso_utc(now),
+            )
         )
-        if unchanged and not around:
-            # Most polls find nothing new: equal fingerprints can make no event, so neither
-            # the diff nor the interactions' rows are touched.
+        if seen.found.unchanged and not around:
+            # Most polls find nothing new: the interactions' rows are not touched.
             await self._store.commit_unchanged(
                 service_sid,
                 session_sid,
@@ -256,22 +268,33 @@ class SessionPoller:
                 session_fingerprint=fingerprint,
             )
             return []
-        before = {**assumed, **known_set} if assumed else known_set
-        found = diff(service_sid, session_sid, before, fetched, detected_at) if notify else []
-        events = in_session_order(around, found)
+        events = in_session_order(around, seen.found.events)
         await self._store.commit_poll(
             service_sid,
             session_sid,
-            fetched=known_after(fetched),
+            fetched=seen.found.known_after,
             events=[(event, route(self._sinks, event)) for event in events],
             now=now,
             activity_marker=activity_marker,
             status=status,
             unsettled_until=unsettled_until,
-            known=known_set,
+            known=seen.known,
             session_fingerprint=fingerprint,
         )
         return events
+
+    def _report(self, state: SessionState, events: list[Event], seen: _Seen, now: float) -> None:
+        """Metrics, the wake-up of the delivery loop, and the log line of a committed poll."""
+        metrics.LAST_SUCCESSFUL_POLL.set(now)
+        for event in events:
+            metrics.EVENTS.labels(type=event.type.value).inc()
+        if events and self._on_events is not None:
+            self._on_events()
+        if events:
+            log.info("session_changed", events=len(events), interactions=len(seen.fetched))
+        elif not state.baselined and not self._notifies(state):
+            # debug: a first start baselines thousands; baseline_progress says it per cycle
+            log.debug("session_baselined", interactions=len(seen.fetched))
 
     def _unsettled_until(self, fetched: Sequence[Interaction], now: float) -> float | None:
         """Until when to keep polling for status changes of young, unfinished interactions."""
@@ -303,24 +326,3 @@ def _baseline_of(state: SessionState, fetched: Sequence[Interaction]) -> dict[st
         if created is None or (cutoff is not None and created <= cutoff):
             baseline[interaction.sid] = interaction.fingerprint
     return baseline
-
-
-def _same_as_known(known: Mapping[str, Fingerprint], fetched: Sequence[Interaction]) -> bool:
-    """True when the fetch changes nothing: every record listed has its sid's known fingerprint.
-
-    Then ``known | known_after(fetched) == known`` and the diff makes no event; cheaper than
-    building either. Known sids the fetch lacks stay known, so they do not count. A sid listed
-    twice passes only when both records are the known one (whichever wins, nothing changes).
-    """
-    get = known.get
-    for interaction in fetched:
-        # Interaction.fingerprint's fields, as a plain tuple (equal to the Fingerprint): a full
-        # scan compares every interaction it lists, so building none pays.
-        fingerprint = (
-            interaction.date_updated,
-            interaction.inbound_resource_status,
-            interaction.outbound_resource_status,
-        )
-        if get(interaction.sid) != fingerprint:
-            return False
-    return True

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from poller.config import DeliveryConfig
 from poller.delivery.dispatcher import Dispatcher
-from poller.delivery.policy import DeliveryPolicy
+from poller.delivery.policy import DeadLetter, DeliveryPolicy, Retry
 from poller.delivery.results import OutboxStore, RunResult, SinkResult
 from poller.errors import (
     PermanentDeliveryError,
@@ -169,6 +169,8 @@ class StoreUnderTest(OutboxStore, Protocol):
 
     async def dead_letters(self, sink: str | None = None) -> Sequence[Delivery]: ...
 
+    async def pending_count(self, sink: str | None = None) -> int: ...
+
 
 @pytest.fixture(params=["memory", "sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreUnderTest]:
@@ -281,13 +283,21 @@ def retryable(retry_after: float | None = None) -> RetryableDeliveryError:
     return RetryableDeliveryError("receiver answered HTTP 503", status=503, retry_after=retry_after)
 
 
-POLICY = DeliveryPolicy(
-    max_attempts=20,
-    max_age_seconds=3 * 86400,
-    initial_backoff_seconds=5.0,
-    max_backoff_seconds=6 * 3600,
-    concurrency=4,
-)
+_LIMITS: dict[str, Any] = {
+    "max_attempts": 20,
+    "max_age_seconds": 3 * 86400,
+    "initial_backoff_seconds": 5.0,
+    "max_backoff_seconds": 6 * 3600,
+    "concurrency": 4,
+}
+
+
+def policy(**changes: Any) -> DeliveryPolicy:
+    """The tests' policy, with ``changes`` to its config's limits."""
+    return DeliveryPolicy(DeliveryConfig(**{**_LIMITS, **changes}))
+
+
+POLICY = policy()
 
 
 def dispatcher(
@@ -321,7 +331,7 @@ def test_retry_after_is_a_floor_bounded_by_max_backoff() -> None:
     assert POLICY.next_delay(2, 10**9, rng) == 6 * 3600.0
 
 
-def test_policy_from_config_takes_every_field() -> None:
+def test_policy_decides_by_the_limits_of_the_config_it_is_given() -> None:
     config = DeliveryConfig(
         max_attempts=3,
         max_age_seconds=60.0,
@@ -329,7 +339,34 @@ def test_policy_from_config_takes_every_field() -> None:
         max_backoff_seconds=10.0,
         concurrency=2,
     )
-    assert DeliveryPolicy.from_config(config) == DeliveryPolicy(3, 60.0, 1.0, 10.0, 2)
+    limits = DeliveryPolicy(config)
+    assert limits.config is config
+
+    def decide(attempts: int, age: float, **hints: Any) -> Retry | DeadLetter:
+        now = 1000.0
+        failure: dict[str, Any] = {"permanent": False, "retry_after": None, **hints}
+        return limits.decide(
+            attempts=attempts, enqueued_at=now - age, now=now, rng=random.Random(1), **failure
+        )
+
+    assert decide(1, 0.0) == Retry(at=1000.0, delay=0.0)  # the first retry is immediate
+    retry = decide(2, 0.0)
+    assert isinstance(retry, Retry) and 0.5 <= retry.delay <= 1.0  # initial_backoff_seconds
+    assert retry.at == 1000.0 + retry.delay
+    assert decide(2, 0.0, retry_after=99.0) == Retry(at=1010.0, delay=10.0)  # max_backoff
+    assert decide(3, 0.0) == DeadLetter("max_attempts")
+    assert decide(2, 60.0) == DeadLetter("max_age")
+    assert decide(1, 0.0, permanent=True) == DeadLetter("permanent")
+
+
+def test_policy_of_the_default_config_has_its_defaults() -> None:
+    defaults = DeliveryPolicy(DeliveryConfig())
+    retry: dict[str, Any] = {"enqueued_at": 0.0, "now": 0.0, "permanent": False}
+    retry["retry_after"] = None
+    assert isinstance(defaults.decide(attempts=19, **retry), Retry)
+    assert defaults.decide(attempts=20, **retry) == DeadLetter("max_attempts")
+    assert defaults.decide(attempts=1, **{**retry, "now": 3 * 86400.0}) == DeadLetter("max_age")
+    assert defaults.hold_seconds(1, None) == 5.0  # initial_backoff_seconds, never immediate
 
 
 def test_run_result_totals_and_ok() -> None:
@@ -391,7 +428,7 @@ async def test_dead_letter_after_max_attempts(store: StoreUnderTest) -> None:
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable())
-    d = dispatcher(store, [sink], clock, replace(POLICY, max_attempts=3))
+    d = dispatcher(store, [sink], clock, policy(max_attempts=3))
 
     with capture_logs() as logs:
         for _ in range(5):
@@ -413,7 +450,7 @@ async def test_dead_letter_after_max_age(store: StoreUnderTest) -> None:
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable())
-    d = dispatcher(store, [sink], clock, replace(POLICY, max_age_seconds=100.0))
+    d = dispatcher(store, [sink], clock, policy(max_age_seconds=100.0))
 
     await d.run_once()
     assert len(await pending(store, "hook")) == 1
@@ -442,7 +479,7 @@ async def test_gone_receiver_disables_the_sink_and_keeps_its_events(store: Store
     await enqueue(store, events, ["gone", "fine"], T0)
     gone = ScriptedSink("gone", default=SinkDisabledError("HTTP 410", status=410))
     fine = ScriptedSink("fine")
-    d = dispatcher(store, [gone, fine], clock, replace(POLICY, concurrency=1))
+    d = dispatcher(store, [gone, fine], clock, policy(concurrency=1))
 
     with capture_logs() as logs:
         result = await d.run_once()
@@ -495,7 +532,7 @@ async def test_clearing_the_note_resumes_a_disabled_sink_in_the_running_dispatch
     events = [make_event(session_sid=session(0)), make_event(session_sid=session(1))]
     await enqueue(store, events, ["mail"], T0)
     mail = ScriptedSink("mail", script={events[0].id: [SinkDisabledError("SMTP 535", status=535)]})
-    d = dispatcher(store, [mail], clock, replace(POLICY, concurrency=1))
+    d = dispatcher(store, [mail], clock, policy(concurrency=1))
     await d.run_once()
     assert d.disabled_sinks == {"mail"}
 
@@ -591,7 +628,7 @@ async def test_sends_across_sessions_are_concurrent_up_to_the_limit(store: Store
         in_flight -= 1
 
     sink = ScriptedSink("hook", before_send=hold)
-    result = await dispatcher(store, [sink], clock, replace(POLICY, concurrency=3)).run_once()
+    result = await dispatcher(store, [sink], clock, policy(concurrency=3)).run_once()
     assert result.sinks["hook"].delivered == 10
     assert peak == 3
 
@@ -646,7 +683,7 @@ async def test_a_deadline_acks_what_its_batch_sent_before_it_ended(
 
     counting = CountingAcks(store)
     sink = ScriptedSink("hook", before_send=take_ten_seconds)
-    d = dispatcher(counting, [sink], clock, replace(POLICY, concurrency=1))
+    d = dispatcher(counting, [sink], clock, policy(concurrency=1))
     result = await d.run_once(deadline=T0 + 25.0)
     assert result.sinks["hook"] == SinkResult(delivered=3, pending_left=3)
     assert [len(ids) for ids in counting.acks] == [3]
@@ -735,7 +772,7 @@ async def test_deadline_stops_new_attempts_and_leaves_the_rest_pending(
         clock.now += 10.0
 
     sink = ScriptedSink("hook", before_send=take_ten_seconds)
-    d = dispatcher(store, [sink], clock, replace(POLICY, concurrency=1))
+    d = dispatcher(store, [sink], clock, policy(concurrency=1))
     result = await d.run_once(ignore_timers=True, deadline=T0 + 25.0)
     assert len(sink.delivered) == 3
     assert result.sinks["hook"] == SinkResult(delivered=3, pending_left=3)

@@ -122,7 +122,7 @@ async def test_holds_back_off_further_while_the_disk_stays_full(store: SqliteSto
         waits.append(held["next_attempt_in"])
         clock.now += held["next_attempt_in"] + 0.001  # it is rounded in the log
     assert len(sink.sent) == 5
-    assert waits[0] == POLICY.initial_backoff_seconds
+    assert waits[0] == POLICY.config.initial_backoff_seconds
     assert all(later >= earlier for earlier, later in itertools.pairwise(waits))
     assert waits[-1] >= 20.0  # the policy's 4th retry: at least 40 / 2
 
@@ -141,7 +141,7 @@ async def test_a_send_whose_ack_cannot_be_stored_is_not_sent_again_at_once(
     await d.run_once()
     assert sink.sent == [event.id]
     full.full = False
-    clock.now += POLICY.initial_backoff_seconds
+    clock.now += POLICY.config.initial_backoff_seconds
     assert (await d.run_once()).delivered == 1
     assert sink.sent == [event.id, event.id]  # at least once: sent again, same id
 
@@ -182,7 +182,7 @@ async def test_every_event_of_a_failed_digest_is_held_not_only_the_first(
         await d.run_once()
     await d.run_once()
     assert sink.digests == [[e.id for e in events]]  # not sent again, not even a part of it
-    clock.now += POLICY.initial_backoff_seconds
+    clock.now += POLICY.config.initial_backoff_seconds
     with pytest.raises(StateError):
         await d.run_once()
     assert len(sink.digests) == 2

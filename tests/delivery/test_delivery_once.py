@@ -7,7 +7,6 @@ test runs on the in-memory outbox and on the real SQLite store (the ``store`` fi
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from typing import Any
 
 from structlog.testing import capture_logs
@@ -23,6 +22,7 @@ from tests.delivery.test_delivery import (
     StoreUnderTest,
     enqueue,
     pending,
+    policy,
     retryable,
     session,
     store,
@@ -132,7 +132,7 @@ async def test_a_session_waiting_for_its_retry_never_holds_back_another(
     behind_fine = make_event(session_sid=session(2))
     await enqueue(store, [slow, fine, behind_fine], ["hook"], T0)
     sink = ScriptedSink("hook", script={slow.id: [retryable(10.0)]})
-    d = once_dispatcher(store, [sink], clock, replace(POLICY, concurrency=1))
+    d = once_dispatcher(store, [sink], clock, policy(concurrency=1))
     result = await d.run_once(ignore_timers=True, deadline=DEADLINE)
     assert sink.delivered == [fine.id, behind_fine.id, slow.id]
     assert clock.slept == [10.0]

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from poller.detect.diff import apply, diff, known_after, sort_key
+from poller.detect.diff import diff, sort_key
 from poller.events import Event, EventType, event_id
 from poller.twilio.records import FINGERPRINT_FIELDS, Fingerprint, Interaction, parse_time
+from tests.detect.oracle import apply, known_after
 
 FIXTURE = json.loads(
     (Path(__file__).parents[1] / "fixtures" / "interaction_fetch.json").read_text()
@@ -102,7 +103,7 @@ def _change_key(event: Event, known: dict[str, Fingerprint]) -> tuple[object, ..
 
 
 def _run(known: dict[str, Fingerprint], fetched: list[Interaction]) -> list[Event]:
-    return diff(SERVICE, SESSION, known, fetched, DETECTED)
+    return diff(SERVICE, SESSION, known, fetched, DETECTED).events
 
 
 @PROPERTY
@@ -338,3 +339,68 @@ def test_apply_rejects_an_update_whose_old_value_does_not_fit() -> None:
     events = _run({FIXTURE["sid"]: Fingerprint(None, None, None)}, [_record()])
     with pytest.raises(ValueError, match="date_updated was"):
         apply({FIXTURE["sid"]: Fingerprint("2000-01-01T00:00:00Z", None, None)}, events)
+
+
+@PROPERTY
+@given(snapshots, snapshots)
+def test_one_result_says_the_events_the_known_set_after_and_whether_anything_changed(
+    previous: list[Interaction], fetched: list[Interaction]
+) -> None:
+    known = known_after(previous)
+    result = diff(SERVICE, SESSION, known, fetched, DETECTED)
+    assert result.known_after == {**known, **known_after(fetched)}
+    assert apply(known, result.events) == result.known_after
+    if result.unchanged:
+        assert result.events == [] and result.known_after is known
+
+
+_FP = Fingerprint("2026-11-27T10:00:05Z", "received", "delivered")
+_fingerprints = st.sampled_from(
+    [_FP, _FP._replace(inbound_resource_status="failed"), Fingerprint(None, None, None)]
+)
+
+
+@given(
+    st.dictionaries(st.sampled_from(["KI1", "KI2", "KI3"]), _fingerprints, max_size=3),
+    st.lists(st.tuples(st.sampled_from(["KI1", "KI2", "KI3"]), _fingerprints), max_size=4),
+)
+def test_unchanged_is_exactly_a_fetch_that_changes_no_known_fingerprint(
+    known: dict[str, Fingerprint], listed: list[tuple[str, Fingerprint]]
+) -> None:
+    fetched = [_record(sid=sid, **fp._asdict()) for sid, fp in listed]
+    unchanged = {**known, **known_after(fetched)} == known
+    each_once = len({sid for sid, _ in listed}) == len(listed)
+    shortcut = diff(SERVICE, SESSION, known, fetched, DETECTED).unchanged
+    # Never wrong; exact when each sid is listed once (a sid listed with two fingerprints takes
+    # the full path, which decides the winner).
+    assert unchanged or not shortcut
+    assert shortcut == unchanged or not each_once
+
+
+def test_an_unchanged_fetch_listing_a_sid_twice_with_the_known_fingerprint_is_unchanged() -> None:
+    record = _record()
+    known = known_after([record])
+    result = diff(SERVICE, SESSION, known, [record, record], DETECTED)
+    assert result == (([], known, True))
+
+
+def test_a_baseline_stores_the_fetch_and_makes_no_event() -> None:
+    old = Fingerprint(None, None, None)
+    record = _record()
+    result = diff(SERVICE, SESSION, {FIXTURE["sid"]: old}, [record], DETECTED, notify=False)
+    assert (result.events, result.unchanged) == ([], False)
+    assert result.known_after == {FIXTURE["sid"]: record.fingerprint}
+
+
+def test_assumed_interactions_make_no_event_and_the_stored_known_set_wins_over_them() -> None:
+    one = _record(sid="KI" + "1" * 32)
+    two = _record(sid="KI" + "2" * 32, outbound_resource_status="failed")
+    three = _record(sid="KI" + "3" * 32)
+    stored = {two.sid: two.fingerprint._replace(outbound_resource_status="sent")}
+    assumed = {one.sid: one.fingerprint, two.sid: two.fingerprint}
+    result = diff(SERVICE, SESSION, stored, [one, two, three], DETECTED, assumed=assumed)
+    assert [(e.type, e.interaction_sid) for e in result.events] == [
+        (EventType.UPDATED, two.sid),
+        (EventType.CREATED, three.sid),
+    ]
+    assert result.known_after == {it.sid: it.fingerprint for it in (one, two, three)}

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from poller.config import WebhookSinkConfig
+from poller.config import PollConfig, WebhookSinkConfig
 from poller.detect.routing import accepts, route
 from poller.detect.session_diff import needs_fetch, session_events
 from poller.errors import MalformedResponseError, NotFoundError
@@ -32,7 +32,7 @@ from poller.state.sqlite import schema
 from poller.state.sqlite.store import SqliteStore
 from poller.twilio.client import ProxyClient
 from poller.twilio.records import Interaction, Session
-from poller.watch.poll import PollSettings, SessionPoller
+from poller.watch.poll import SessionPoller
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 RAW: dict[str, Any] = json.loads((FIXTURES / "session_fetch.json").read_text())
@@ -223,7 +223,8 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 
 def poller_of(store: SqliteStore, twilio: FakeTwilio, *, fetch: bool = True) -> SessionPoller:
-    settings = PollSettings(first_run="baseline", settle_seconds=0.0, timeout_seconds=5.0)
+    # The records are years older than the clock: none is left to settle.
+    settings = PollConfig(first_run="baseline", timeout_seconds=5.0)
     sinks = [Sink("all", INTERACTION_EVENT_TYPES + SESSION_EVENT_TYPES), Sink("plain")]
     source = twilio if fetch else None
     return SessionPoller(twilio, store, settings, sinks, clock=lambda: NOW, session_source=source)

@@ -23,8 +23,7 @@ def listener(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
 
 def test_notify_sends_datagram_to_notify_socket(listener: tuple[socket.socket, str]) -> None:
     sock, path = listener
-    notifier = Notifier.from_environment({"NOTIFY_SOCKET": path})
-    assert notifier.enabled
+    notifier = Notifier(path)
     assert notifier.notify("READY=1")
     assert notifier.notify("WATCHDOG=1")
     assert sock.recv(1024) == b"READY=1"
@@ -47,8 +46,7 @@ def test_notify_reaches_abstract_socket() -> None:
 
 
 def test_notify_without_socket_is_a_no_op() -> None:
-    notifier = Notifier.from_environment({})
-    assert not notifier.enabled
+    notifier = Notifier(None)
     assert notifier.notify("READY=1") is False
     notifier.close()
 

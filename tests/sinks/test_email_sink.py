@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from poller.config import EmailSinkConfig, parse_config
+from poller.config import DeliveryConfig, EmailSinkConfig, parse_config
 from poller.delivery.dispatcher import Dispatcher
 from poller.delivery.policy import DeliveryPolicy
 from poller.errors import (
@@ -204,7 +204,9 @@ async def test_a_451_is_retried_until_the_server_takes_the_message(
     (pending,) = await store.due("mail", None, 10)
     assert pending.last_error is not None
     assert "SMTP 451" in pending.last_error
-    again = await Dispatcher(store, [sink], DeliveryPolicy()).run_once(ignore_timers=True)
+    again = await Dispatcher(store, [sink], DeliveryPolicy(DeliveryConfig())).run_once(
+        ignore_timers=True
+    )
     await store.close()
     assert again.sinks["mail"].delivered == 1
     assert len(smtp.mailbox.messages) == 1
@@ -229,9 +231,9 @@ async def test_a_message_still_refused_after_max_attempts_is_dead_lettered(
     smtp.mailbox.script("DATA", "451 4.3.0 try later", times=2)
     sink = email_sink(smtp.port)
     first, store = await deliver(sink, [make_event()], tmp_path, max_attempts=2)
-    second = await Dispatcher(store, [sink], DeliveryPolicy(max_attempts=2)).run_once(
-        ignore_timers=True
-    )
+    second = await Dispatcher(
+        store, [sink], DeliveryPolicy(DeliveryConfig(max_attempts=2))
+    ).run_once(ignore_timers=True)
     (dead,) = await store.dead_letters("mail")
     await store.close()
     assert (first.sinks["mail"].failed, second.sinks["mail"].dead) == (1, 1)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from poller.config import SlackSinkConfig, WebhookSinkConfig
+from poller.config import DeliveryConfig, SlackSinkConfig, WebhookSinkConfig
 from poller.delivery.dispatcher import Dispatcher
 from poller.delivery.policy import DeliveryPolicy
 from poller.errors import (
@@ -168,7 +168,7 @@ async def _enqueue(store: SqliteStore, sink: Sink, event: Event) -> None:
 
 
 def _dispatcher(store: SqliteStore, sink: Sink, max_attempts: int = 5) -> Dispatcher:
-    return Dispatcher(store, [sink], DeliveryPolicy(max_attempts=max_attempts))
+    return Dispatcher(store, [sink], DeliveryPolicy(DeliveryConfig(max_attempts=max_attempts)))
 
 
 async def test_a_failed_delivery_is_retried_until_the_sink_accepts_it(

@@ -12,8 +12,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from structlog.testing import capture_logs
 
-from poller.config import parse_config
+from poller.app import build_app
+from poller.config import Config, parse_config
 from poller.daemon import Daemon
+from poller.errors import ConfigError
 from poller.observe.health import HealthState
 from poller.observe.metrics import REGISTRY
 from poller.state.sqlite.store import SqliteStore
@@ -115,7 +117,11 @@ def test_state_lost_makes_readiness_fail_naming_the_reason(clocks: Clocks) -> No
     assert body["checks"]["state"] == {"ok": False, "lost": "the file was removed"}
 
 
-def _daemon(tmp_path: Path, clocks: Clocks) -> Daemon:
+def _no_reload() -> Config:
+    raise ConfigError("this test reloads nothing")
+
+
+def _daemon(tmp_path: Path, clocks: Clocks, store: SqliteStore) -> Daemon:
     config = parse_config(
         {
             "twilio": {"account_sid": "AC" + "a" * 32, "auth_token": "tok-unit"},
@@ -125,7 +131,7 @@ def _daemon(tmp_path: Path, clocks: Clocks) -> Daemon:
         },
         {},
     )
-    daemon = Daemon("unused.yaml", config)
+    daemon = Daemon(config, store, build=build_app, reload=_no_reload)
     daemon.clock_watch = ClockWatch(wall=clocks.wall, monotonic=clocks.mono)
     return daemon
 
@@ -146,7 +152,7 @@ async def test_a_step_back_makes_every_job_due_now_and_shifts_stored_due_times(
     await enqueue(store, [event], ["hook"], T0)
     (row,) = await store.due("hook", None, 10)
     await store.retry_later(row.id, next_attempt_at=T0 + 30.0, error="HTTP 503", status=503)
-    daemon = _daemon(tmp_path, clocks)
+    daemon = _daemon(tmp_path, clocks, store)
     scheduler = AsyncIOScheduler()
     in_an_hour = datetime.now().astimezone() + timedelta(hours=1)
     job = scheduler.add_job(_noop, IntervalTrigger(seconds=30), next_run_time=in_an_hour)
@@ -174,7 +180,7 @@ async def test_a_step_back_makes_every_job_due_now_and_shifts_stored_due_times(
 
 async def test_no_step_changes_nothing(tmp_path: Path, clocks: Clocks, store: SqliteStore) -> None:
     await enqueue(store, [make_event(session_sid=session(1))], ["hook"], T0)
-    daemon = _daemon(tmp_path, clocks)
+    daemon = _daemon(tmp_path, clocks, store)
     clocks.advance(5.0)
     with capture_logs() as logs:
         await daemon.watch_once(store)
@@ -191,7 +197,7 @@ async def test_a_step_forward_leaves_the_outbox_age_as_it_was(
     tmp_path: Path, clocks: Clocks, store: SqliteStore
 ) -> None:
     await enqueue(store, [make_event(session_sid=session(1))], ["hook"], clocks.wall())
-    daemon = _daemon(tmp_path, clocks)
+    daemon = _daemon(tmp_path, clocks, store)
     daemon.health = HealthState(clock=clocks.mono, wall_clock=clocks.wall)
     clocks.advance(30.0)
     await daemon.watch_once(store)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from poller.config import PollConfig
 from poller.detect.planner import PlanSettings
 from poller.observe import metrics
 from poller.state.base import StateStore
@@ -21,7 +22,7 @@ from poller.state.sqlite.db import open_database
 from poller.state.sqlite.store import SqliteStore
 from poller.twilio.records import Interaction, Session
 from poller.watch.cycle import ServiceCycle
-from poller.watch.poll import PollSettings, SessionPoller
+from poller.watch.poll import SessionPoller
 
 SERVICE = "KS" + "a" * 32
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
@@ -121,7 +122,7 @@ def cycle_of(
     concurrency: int = 8,
     clock: Any = lambda: NOW,
 ) -> ServiceCycle:
-    poll = PollSettings(first_run="baseline", settle_seconds=900.0, timeout_seconds=timeout)
+    poll = PollConfig(first_run="baseline", settle_seconds=900.0, timeout_seconds=timeout)
     poller = SessionPoller(proxy, store, poll, [AllEvents()], clock=clock)
     plan = PlanSettings(interval_seconds=10, full_sweep_seconds=3600, requests_per_second=rate)
     return ServiceCycle(

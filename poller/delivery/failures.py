@@ -1,0 +1,158 @@
+"""A failed attempt, settled: the sink disabled, or the policy's decision applied to the outbox.
+
+The dispatcher hands every failed send (one delivery, or every delivery of a digest) to
+:meth:`Failures.settle`. A :class:`~poller.errors.SinkDisabledError` turns the sink off
+(``poller.delivery.disabled``); any other failure is classified once (:class:`Failure`) and
+:meth:`DeliveryPolicy.decide` says, per delivery, ``Retry`` or ``DeadLetter``; this module only
+writes that to the outbox, counts and logs it. An outbox that cannot record it holds the
+delivery in memory (``poller.delivery.holds``) and the ``StateError`` goes up.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from poller.delivery.disabled import DisabledSinks
+from poller.delivery.holds import Holds
+from poller.delivery.policy import DeadLetter, DeliveryPolicy, Retry
+from poller.delivery.results import OutboxStore, Tally
+from poller.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    SinkDisabledError,
+    StateError,
+)
+from poller.observe.metrics import DELIVERIES
+
+if TYPE_CHECKING:
+    from poller.state.models import Delivery
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What one failed send said: the text stored and logged, the status, the hints."""
+
+    error: str
+    status: int | None
+    retry_after: float | None
+    permanent: bool
+
+    @classmethod
+    def of(cls, sink: str, exc: Exception) -> Failure:
+        if not isinstance(exc, DeliveryError):
+            # A sink bug: keep the event, and never log the exception's text (it may hold
+            # whatever the sink was handling).
+            log.error("sink_raised", sink=sink, error_type=type(exc).__name__)
+            return cls(f"sink raised {type(exc).__name__}", None, None, permanent=False)
+        retry_after = exc.retry_after if isinstance(exc, RetryableDeliveryError) else None
+        permanent = isinstance(exc, PermanentDeliveryError)
+        return cls(str(exc), exc.status, retry_after, permanent)
+
+
+class Failures:
+    """Settle failed attempts against the outbox, by the policy."""
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        policy: DeliveryPolicy,
+        disabled: DisabledSinks,
+        holds: Holds,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random,
+    ) -> None:
+        self._store = store
+        self._policy = policy
+        self._disabled = disabled
+        self._holds = holds
+        self._clock = clock
+        self._monotonic = monotonic
+        self._rng = rng
+
+    async def settle(
+        self, sink: str, deliveries: Sequence[Delivery], exc: Exception, tally: Tally
+    ) -> None:
+        """Settle every one of ``deliveries`` (all of a digest) after ``exc``."""
+        if isinstance(exc, SinkDisabledError):
+            await self._disabled.disable(sink, exc, len(deliveries), self._clock())
+            return
+        failure = Failure.of(sink, exc)
+        unstored: StateError | None = None
+        for delivery in deliveries:  # every one of a digest is held, even if the first failed
+            try:
+                await self._settle_one(sink, delivery, failure, tally)
+            except StateError as error:
+                unstored = unstored or error
+        if unstored is not None:
+            raise unstored
+        # Last: a state that cannot clear the note must not keep the failures from settling.
+        await self._disabled.answered(sink)
+
+    async def _settle_one(
+        self, sink: str, delivery: Delivery, failure: Failure, tally: Tally
+    ) -> None:
+        now = self._clock()
+        attempts = self._holds.attempts(delivery.id, delivery.attempts) + 1
+        decision = self._policy.decide(
+            attempts=attempts,
+            enqueued_at=delivery.enqueued_at,
+            now=now,
+            permanent=failure.permanent,
+            retry_after=failure.retry_after,
+            rng=self._rng,
+        )
+        bound = log.bind(sink=sink, event_id=delivery.event.id)
+        if isinstance(decision, DeadLetter):
+            await self._write(delivery, failure, self._store.dead_letter, now=now)
+            tally.dead += 1
+            DELIVERIES.labels(sink=sink, outcome="dead").inc()
+            bound.error(
+                "delivery_dead_lettered",
+                status=failure.status,
+                attempts=attempts,
+                reason=decision.reason,
+                error=failure.error,
+            )
+            return
+        await self._retry(delivery, failure, decision, tally)
+        DELIVERIES.labels(sink=sink, outcome="retry").inc()
+        bound.warning(
+            "delivery_failed",
+            status=failure.status,
+            attempts=attempts,
+            next_attempt_in=round(decision.delay, 3),
+            error=failure.error,
+        )
+
+    async def _retry(
+        self, delivery: Delivery, failure: Failure, retry: Retry, tally: Tally
+    ) -> None:
+        await self._write(delivery, failure, self._store.retry_later, next_attempt_at=retry.at)
+        tally.failed += 1
+        tally.retry_at[delivery.id] = self._monotonic() + retry.delay
+
+    async def _write(
+        self,
+        delivery: Delivery,
+        failure: Failure,
+        write: Callable[..., Awaitable[None]],
+        **fields: Any,
+    ) -> None:
+        """Record a failed attempt with ``write``; if the outbox cannot, hold it in memory."""
+        try:
+            await write(delivery.id, error=failure.error, status=failure.status, **fields)
+        except StateError:
+            self._holds.back_off(delivery, self._policy, failure.retry_after, self._rng)
+            raise
+        self._holds.release([delivery.id])
