@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poller.detect.diff import known_after
+from poller.config import PollConfig
 from poller.events import Event
 from poller.state.memory.store import MemoryStore
 from poller.twilio.records import Fingerprint, Interaction, SessionFingerprint
-from poller.watch.poll import PollSettings, SessionPoller
+from poller.watch.poll import SessionPoller
+from tests.detect.oracle import known_after
 
 SERVICE = "KS" + "a" * 32
 SESSION_A = "KC" + "a" * 32
@@ -121,7 +122,7 @@ class ListedSource:
 
 
 def session_poller(store: MemoryStore, source: ListedSource) -> SessionPoller:
-    settings = PollSettings(first_run="baseline", settle_seconds=900.0, timeout_seconds=5.0)
+    settings = PollConfig(first_run="baseline", settle_seconds=900.0, timeout_seconds=5.0)
     return SessionPoller(source, store, settings, [AllEvents()], clock=lambda: 1e9)
 
 
