@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import httpx
 
 from poller.http.body import Answer, read_answer
-from poller.http.failures import NoAnswer, TimedOut, answer_within
+from poller.http.failures import HttpFailure, TimedOut, answer_within
 from poller.http.transport import async_client
 from poller.sinks.answers import failure
 from poller.sinks.slack_api import Clock, Pacer, Sleep
@@ -96,10 +96,10 @@ class JsonPoster:
                 return await read_answer(response, _MAX_ANSWER_BYTES, cut=True)
         except TimedOut as exc:
             reason = f"no answer within {self._timeout:g} s ({exc.reason})"
-            raise failure(self._kind, self._sink, "timeout", ("retry", reason)) from exc.error
-        except NoAnswer as exc:
+            raise failure(self._kind, self._sink, "timeout", ("retry", reason)) from exc.__cause__
+        except HttpFailure as exc:  # no answer, or one whose body does not inflate
             reason = f"transport failure ({exc.reason})"
-            raise failure(self._kind, self._sink, "transport", ("retry", reason)) from exc.error
+            raise failure(self._kind, self._sink, "transport", ("retry", reason)) from exc.__cause__
 
 
 class ChatWebhookSettings(Protocol):

@@ -65,7 +65,7 @@ from poller.errors import (
     SinkDisabledError,
 )
 from poller.http.body import Answer, read_answer
-from poller.http.failures import NoAnswer, TimedOut, answer_within
+from poller.http.failures import HttpFailure, TimedOut, answer_within
 from poller.http.status import StatusClass, classify, retry_after
 from poller.http.transport import async_client
 
@@ -295,12 +295,12 @@ class SlackClient:
             log.warning("slack_timeout", sink=self._sink, timeout_seconds=self._timeout)
             raise RetryableDeliveryError(
                 f"slack sink {self._sink!r}: no answer within {self._timeout:g} s ({exc.reason})"
-            ) from exc.error
-        except NoAnswer as exc:
+            ) from exc.__cause__
+        except HttpFailure as exc:  # no answer, or one whose body does not inflate
             log.warning("slack_transport_error", sink=self._sink, error=exc.reason)
             raise RetryableDeliveryError(
                 f"slack sink {self._sink!r}: transport failure ({exc.reason})"
-            ) from exc.error
+            ) from exc.__cause__
 
     def _failure(
         self, answer: Answer, code: str | None, known: tuple[Outcome, str] | None

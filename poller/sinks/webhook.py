@@ -41,7 +41,7 @@ from poller.errors import (
 )
 from poller.events import Event
 from poller.http.body import Answer, read_answer
-from poller.http.failures import NoAnswer, TimedOut, answer_within
+from poller.http.failures import HttpFailure, TimedOut, answer_within
 from poller.http.status import StatusClass, classify, retry_after
 from poller.http.transport import USER_AGENT, basic_auth, pooled_transport, timeout_extensions
 
@@ -123,7 +123,7 @@ class WebhookSink:
             async with answer_within(timeout):
                 response = await self._transport.handle_async_request(request)
                 answer = await read_answer(response, _MAX_ANSWER_BYTES, cut=True)
-        except NoAnswer as exc:
+        except HttpFailure as exc:  # no answer, or one whose body does not inflate
             what = (
                 f"no answer within {timeout:g} s"
                 if isinstance(exc, TimedOut)
@@ -131,7 +131,7 @@ class WebhookSink:
             )
             raise RetryableDeliveryError(
                 f"webhook sink {self.name!r}: {what} ({exc.reason})"
-            ) from exc.error
+            ) from exc.__cause__
         self._classify(answer, now)
 
     def _body(self, event: Event) -> bytes:

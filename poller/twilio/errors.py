@@ -24,7 +24,7 @@ from poller.errors import (
     SourceError,
     TransientSourceError,
 )
-from poller.http.status import StatusClass, classify, parse_http_date, parse_retry_after
+from poller.http.status import StatusClass, classify, parse_http_date, retry_after
 from poller.observe.metrics import TWILIO_BAD_RESPONSES, TWILIO_RATE_LIMITED
 from poller.twilio.ratelimit import Clock
 
@@ -82,8 +82,7 @@ def retryable_failure(response: Reply, wall_clock: Clock) -> Failure:
     # Measure an HTTP-date Retry-After from Twilio's own Date: immune to local clock skew.
     server_now = parse_http_date(response.headers.get("Date"))
     now = server_now if server_now is not None else wall_clock()
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
-    return Failure(status, retry_after=retry_after)
+    return Failure(status, retry_after=retry_after(response.headers, now))
 
 
 def http_error(
