@@ -19,8 +19,10 @@ import enum
 import re
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 # A server asking for more than a day is broken or hostile; waiting longer helps nobody.
 MAX_RETRY_AFTER_SECONDS = 86_400.0
