@@ -185,17 +185,3 @@ async def test_an_answer_that_is_not_http_is_a_transport_failure(
 
     with pytest.raises(TransportFailed):
         await ask(await raw_server(garble))
-
-
-async def test_a_trickling_body_is_cut_by_the_whole_request_bound(
-    raw_server: Callable[[Handler], Awaitable[str]],
-) -> None:
-    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n")
-        while True:  # a byte well within every per-read timeout, never the whole answer
-            writer.write(b"x")
-            await writer.drain()
-            await asyncio.sleep(0.02)
-
-    with pytest.raises(TimedOut, match="TimeoutError"):
-        await ask(await raw_server(trickle), seconds=0.3)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -15,20 +17,32 @@ from poller.sinks import Sink
 from tests.sink_contract_cases import CASES, MemoryThreads, SinkCase, make_event
 
 Answer = Callable[[httpx.Request], httpx.Response]
-MakeSink = Callable[[Answer], tuple[Sink, list[httpx.Request]]]
-BOMB = gzip.compress(b"\0" * (256 * 1024 * 1024))  # 256 MiB in about 250 KiB
+MIB = 1024 * 1024
+
+
+@functools.cache
+def bomb() -> bytes:
+    """64 MiB of zeros gzipped to about 64 KiB, never held inflated here either."""
+    packer = zlib.compressobj(wbits=zlib.MAX_WBITS | 16)
+    zeros = bytes(MIB)
+    return b"".join(packer.compress(zeros) for _ in range(64)) + packer.flush()
 
 
 class Unread(httpx.AsyncBaseTransport):
     """A mock transport that hands the body over as sent, unread (httpx.MockTransport reads and
     decodes it first: a bomb would unfold in the test, and bad gzip fail there)."""
 
-    def __init__(self, handler: Answer) -> None:
-        self._handler = handler
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.requests: list[httpx.Request] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
         await request.aread()
-        return self._handler(request)
+        return self.answer(request)
+
+
+MakeSink = Callable[[Answer], tuple[Sink, Unread]]
 
 
 @pytest.fixture(params=CASES, ids=lambda factory: factory.__name__.removesuffix("_case"))
@@ -39,18 +53,13 @@ def case(request: pytest.FixtureRequest) -> SinkCase:
 
 @pytest.fixture
 async def make_sink(case: SinkCase) -> AsyncIterator[MakeSink]:
+    """Build the case's sink over an :class:`Unread` transport; close every one at the end."""
     built: list[Sink] = []
 
-    def make(answer: Answer) -> tuple[Sink, list[httpx.Request]]:
-        seen: list[httpx.Request] = []
-
-        def handler(request: httpx.Request) -> httpx.Response:
-            seen.append(request)
-            return answer(request)
-
-        sink = case.build(Unread(handler), True, MemoryThreads())
-        built.append(sink)
-        return sink, seen
+    def make(answer: Answer) -> tuple[Sink, Unread]:
+        transport = Unread(answer)
+        built.append(case.build(transport, True, MemoryThreads()))
+        return built[-1], transport
 
     yield make
     for sink in built:
@@ -65,15 +74,15 @@ def gzipped(status: int, body: bytes) -> Answer:
 
 
 async def test_every_sink_sends_our_user_agent(case: SinkCase, make_sink: MakeSink) -> None:
-    sink, seen = make_sink(case.accept)
+    sink, transport = make_sink(case.accept)
     await sink.send(make_event())
-    assert seen[0].headers["user-agent"] == f"twilio-proxy-poller/{__version__}"
+    assert transport.requests[0].headers["user-agent"] == f"twilio-proxy-poller/{__version__}"
 
 
 async def test_a_refusal_whose_body_is_a_gzip_bomb_is_classified_by_its_status(
     make_sink: MakeSink,
 ) -> None:
-    sink, _ = make_sink(gzipped(400, BOMB))
+    sink, _ = make_sink(gzipped(400, bomb()))
     tracemalloc.start()
     try:
         with pytest.raises(PermanentDeliveryError, match="HTTP 400"):
@@ -81,7 +90,7 @@ async def test_a_refusal_whose_body_is_a_gzip_bomb_is_classified_by_its_status(
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 16 * 1024 * 1024  # the bomb never unfolded (256 MiB if it had)
+    assert peak < 16 * MIB  # the bomb never unfolded (64 MiB if it had)
 
 
 async def test_an_answer_that_does_not_inflate_is_retried_as_a_transport_failure(

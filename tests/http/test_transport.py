@@ -8,6 +8,7 @@ import ssl
 import httpx
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from httpx_aiohttp import AiohttpTransport
 
 from poller import __version__
@@ -87,17 +88,11 @@ async def test_the_default_client_talks_to_a_real_server_and_inflates_its_answer
 
     app = web.Application()
     app.router.add_post("/hook", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with async_client(None, timeout=5.0, limits=LIMITS) as client:
-            url = f"http://127.0.0.1:{port}/hook"
-            async with client.stream("POST", url, content=b"{}") as response:
-                got = await read_answer(response, 1024, cut=True)
-    finally:
-        await runner.cleanup()
+    async with (
+        TestServer(app, host="127.0.0.1") as server,
+        async_client(None, timeout=5.0, limits=LIMITS) as client,
+        client.stream("POST", str(server.make_url("/hook")), content=b"{}") as response,
+    ):
+        got = await read_answer(response, 1024, cut=True)
     assert got.content == b'{"ok": true}'
     assert agents == [f"twilio-proxy-poller/{__version__}"]
