@@ -1,22 +1,14 @@
-"""Backoff delays and Retry-After parsing."""
+"""Backoff delays."""
 
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
-from email.utils import format_datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poller.backoff import MAX_RETRY_AFTER_SECONDS, Backoff, parse_http_date, parse_retry_after
-
-NOW = 1_800_000_000.0
-
-
-def http_date(unix: float) -> str:
-    return format_datetime(datetime.fromtimestamp(unix, UTC), usegmt=True)
+from poller.backoff import Backoff
 
 
 def test_delay_without_jitter_doubles_from_base_until_the_cap() -> None:
@@ -84,40 +76,3 @@ def test_invalid_parameters_are_refused_naming_the_field(
 def test_negative_attempt_is_refused() -> None:
     with pytest.raises(ValueError, match="attempt"):
         Backoff().delay(-1)
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [("120", 120.0), (" 7 ", 7.0), ("0", 0.0), ("1.5", 1.5), ("-3", 0.0)],
-)
-def test_retry_after_delta_seconds(value: str, expected: float) -> None:
-    assert parse_retry_after(value, NOW) == expected
-
-
-def test_retry_after_http_date_counts_from_now() -> None:
-    assert parse_retry_after(http_date(NOW + 30), NOW) == pytest.approx(30.0)
-
-
-def test_retry_after_http_date_in_the_past_means_now() -> None:
-    assert parse_retry_after(http_date(NOW - 600), NOW) == 0.0
-
-
-def test_retry_after_accepts_the_obsolete_rfc850_date_form() -> None:
-    moment = datetime(1994, 11, 6, 8, 49, 37, tzinfo=UTC).timestamp()
-    assert parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT", moment - 5) == pytest.approx(5.0)
-
-
-@pytest.mark.parametrize("value", ["99999999", http_date(NOW + 10 * 86_400)])
-def test_retry_after_is_capped_at_one_day(value: str) -> None:
-    assert parse_retry_after(value, NOW) == MAX_RETRY_AFTER_SECONDS
-
-
-@pytest.mark.parametrize(
-    "value", [None, "", "soon", "1e3", "nan", "inf", "12 seconds", "Mon, 99 Foo 2026"]
-)
-def test_unusable_retry_after_is_none(value: str | None) -> None:
-    assert parse_retry_after(value, NOW) is None
-
-
-def test_http_date_without_zone_is_read_as_gmt() -> None:
-    assert parse_http_date("Wed, 21 Oct 2015 07:28:00 -0000") == pytest.approx(1445412480.0)

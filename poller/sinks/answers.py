@@ -24,6 +24,7 @@ from poller.errors import (
     RetryableDeliveryError,
     SinkDisabledError,
 )
+from poller.http.status import StatusClass, classify
 from poller.observe.metrics import SINK_ANSWERS
 
 log = structlog.get_logger(__name__)
@@ -35,8 +36,19 @@ Verdict = tuple[Outcome, str]
 _HTTP_DEFAULTS: Mapping[int, Verdict] = {
     408: ("retry", "the destination timed out reading the request"),
     425: ("retry", "the destination asked to retry later"),
-    429: ("retry", "the destination rate-limits this sink; the message waits its turn"),
-    410: ("disabled", "Gone: the destination asked never to be called again"),
+}
+_BY_CLASS: Mapping[StatusClass, Verdict] = {
+    StatusClass.RATE_LIMITED: (
+        "retry",
+        "the destination rate-limits this sink; the message waits its turn",
+    ),
+    StatusClass.GONE: ("disabled", "Gone: the destination asked never to be called again"),
+    StatusClass.SERVER_ERROR: ("retry", "the destination had a server error"),
+    StatusClass.REDIRECT: ("retry", "a redirect (never followed; configure the final URL)"),
+    StatusClass.CLIENT_ERROR: (
+        "permanent",
+        "the destination refused the message; it is dead-lettered",
+    ),
 }
 
 
@@ -45,13 +57,7 @@ def http_verdict(status: int, table: Mapping[int, Verdict]) -> Verdict:
     known = table.get(status) or _HTTP_DEFAULTS.get(status)
     if known is not None:
         return known
-    if status >= 500:
-        return "retry", "the destination had a server error"
-    if 300 <= status < 400:
-        return "retry", "a redirect (never followed; configure the final URL)"
-    if 400 <= status < 500:
-        return "permanent", "the destination refused the message; it is dead-lettered"
-    return "retry", "an unexpected answer"
+    return _BY_CLASS.get(classify(status), ("retry", "an unexpected answer"))
 
 
 def count_delivered(sink: str) -> None:

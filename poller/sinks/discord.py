@@ -32,10 +32,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from poller.backoff import parse_retry_after
 from poller.events import Event
+from poller.http.body import Answer
+from poller.http.status import MAX_RETRY_AFTER_SECONDS, StatusClass, classify, retry_after
 from poller.sinks.answers import Verdict, count_delivered, failure, http_verdict
-from poller.sinks.jsonpost import Answer, ChatWebhookSink
+from poller.sinks.jsonpost import ChatWebhookSink
 from poller.sinks.render import DigestSummary, Summary, summarize, summarize_digest
 from poller.twilio.records import parse_time
 
@@ -174,20 +175,19 @@ class DiscordSink(ChatWebhookSink):
     async def _post(self, payload: Mapping[str, Any]) -> None:
         answer = await self._poster.post(self._url, payload, params={"wait": "true"})
         self._pace(answer)
-        if 200 <= answer.status < 300:
+        status = answer.status_code
+        if answer.is_success:
             count_delivered(self.name)
             return
-        retry_after = _retry_after(answer)
-        if answer.status == 429:
-            self._poster.hold_off(1.0 if retry_after is None else retry_after)
-        code = answer.json().get("code")
-        label = f"HTTP {answer.status}"
+        wait = _retry_after(answer)
+        if classify(status) is StatusClass.RATE_LIMITED:
+            self._poster.hold_off(1.0 if wait is None else wait)
+        code = answer.json_object().get("code")
+        label = f"HTTP {status}"
         if isinstance(code, int) and not isinstance(code, bool):
             label += f" code {code}"
-        verdict = http_verdict(answer.status, ANSWERS)
-        raise failure(
-            "discord", self.name, label, verdict, status=answer.status, retry_after=retry_after
-        )
+        verdict = http_verdict(status, ANSWERS)
+        raise failure("discord", self.name, label, verdict, status=status, retry_after=wait)
 
     def _pace(self, answer: Answer) -> None:
         if answer.headers.get("x-ratelimit-remaining") != "0":
@@ -202,14 +202,16 @@ def _seconds(value: object) -> float | None:
         seconds = float(str(value))
     except ValueError:
         return None
-    return min(seconds, 86_400.0) if math.isfinite(seconds) and seconds >= 0 else None
+    if not (math.isfinite(seconds) and seconds >= 0):
+        return None
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)
 
 
 def _retry_after(answer: Answer) -> float | None:
     """Discord's ``retry_after`` (JSON, seconds), else the ``Retry-After`` header."""
-    body = answer.json().get("retry_after")
+    body = answer.json_object().get("retry_after")
     if isinstance(body, int | float) and not isinstance(body, bool):
         seconds = _seconds(body)
         if seconds is not None:
             return seconds
-    return parse_retry_after(answer.headers.get("retry-after"), time.time())
+    return retry_after(answer.headers, time.time())

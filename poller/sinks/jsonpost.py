@@ -11,15 +11,15 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
+from poller.http.body import Answer, read_answer
+from poller.http.failures import HttpFailure, TimedOut, answer_within
+from poller.http.transport import async_client
 from poller.sinks.answers import failure
-from poller.sinks.slack_api import USER_AGENT, Clock, Pacer, Sleep
+from poller.sinks.slack_api import Clock, Pacer, Sleep
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -27,24 +27,6 @@ if TYPE_CHECKING:
 _MAX_ANSWER_BYTES = 64 * 1024
 # Posts are paced one at a time, so a small pool is plenty.
 POOL_LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=2)
-NO_ANSWER_ERRORS = (httpx.RequestError, aiohttp.ClientError, TimeoutError)
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What the destination said: status, headers and (the start of) the body."""
-
-    status: int
-    headers: httpx.Headers
-    body: bytes
-
-    def json(self) -> Mapping[str, Any]:
-        """The body as a JSON object, or an empty mapping when it is not one."""
-        try:
-            parsed = json.loads(self.body)
-        except ValueError:
-            return {}
-        return parsed if isinstance(parsed, dict) else {}
 
 
 def encode(payload: Mapping[str, Any]) -> bytes:
@@ -70,16 +52,7 @@ class JsonPoster:
         self._sink = sink
         self._timeout = timeout
         self._pacer = Pacer(interval, clock=clock, sleep=sleep)
-        if transport is None:
-            # httpx's own async transport costs about twice the CPU per request.
-            transport = AiohttpTransport(limits=POOL_LIMITS)
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=timeout,
-            follow_redirects=False,
-            headers={"user-agent": USER_AGENT},
-            trust_env=False,  # environment proxies (HTTPS_PROXY) are never used
-        )
+        self._client = async_client(transport, timeout=timeout, limits=POOL_LIMITS)
 
     def hold_off(self, seconds: float) -> None:
         """Let no post through for ``seconds`` from now."""
@@ -113,34 +86,20 @@ class JsonPoster:
         params: Mapping[str, str] | None,
     ) -> Answer:
         try:
-            async with asyncio.timeout(self._timeout):  # a trickling answer is bounded too
-                async with self._client.stream(
+            # A whole-request bound: a trickling answer is bounded too.
+            async with (
+                answer_within(self._timeout),
+                self._client.stream(
                     "POST", url, content=content, headers=headers, params=params
-                ) as response:
-                    body = await _read_bounded(response)
-        except NO_ANSWER_ERRORS as exc:
-            # httpx-aiohttp names every connection error ConnectTimeout; the aiohttp error it
-            # chains says what happened.
-            cause = exc.__cause__
-            actual = cause if isinstance(cause, aiohttp.ClientError) else exc
-            timed_out = isinstance(actual, httpx.TimeoutException | TimeoutError)
-            answer = "timeout" if timed_out else "transport"
-            reason = (
-                f"no answer within {self._timeout:g} s ({type(actual).__name__})"
-                if timed_out
-                else f"transport failure ({type(actual).__name__})"
-            )
-            raise failure(self._kind, self._sink, answer, ("retry", reason)) from exc
-        return Answer(response.status_code, response.headers, body)
-
-
-async def _read_bounded(response: httpx.Response) -> bytes:
-    received = bytearray()
-    async for chunk in response.aiter_bytes():
-        received += chunk
-        if len(received) >= _MAX_ANSWER_BYTES:
-            break
-    return bytes(received)
+                ) as response,
+            ):
+                return await read_answer(response, _MAX_ANSWER_BYTES, cut=True)
+        except TimedOut as exc:
+            reason = f"no answer within {self._timeout:g} s ({exc.reason})"
+            raise failure(self._kind, self._sink, "timeout", ("retry", reason)) from exc.__cause__
+        except HttpFailure as exc:  # no answer, or one whose body does not inflate
+            reason = f"transport failure ({exc.reason})"
+            raise failure(self._kind, self._sink, "transport", ("retry", reason)) from exc.__cause__
 
 
 class ChatWebhookSettings(Protocol):

@@ -55,19 +55,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
 import httpx
 import structlog
-from httpx_aiohttp import AiohttpTransport
 
-from poller import __version__
-from poller.backoff import parse_retry_after
 from poller.errors import (
     DeliveryError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     SinkDisabledError,
 )
+from poller.http.body import Answer, read_answer
+from poller.http.failures import HttpFailure, TimedOut, answer_within
+from poller.http.status import StatusClass, classify, retry_after
+from poller.http.transport import async_client
 
 if TYPE_CHECKING:
     from poller.sinks import PaceStore
@@ -78,7 +78,6 @@ Outcome = Literal["retry", "permanent", "disabled"]
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
-USER_AGENT = f"twilio-proxy-poller/{__version__}"
 MESSAGE_INTERVAL_SECONDS = 1.0
 MAX_WAIT_SECONDS = 5.0
 _MAX_ANSWER_BYTES = 1024 * 1024
@@ -222,18 +221,7 @@ class SlackClient:
         self._pace_to_keep: tuple[float, float] | None = None
         if pace_store is not None:
             self._pacer.on_change = self._note_pace
-        if transport is None:
-            # httpx's own async transport costs about twice the CPU per request.
-            transport = AiohttpTransport(limits=POOL_LIMITS)
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=timeout,
-            follow_redirects=False,
-            headers={"user-agent": USER_AGENT},
-            limits=POOL_LIMITS,
-            # As in ProxyClient: environment proxies (HTTPS_PROXY) are never used.
-            trust_env=False,
-        )
+        self._client = async_client(transport, timeout=timeout, limits=POOL_LIMITS)
 
     @contextlib.asynccontextmanager
     async def _kept_pace(self) -> AsyncIterator[None]:
@@ -274,12 +262,11 @@ class SlackClient:
             await self._post_webhook(url, message)
 
     async def _post_webhook(self, url: str, message: Mapping[str, Any]) -> None:
-        response, answer = await self._post(url, message, headers={})
-        status = response.status_code
-        if 200 <= status < 300:
+        answer = await self._post(url, message, headers={})
+        if answer.is_success:
             return
-        code = _error_code(answer.decode(errors="replace").strip())
-        raise self._failure(response, code, WEBHOOK_ERRORS.get(code or ""))
+        code = _error_code(answer.content.decode(errors="replace").strip())
+        raise self._failure(answer, code, WEBHOOK_ERRORS.get(code or ""))
 
     async def post_message(
         self, url: str, token: str, body: Mapping[str, Any]
@@ -292,30 +279,30 @@ class SlackClient:
         self, url: str, token: str, body: Mapping[str, Any]
     ) -> Mapping[str, Any]:
         headers = {"authorization": f"Bearer {token}"}
-        response, answer = await self._post(url, body, headers=headers)
+        answer = await self._post(url, body, headers=headers)
         try:
-            parsed = json.loads(answer)
+            parsed = json.loads(answer.content)
         except ValueError:
             parsed = None
         if not isinstance(parsed, dict):
             code = None
-        elif parsed.get("ok") is True and 200 <= response.status_code < 300:
+        elif parsed.get("ok") is True and answer.is_success:
             return parsed
         else:
             code = _error_code(str(parsed.get("error", "")))
         known = API_ERRORS.get(code or "")
-        if known is None and code is not None and response.status_code < 300:
+        if known is None and code is not None and answer.status_code < 300:
             known = ("retry", "Slack answered an error this version does not know")
-        if known is None and response.status_code < 300:
+        if known is None and answer.status_code < 300:
             known = ("retry", "Slack's answer was not the JSON of chat.postMessage")
-        raise self._failure(response, code, known)
+        raise self._failure(answer, code, known)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def _post(
         self, url: str, payload: Mapping[str, Any], *, headers: Mapping[str, str]
-    ) -> tuple[httpx.Response, bytes]:
+    ) -> Answer:
         content = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         all_headers = {"content-type": "application/json; charset=utf-8", **headers}
         async with self._pacer.turn() as held:
@@ -326,42 +313,37 @@ class SlackClient:
                 )
             return await self._send(url, content, all_headers)
 
-    async def _send(
-        self, url: str, content: bytes, headers: Mapping[str, str]
-    ) -> tuple[httpx.Response, bytes]:
+    async def _send(self, url: str, content: bytes, headers: Mapping[str, str]) -> Answer:
         try:
-            async with self._client.stream(
-                "POST", url, content=content, headers=headers
-            ) as response:
-                answer = await _read_bounded(response)
-        except (httpx.RequestError, aiohttp.ClientError, TimeoutError) as exc:
-            # httpx-aiohttp leaves some aiohttp errors untranslated and names every connection
-            # error ConnectTimeout; the aiohttp error it chains says what happened.
-            cause = exc.__cause__
-            actual = cause if isinstance(cause, aiohttp.ClientError) else exc
-            kind = type(actual).__name__
-            if isinstance(actual, httpx.TimeoutException | TimeoutError):
-                log.warning("slack_timeout", sink=self._sink, timeout_seconds=self._timeout)
-                raise RetryableDeliveryError(
-                    f"slack sink {self._sink!r}: no answer within {self._timeout:g} s ({kind})"
-                ) from exc
-            log.warning("slack_transport_error", sink=self._sink, error=kind)
+            # Only the transport's per-operation timeouts bound a post to Slack.
+            async with (
+                answer_within(None),
+                self._client.stream("POST", url, content=content, headers=headers) as response,
+            ):
+                return await read_answer(response, _MAX_ANSWER_BYTES, cut=True)
+        except TimedOut as exc:
+            log.warning("slack_timeout", sink=self._sink, timeout_seconds=self._timeout)
             raise RetryableDeliveryError(
-                f"slack sink {self._sink!r}: transport failure ({kind})"
-            ) from exc
-        return response, answer
+                f"slack sink {self._sink!r}: no answer within {self._timeout:g} s ({exc.reason})"
+            ) from exc.__cause__
+        except HttpFailure as exc:  # no answer, or one whose body does not inflate
+            log.warning("slack_transport_error", sink=self._sink, error=exc.reason)
+            raise RetryableDeliveryError(
+                f"slack sink {self._sink!r}: transport failure ({exc.reason})"
+            ) from exc.__cause__
 
     def _failure(
-        self, response: httpx.Response, code: str | None, known: tuple[Outcome, str] | None
+        self, answer: Answer, code: str | None, known: tuple[Outcome, str] | None
     ) -> DeliveryError:
-        status = response.status_code
-        retry_after = None
+        status = answer.status_code
+        status_class = classify(status)
+        wait = None
         outcome: Outcome
-        if status == 429 or code == "ratelimited":
-            retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
-            self._pacer.hold_off(MESSAGE_INTERVAL_SECONDS if retry_after is None else retry_after)
+        if status_class is StatusClass.RATE_LIMITED or code == "ratelimited":
+            wait = retry_after(answer.headers, time.time())
+            self._pacer.hold_off(MESSAGE_INTERVAL_SECONDS if wait is None else wait)
             outcome, meaning = "retry", "Slack rate-limits this sink; the message waits its turn"
-        elif status >= 500:
+        elif status_class is StatusClass.SERVER_ERROR:
             outcome, meaning = "retry", "Slack had a server error"
         else:
             outcome, meaning = known or _by_status(status)
@@ -380,15 +362,16 @@ class SlackClient:
             return SinkDisabledError(what, status=status)
         if outcome == "permanent":
             return PermanentDeliveryError(what, status=status)
-        return RetryableDeliveryError(what, status=status, retry_after=retry_after)
+        return RetryableDeliveryError(what, status=status, retry_after=wait)
 
 
 def _by_status(status: int) -> tuple[Outcome, str]:
-    if status == 410:
+    meaning = classify(status)
+    if meaning is StatusClass.GONE:
         return "disabled", "Gone: Slack asked never to be called at this URL again"
-    if status in (408, 425) or 300 <= status < 400:
+    if meaning in (StatusClass.RETRY_LATER, StatusClass.REDIRECT):
         return "retry", "an answer that may change (redirects are never followed)"
-    if 400 <= status < 500:
+    if meaning is StatusClass.CLIENT_ERROR:
         return "permanent", "Slack refused the message"
     return "retry", "an unexpected answer"
 
@@ -396,12 +379,3 @@ def _by_status(status: int) -> tuple[Outcome, str]:
 def _error_code(text: str) -> str | None:
     """Return Slack's error code when ``text`` is one (safe to log), else None."""
     return text if _ERROR_CODE.fullmatch(text) else None
-
-
-async def _read_bounded(response: httpx.Response) -> bytes:
-    received = bytearray()
-    async for chunk in response.aiter_bytes():
-        received += chunk
-        if len(received) >= _MAX_ANSWER_BYTES:
-            break
-    return bytes(received)

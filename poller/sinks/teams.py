@@ -28,8 +28,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from poller.backoff import parse_retry_after
 from poller.events import Event
+from poller.http.status import StatusClass, classify, retry_after
 from poller.sinks.answers import Verdict, count_delivered, failure, http_verdict
 from poller.sinks.jsonpost import ChatWebhookSink, encode
 from poller.sinks.render import DigestSummary, Summary, summarize, summarize_digest
@@ -146,18 +146,14 @@ class TeamsSink(ChatWebhookSink):
 
     async def _post(self, payload: Mapping[str, Any]) -> None:
         answer = await self._poster.post(self._url, payload)
-        if 200 <= answer.status < 300:
+        status = answer.status_code
+        if answer.is_success:
             count_delivered(self.name)
             return
-        retry_after = parse_retry_after(answer.headers.get("retry-after"), time.time())
-        if answer.status == 429:
-            self._poster.hold_off(1.0 if retry_after is None else retry_after)
-        verdict = http_verdict(answer.status, ANSWERS)
+        wait = retry_after(answer.headers, time.time())
+        if classify(status) is StatusClass.RATE_LIMITED:
+            self._poster.hold_off(1.0 if wait is None else wait)
+        verdict = http_verdict(status, ANSWERS)
         raise failure(
-            "teams",
-            self.name,
-            f"HTTP {answer.status}",
-            verdict,
-            status=answer.status,
-            retry_after=retry_after,
+            "teams", self.name, f"HTTP {status}", verdict, status=status, retry_after=wait
         )

@@ -17,28 +17,22 @@ the config checks it against a sample of every event type it takes) and sent wit
 Errors and logs name the sink and the status, never the secret, the URL or a body; the
 receiver's answer is logged at debug level only, cut to 200 characters.
 
-Requests go over ``httpx_aiohttp.AiohttpTransport`` unless a transport is injected (tests):
-httpx's own async transport costs about twice the CPU per request (bench/bench_delivery.py).
+HTTP (the transport, the user agent, the bounded read, what a status means) is
+:mod:`poller.http`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import aiohttp
 import httpx
 import structlog
-from httpx_aiohttp import AiohttpTransport
 from standardwebhooks.webhooks import Webhook
 
-from poller import __version__
-from poller.backoff import parse_retry_after
 from poller.config import WebhookSinkConfig
 from poller.errors import (
     PermanentDeliveryError,
@@ -46,23 +40,25 @@ from poller.errors import (
     SinkDisabledError,
 )
 from poller.events import Event
+from poller.http.body import Answer, read_answer
+from poller.http.failures import HttpFailure, TimedOut, answer_within
+from poller.http.status import StatusClass, classify, retry_after
+from poller.http.transport import USER_AGENT, basic_auth, pooled_transport, timeout_extensions
 
 if TYPE_CHECKING:
     import jinja2
 
 log = structlog.get_logger(__name__)
 
-USER_AGENT = f"twilio-proxy-poller/{__version__}"
-RETRYABLE_4XX = frozenset({408, 425, 429})
 # Read at most this much of an answer: enough to log and to keep a pooled connection reusable,
 # never so much that a misbehaving receiver can fill memory.
 _MAX_ANSWER_BYTES = 64 * 1024
 _LOGGED_ANSWER_CHARS = 200
 # httpx's own defaults; the dispatcher bounds how many sends are in flight (delivery.concurrency).
 POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-# A request that got no answer. httpx-aiohttp leaves a few aiohttp exceptions untranslated
-# (a malformed answer), and TimeoutError is the whole-request bound's.
-NO_ANSWER_ERRORS = (httpx.RequestError, aiohttp.ClientError, TimeoutError)
+_RETRYABLE = frozenset(
+    {StatusClass.RATE_LIMITED, StatusClass.RETRY_LATER, StatusClass.SERVER_ERROR}
+)
 
 
 def encode_body(event: Event, *, include_data: bool) -> bytes:
@@ -97,10 +93,10 @@ class WebhookSink:
         url = httpx.URL(config.url)
         if transport is None:
             # A plain-http receiver needs no TLS context (loading the CA bundle costs ~40 ms).
-            transport = AiohttpTransport(limits=POOL_LIMITS, verify=url.scheme == "https")
+            transport = pooled_transport(POOL_LIMITS, verify=url.scheme == "https")
         self._transport = transport
         self._url = url.copy_with(userinfo=b"")
-        self._timeouts = httpx.Timeout(config.timeout_seconds).as_dict()
+        self._extensions = timeout_extensions(config.timeout_seconds)
         self._template: jinja2.Template | None = None
         if config.body_template is not None:
             # Only sinks with a body_template pay for Jinja2 (bench_startup).
@@ -112,7 +108,7 @@ class WebhookSink:
         self._fixed_headers = {"user-agent": USER_AGENT}
         self._fixed_headers.update((k.lower(), v) for k, v in config.headers.items())
         if url.userinfo:  # user:password@ in the URL means HTTP Basic, as httpx clients do it
-            self._fixed_headers["authorization"] = _basic_auth(url.username, url.password)
+            self._fixed_headers["authorization"] = basic_auth(url.username, url.password)
 
     async def send(self, event: Event) -> None:
         """POST ``event``; raise a ``DeliveryError`` subclass unless the receiver took it."""
@@ -120,23 +116,23 @@ class WebhookSink:
         now = self._clock()
         headers = self._headers(event.id, int(now), body)
         request = httpx.Request(
-            "POST", self._url, content=body, headers=headers, extensions={"timeout": self._timeouts}
+            "POST", self._url, content=body, headers=headers, extensions=self._extensions
         )
         timeout = self._config.timeout_seconds
         try:
-            # A whole-request bound: the transport's timeouts are per socket operation, so a
-            # trickling answer could otherwise hold a delivery worker for ever.
-            async with asyncio.timeout(timeout):
+            async with answer_within(timeout):
                 response = await self._transport.handle_async_request(request)
-                try:
-                    answer = await _read_bounded(response)
-                finally:
-                    await response.aclose()
-        except NO_ANSWER_ERRORS as exc:
-            timed_out, kind = transport_failure(exc)
-            what = f"no answer within {timeout:g} s" if timed_out else "transport failure"
-            raise RetryableDeliveryError(f"webhook sink {self.name!r}: {what} ({kind})") from exc
-        self._classify(response, answer, now)
+                answer = await read_answer(response, _MAX_ANSWER_BYTES, cut=True)
+        except HttpFailure as exc:  # no answer, or one whose body does not inflate
+            what = (
+                f"no answer within {timeout:g} s"
+                if isinstance(exc, TimedOut)
+                else "transport failure"
+            )
+            raise RetryableDeliveryError(
+                f"webhook sink {self.name!r}: {what} ({exc.reason})"
+            ) from exc.__cause__
+        self._classify(answer, now)
 
     def _body(self, event: Event) -> bytes:
         if self._template is None:
@@ -179,48 +175,30 @@ class WebhookSink:
             headers["webhook-signature"] = self._signer.sign(msg_id, when, body.decode())
         return headers
 
-    def _classify(self, response: httpx.Response, answer: str, now: float) -> None:
-        status = response.status_code
-        if 200 <= status < 300:
+    def _classify(self, answer: Answer, now: float) -> None:
+        status = answer.status_code
+        meaning = classify(status)
+        if meaning is StatusClass.SUCCESS:
             return
-        log.debug("webhook_answer", sink=self.name, status=status, answer=answer)
+        log.debug("webhook_answer", sink=self.name, status=status, answer=_start_of(answer))
         what = f"webhook sink {self.name!r}: receiver answered HTTP {status}"
-        if 300 <= status < 400:
+        if meaning is StatusClass.REDIRECT:
             log.warning("webhook_redirect_not_followed", sink=self.name, status=status)
             raise RetryableDeliveryError(
                 f"{what} (a redirect; redirects are not followed, configure the final URL)",
                 status=status,
             )
-        if status == 410:
+        if meaning is StatusClass.GONE:
             raise SinkDisabledError(f"{what} (Gone: the receiver asked to stop)", status=status)
-        if status in RETRYABLE_4XX or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("retry-after"), now)
-            raise RetryableDeliveryError(what, status=status, retry_after=retry_after)
-        if 400 <= status < 500:
+        if meaning in _RETRYABLE:
+            wait = retry_after(answer.headers, now)
+            raise RetryableDeliveryError(what, status=status, retry_after=wait)
+        if meaning is StatusClass.CLIENT_ERROR:
             raise PermanentDeliveryError(f"{what} (the event will not be retried)", status=status)
         raise RetryableDeliveryError(f"{what} (unexpected status)", status=status)
 
 
-def _basic_auth(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-
-
-def transport_failure(exc: BaseException) -> tuple[bool, str]:
-    """Return (timed out?, the failure's type name) of a request that got no answer.
-
-    httpx-aiohttp chains the aiohttp exception it translated, and that one says what happened:
-    it maps every connection error to ``ConnectTimeout`` (a refused connection too).
-    """
-    cause = exc.__cause__
-    actual = cause if isinstance(cause, aiohttp.ClientError) else exc
-    return isinstance(actual, httpx.TimeoutException | TimeoutError), type(actual).__name__
-
-
-async def _read_bounded(response: httpx.Response) -> str:
-    """Read up to ``_MAX_ANSWER_BYTES`` of the answer; return its start for debug logs."""
-    received = bytearray()
-    async for chunk in response.aiter_bytes():
-        received += chunk
-        if len(received) >= _MAX_ANSWER_BYTES:
-            break
-    return received[: _LOGGED_ANSWER_CHARS * 4].decode(errors="replace")[:_LOGGED_ANSWER_CHARS]
+def _start_of(answer: Answer) -> str:
+    """The start of the answer, for debug logs."""
+    start = answer.content[: _LOGGED_ANSWER_CHARS * 4]
+    return start.decode(errors="replace")[:_LOGGED_ANSWER_CHARS]

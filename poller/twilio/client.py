@@ -12,7 +12,6 @@ nothing deeper sees raw pages. Failed and malformed answers become ``SourceError
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import random
 import time
@@ -21,18 +20,24 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
-import aiohttp
 import httpx
 import orjson
 import structlog
-from httpx_aiohttp import AiohttpTransport
 from prometheus_client import Counter
 
-from poller import __version__
 from poller.backoff import Backoff
 from poller.errors import ForeignURLError, MalformedResponseError, SourceError
+from poller.http.body import Answer
+from poller.http.failures import NoAnswer, answer_within
+from poller.http.transport import (
+    ACCEPT_ENCODING,
+    USER_AGENT,
+    basic_auth,
+    pooled_transport,
+    timeout_extensions,
+)
 from poller.observe.metrics import TWILIO_REQUESTS
-from poller.twilio.body import Answer, AnswerLimits, read_answer
+from poller.twilio.body import AnswerLimits, read_page
 from poller.twilio.errors import (
     Failure,
     Target,
@@ -48,13 +53,10 @@ from poller.twilio.records import Interaction, Session
 
 log = structlog.get_logger(__name__)
 
-USER_AGENT = f"twilio-proxy-poller/{__version__}"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_BACKOFF = Backoff(base=0.5, factor=2.0, cap=30.0, jitter="full")
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# httpx-aiohttp leaves a few aiohttp exceptions (and asyncio's timeout) untranslated.
-_TRANSPORT_ERRORS = (httpx.TransportError, aiohttp.ClientError, TimeoutError)
 
 T = TypeVar("T")
 
@@ -127,7 +129,7 @@ class ProxyClient:
             pool = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
             # The transport builds its SSL context at once (loading the CA bundle costs tens of
             # milliseconds): an http:// base_url never speaks TLS (_pin keeps the scheme).
-            transport = AiohttpTransport(limits=pool, verify=base.scheme == "https")
+            transport = pooled_transport(pool, verify=base.scheme == "https")
         # Requests go straight to the transport: every request is one GET to base_url's origin,
         # so AsyncClient's per-request work (merging, the auth flow, redirects, the cookie jar)
         # would only cost CPU (about a tenth of a full scan's, by bench/bench_fullscan.py).
@@ -136,11 +138,11 @@ class ProxyClient:
             {
                 "User-Agent": USER_AGENT,
                 "Accept": "application/json",
-                "Accept-Encoding": "gzip, deflate",
-                "Authorization": _basic_auth(*settings.credentials),
+                "Accept-Encoding": ACCEPT_ENCODING,
+                "Authorization": basic_auth(*settings.credentials),
             }
         )
-        self._extensions = {"timeout": httpx.Timeout(settings.timeout_seconds).as_dict()}
+        self._extensions = timeout_extensions(settings.timeout_seconds)
 
     async def list_interactions(self, service_sid: str, session_sid: str) -> list[Interaction]:
         """Return every Interaction of a Session, following every page."""
@@ -272,9 +274,9 @@ class ProxyClient:
             except MalformedResponseError:
                 _requests(status="error").inc()  # its body was refused (too large, undecodable)
                 raise
-            except _TRANSPORT_ERRORS as exc:
+            except NoAnswer as exc:
                 _requests(status="error").inc()
-                failure = Failure(None, error=exc)
+                failure = Failure(None, error=exc.error)  # named and chained as it was raised
             else:
                 _requests(status=str(response.status_code)).inc()
                 if response.is_success:
@@ -289,11 +291,9 @@ class ProxyClient:
     async def _send(self, url: httpx.URL) -> Answer:
         self._pin(url)
         request = httpx.Request("GET", url, headers=self._headers, extensions=self._extensions)
-        async with self._semaphore, asyncio.timeout(self._timeout):
-            # A whole-request bound: httpx's timeouts are per socket operation, so a trickling
-            # body could otherwise hold a connection for ever.
+        async with self._semaphore, answer_within(self._timeout):
             response = await self._transport.handle_async_request(request)
-            return await read_answer(response, self._limits.max_page_bytes, url.path)
+            return await read_page(response, self._limits.max_page_bytes, url.path)
 
     def _pin(self, url: httpx.URL) -> None:
         if _origin(url) != self._origin or url.userinfo:
@@ -361,9 +361,3 @@ def _shown(value: object) -> str:
     if isinstance(value, str) and len(value) <= 40 and value.isidentifier():
         return repr(value)
     return "nothing" if value is None else f"a {type(value).__name__}"
-
-
-def _basic_auth(username: str, password: str) -> str:
-    """The HTTP Basic ``Authorization`` value (as httpx.BasicAuth builds it)."""
-    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-    return f"Basic {token}"

@@ -15,7 +15,6 @@ from typing import Protocol
 import httpx
 import structlog
 
-from poller.backoff import parse_http_date, parse_retry_after
 from poller.errors import (
     CredentialsError,
     ForeignURLError,
@@ -25,6 +24,7 @@ from poller.errors import (
     SourceError,
     TransientSourceError,
 )
+from poller.http.status import StatusClass, classify, parse_http_date, retry_after
 from poller.observe.metrics import TWILIO_BAD_RESPONSES, TWILIO_RATE_LIMITED
 from poller.twilio.ratelimit import Clock
 
@@ -34,7 +34,7 @@ log = structlog.get_logger(__name__)
 
 
 class Reply(Protocol):
-    """What the helpers read of an answer (``twilio_body.Answer``, or an ``httpx.Response``)."""
+    """What the helpers read of an answer (``poller.http.body.Answer``, an ``httpx.Response``)."""
 
     @property
     def status_code(self) -> int: ...
@@ -77,13 +77,12 @@ class Failure:
 def retryable_failure(response: Reply, wall_clock: Clock) -> Failure:
     """Describe a retryable answer (429 or 5xx), with the wait its Retry-After asks for."""
     status = response.status_code
-    if status == 429:
+    if classify(status) is StatusClass.RATE_LIMITED:
         TWILIO_RATE_LIMITED.inc()
     # Measure an HTTP-date Retry-After from Twilio's own Date: immune to local clock skew.
     server_now = parse_http_date(response.headers.get("Date"))
     now = server_now if server_now is not None else wall_clock()
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
-    return Failure(status, retry_after=retry_after)
+    return Failure(status, retry_after=retry_after(response.headers, now))
 
 
 def http_error(
@@ -102,7 +101,7 @@ def http_error(
         )
     if status == 404:
         return NotFoundError(target.not_found(code), url=path, status=status)
-    if 300 <= status < 400:
+    if classify(status) is StatusClass.REDIRECT:
         return SourceError(
             f"Twilio answered GET {path} with a redirect (HTTP {status}); not followed",
             url=path,
