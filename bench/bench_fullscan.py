@@ -57,6 +57,7 @@ from _common import (
 
 CONCURRENCY = 8
 SERVICE_SID = "KS" + "0" * 32
+SINKS = ("bench",)  # where a changed session's events would go (none change here)
 RATE = 10_000.0  # twilio.max_requests_per_second: the highest the config accepts
 POLLER = "poller once (10,000 req/s)"
 POLLER_CLI = "poller once, the command (start-up included)"
@@ -325,12 +326,14 @@ def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5) -> N
             store.commit_poll(SERVICE_SID, sid, fetched=known_after(fetched[sid]), events=[], now=1)
 
         def read_twice(sid: str, listed: list[Interaction]) -> None:
-            events = diff(SERVICE_SID, sid, store.known(sid), listed, detected)
+            events = [
+                (e, SINKS) for e in diff(SERVICE_SID, sid, store.known(sid), listed, detected)
+            ]
             store.commit_poll(SERVICE_SID, sid, fetched=known_after(listed), events=events, now=2)
 
         def read_once(sid: str, listed: list[Interaction]) -> None:
             known = store.known(sid)
-            events = diff(SERVICE_SID, sid, known, listed, detected)
+            events = [(e, SINKS) for e in diff(SERVICE_SID, sid, known, listed, detected)]
             store.commit_poll(
                 SERVICE_SID, sid, fetched=known_after(listed), events=events, now=2, known=known
             )

@@ -43,6 +43,7 @@ class _FailingCycle:
 async def test_a_cycle_that_fails_on_the_state_is_logged_and_the_daemon_goes_on() -> None:
     daemon = Daemon("unused.yaml", _config())
     with capture_logs() as logs:
+        # A stand-in cycle that only raises: the job fails before it needs the App.
         await daemon._cycle_job(_FailingCycle(StateError("disk full")), None)  # type: ignore[arg-type]
     (failed,) = [e for e in logs if e["event"] == "cycle_failed"]
     assert failed["error_type"] == "StateError" and failed["service_sid"] == SERVICE
@@ -54,8 +55,9 @@ async def test_a_cycle_that_fails_on_the_state_is_logged_and_the_daemon_goes_on(
 async def test_rejected_credentials_stop_the_daemon() -> None:
     daemon = Daemon("unused.yaml", _config())
     with capture_logs() as logs:
-        await daemon._cycle_job(  # type: ignore[arg-type]
-            _FailingCycle(CredentialsError("HTTP 401")), None
+        await daemon._cycle_job(
+            _FailingCycle(CredentialsError("HTTP 401")),  # type: ignore[arg-type]  # raises only
+            None,  # type: ignore[arg-type]  # the job fails before it needs the App
         )
     assert daemon.stop.is_set()
     assert [e["event"] for e in logs] == ["credentials_rejected"]

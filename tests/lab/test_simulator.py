@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote
 
 import httpx
@@ -508,6 +508,13 @@ async def test_malformed_missing_meta_keeps_records_but_drops_meta(
     assert len(body["interactions"]) == 1
 
 
+class _Rates(TypedDict, total=False):
+    """Some of ``Simulator.fault_rates``' keyword arguments."""
+
+    error_5xx: float
+    rate_429: float
+
+
 @pytest.mark.parametrize(
     ("rates", "expected"),
     [({"error_5xx": 1.0}, {500, 502, 503}), ({"rate_429": 1.0}, {429})],
@@ -515,7 +522,7 @@ async def test_malformed_missing_meta_keeps_records_but_drops_meta(
 async def test_fault_rate_of_one_fails_every_request(
     running: RunningSimulator,
     client: httpx.AsyncClient,
-    rates: dict[str, float],
+    rates: _Rates,
     expected: set[int],
 ) -> None:
     service, session = seed_session(running.simulator)
