@@ -14,8 +14,9 @@ It serves ``POST /services/...`` (one incoming webhook per registered path) and
   :meth:`FakeSlack.fail_api`).
 
 Time: the rate limit reads ``clock`` (``time.monotonic`` by default). To run hundreds of paced
-messages in a test, hand the fake and the sink the same :class:`FakeClock`: the sink's pacer
-"sleeps" by advancing it, the fake measures the gaps on it, and no real second passes.
+messages in a test, hand the fake and the sink the same :class:`tests.clock.FakeClock`
+(``clock=clock.monotonic``, ``sleep=clock.sleep``): the sink's pacer "sleeps" by advancing it,
+the fake measures the gaps on it, and no real second passes.
 
 In-process tests ``await fake.start()`` (or ``async with FakeSlack() as fake``); a test that runs
 the daemon in a subprocess uses :func:`fake_slack_in_thread`.
@@ -45,22 +46,6 @@ MAX_CONTEXT_ELEMENTS = 10
 MAX_TEXT = 40_000
 TOKEN = "xoxb-fake-0000-token"
 WEBHOOK_PATH = "/services/T0000FAKE/B0000FAKE/fakewebhooksecret0001"
-
-
-class FakeClock:
-    """A clock that only moves when someone sleeps on it (share it between sink and fake)."""
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += max(seconds, 0.0)
-        await asyncio.sleep(0)
 
 
 @dataclass(frozen=True)

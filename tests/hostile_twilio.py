@@ -163,8 +163,8 @@ class HostileTwilioThread:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         server = site._server
-        assert server is not None
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        assert isinstance(server, asyncio.Server)
+        return int(server.sockets[0].getsockname()[1])
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(fn(), self._loop).result(timeout=30)

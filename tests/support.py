@@ -127,8 +127,8 @@ def run_poller(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[s
     )
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    """Wait until ``condition()`` is true (checked every 20 ms), or fail the test."""
+def wait_for(condition: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
+    """Wait until ``condition()`` is truthy (checked every 20 ms), or fail the test."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

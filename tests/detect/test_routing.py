@@ -132,7 +132,8 @@ def test_every_filter_key_must_match() -> None:
 @pytest.mark.parametrize("key", ["type", "inbound_resource_status", "outbound_resource_status"])
 @pytest.mark.parametrize("missing", [None, 7, "absent"], ids=["null", "not-a-string", "absent"])
 def test_null_or_missing_record_field_never_matches_a_filter(key: str, missing: object) -> None:
-    event = _event(**{key: missing})
+    fields: dict[str, Any] = {key: missing}
+    event = _event(**fields)
     if missing == "absent":
         event = replace(event, interaction={k: v for k, v in FIXTURE.items() if k != key})
     assert not accepts(Sink("s", filter=Filter(**{key: ("sent", "message", "7", "absent")})), event)

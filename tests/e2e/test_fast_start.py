@@ -97,7 +97,11 @@ def test_once_with_a_slack_template_loads_jinja2(tmp_path: Path) -> None:
 
 
 def test_once_with_a_webhook_sink_loads_jinja2_only_for_a_body_template(tmp_path: Path) -> None:
-    plain = {"name": "hook", "type": "webhook", "url": "http://127.0.0.1:9/hooks"}
+    plain: dict[str, object] = {
+        "name": "hook",
+        "type": "webhook",
+        "url": "http://127.0.0.1:9/hooks",
+    }
     config = _config(tmp_path, sinks=[plain])
     code, imported = _imported("once", "-c", config)
     assert code == 1

@@ -83,7 +83,11 @@ def _delivered(receiver: ReceiverThread, interaction_sid: str) -> bool:
 
 
 def _set(receiver: ReceiverThread, **fields: Any) -> None:
-    receiver.call(lambda: [setattr(receiver.state, k, v) for k, v in fields.items()])
+    def apply() -> None:
+        for key, value in fields.items():
+            setattr(receiver.state, key, value)
+
+    receiver.call(apply)
 
 
 def _attempts(receiver: ReceiverThread) -> int:

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote
 
 import httpx
@@ -32,6 +32,7 @@ from poller.lab.simulator import (
     start_simulator,
 )
 from poller.twilio.records import Fingerprint
+from tests.clock import FakeClock
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 SPEC = json.loads((FIXTURES / "twilio_proxy_v1.json").read_text())
@@ -382,21 +383,13 @@ async def test_unknown_resources_answer_404_code_20404(
     assert body["more_info"] == "https://www.twilio.com/docs/errors/20404"
 
 
-class FakeMonotonic:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def statuses(client: httpx.AsyncClient, url: str, count: int) -> list[int]:
     return [(await client.get(url)).status_code for _ in range(count)]
 
 
 async def test_rate_limit_allows_a_burst_of_150_then_30_per_second_per_service() -> None:
-    clock = FakeMonotonic()
-    async with await start_simulator(monotonic=clock) as server:
+    clock = FakeClock()
+    async with await start_simulator(monotonic=clock.monotonic) as server:
         sim = server.simulator
         service, session = seed_session(sim)
         other_service, other_session = seed_session(sim)
@@ -408,7 +401,7 @@ async def test_rate_limit_allows_a_burst_of_150_then_30_per_second_per_service()
             burst = await statuses(http, url, 151)
             limited = await http.get(url)
             other_ok = await http.get(other)
-            clock.now += 1.0
+            clock.advance(1.0)
             refill = await statuses(http, url, 31)
 
     assert burst == [200] * 150 + [429]
@@ -424,8 +417,8 @@ async def test_rate_limit_allows_a_burst_of_150_then_30_per_second_per_service()
 
 
 async def test_retry_after_knob_adds_the_header_to_429_answers() -> None:
-    clock = FakeMonotonic()
-    async with await start_simulator(monotonic=clock, burst=1, retry_after=2.0) as server:
+    clock = FakeClock()
+    async with await start_simulator(monotonic=clock.monotonic, burst=1, retry_after=2.0) as server:
         service, session = seed_session(server.simulator)
         async with httpx.AsyncClient(base_url=server.base_url, auth=server.credentials) as http:
             codes = await statuses(http, interactions_url(service, session), 1)
@@ -508,6 +501,13 @@ async def test_malformed_missing_meta_keeps_records_but_drops_meta(
     assert len(body["interactions"]) == 1
 
 
+class _Rates(TypedDict, total=False):
+    """Some of ``Simulator.fault_rates``' keyword arguments."""
+
+    error_5xx: float
+    rate_429: float
+
+
 @pytest.mark.parametrize(
     ("rates", "expected"),
     [({"error_5xx": 1.0}, {500, 502, 503}), ({"rate_429": 1.0}, {429})],
@@ -515,7 +515,7 @@ async def test_malformed_missing_meta_keeps_records_but_drops_meta(
 async def test_fault_rate_of_one_fails_every_request(
     running: RunningSimulator,
     client: httpx.AsyncClient,
-    rates: dict[str, float],
+    rates: _Rates,
     expected: set[int],
 ) -> None:
     service, session = seed_session(running.simulator)
@@ -576,17 +576,9 @@ def test_fault_rates_reject_numbers_outside_zero_to_one() -> None:
 # -- the model: dates, statuses, deletes, the change log ------------------------------------
 
 
-class FrozenClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_each_status_change_moves_date_updated_forward_even_within_one_second() -> None:
-    clock = FrozenClock()
-    sim = Simulator(seed=1, clock=clock)
+    clock = FakeClock()
+    sim = Simulator(seed=1, clock=clock.time)
     service, session = seed_session(sim)
     created = sim.add_interaction(service, session)
 
@@ -605,11 +597,11 @@ def test_each_status_change_moves_date_updated_forward_even_within_one_second() 
 
 
 def test_changes_in_later_seconds_use_the_clock_without_jumping() -> None:
-    clock = FrozenClock()
-    sim = Simulator(seed=1, clock=clock)
+    clock = FakeClock()
+    sim = Simulator(seed=1, clock=clock.time)
     service, session = seed_session(sim)
     created = sim.add_interaction(service, session)
-    clock.now += 10
+    clock.advance(10)
 
     updated = sim.set_status(created["sid"], inbound="received")
 
@@ -618,13 +610,13 @@ def test_changes_in_later_seconds_use_the_clock_without_jumping() -> None:
 
 
 def test_session_dates_and_status_follow_interactions() -> None:
-    clock = FrozenClock()
-    sim = Simulator(seed=1, clock=clock)
+    clock = FakeClock()
+    sim = Simulator(seed=1, clock=clock.time)
     service, session = seed_session(sim)
     opened = sim.fetch_session(service, session)
-    clock.now += 5
+    clock.advance(5)
     created = sim.add_interaction(service, session)
-    clock.now += 5
+    clock.advance(5)
     sim.set_status(created["sid"], outbound="sent")
 
     current = sim.fetch_session(service, session)
@@ -637,7 +629,7 @@ def test_session_dates_and_status_follow_interactions() -> None:
 
 
 def test_strict_session_dates_give_every_change_of_a_session_its_own_second() -> None:
-    sim = Simulator(seed=1, clock=FrozenClock(), strict_session_dates=True)
+    sim = Simulator(seed=1, clock=FakeClock().time, strict_session_dates=True)
     service, session = seed_session(sim)
 
     dates = [sim.add_interaction(service, session)["date_created"] for _ in range(3)]
@@ -647,7 +639,7 @@ def test_strict_session_dates_give_every_change_of_a_session_its_own_second() ->
 
 
 def test_closed_sessions_refuse_new_interactions() -> None:
-    sim = Simulator(seed=1, clock=FrozenClock())
+    sim = Simulator(seed=1, clock=FakeClock().time)
     service, session = seed_session(sim)
 
     closed = sim.close_session(session, reason="expired")
@@ -708,8 +700,8 @@ async def test_deleted_interactions_and_sessions_disappear_from_the_api(
 
 
 def test_seed_data_backdates_settled_history_without_moving_the_clock() -> None:
-    clock = FrozenClock()
-    sim = Simulator(seed=1, clock=clock)
+    clock = FakeClock()
+    sim = Simulator(seed=1, clock=clock.time)
 
     service, sessions = sim.seed_data(3, 10, history_seconds=600)
 

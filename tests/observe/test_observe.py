@@ -17,6 +17,7 @@ import structlog
 from poller.observe import metrics
 from poller.observe.health import HealthServer, HealthState
 from poller.observe.logs import QUIET_LIBRARIES, configure_logging
+from tests.clock import FakeClock
 
 # --------------------------------------------------------------------------- logging
 
@@ -331,17 +332,6 @@ def test_stdlib_exception_is_rendered_as_a_structured_traceback() -> None:
 # --------------------------------------------------------------------------- health state
 
 
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -350,8 +340,8 @@ def clock() -> FakeClock:
 @pytest.fixture
 def state(clock: FakeClock) -> HealthState:
     return HealthState(
-        clock=clock,
-        wall_clock=clock,
+        clock=clock.monotonic,
+        wall_clock=clock.time,
         liveness_timeout=60.0,
         ready_max_poll_age=150.0,
         max_outbox_age=3600.0,
@@ -390,16 +380,16 @@ def test_ready_tolerates_an_outbox_exactly_at_its_max_age(
     state: HealthState, clock: FakeClock
 ) -> None:
     state.poll_succeeded()
-    state.set_outbox_oldest(clock.now - 3600.0)
+    state.set_outbox_oldest(clock.time() - 3600.0)
     assert state.ready()[0]
-    state.set_outbox_oldest(clock.now - 3600.5)
+    state.set_outbox_oldest(clock.time() - 3600.5)
     assert state.ready()[1]["failed"] == ["outbox"]
     state.set_outbox_oldest(None)
     assert state.ready()[0]
 
 
 def test_for_interval_allows_three_intervals_and_a_minute(clock: FakeClock) -> None:
-    state = HealthState.for_interval(30.0, clock=clock)
+    state = HealthState.for_interval(30.0, clock=clock.monotonic)
     state.poll_succeeded()
     clock.advance(150.0)
     assert state.ready()[0]
@@ -489,7 +479,7 @@ async def test_readyz_is_503_naming_the_outbox_when_it_is_stuck(
     client: httpx.AsyncClient, state: HealthState, clock: FakeClock
 ) -> None:
     state.poll_succeeded()
-    state.set_outbox_oldest(clock.now - 2 * 3600.0)
+    state.set_outbox_oldest(clock.time() - 2 * 3600.0)
     response = await client.get("/readyz")
 
     assert response.status_code == 503

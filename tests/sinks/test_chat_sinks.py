@@ -18,6 +18,7 @@ from poller.errors import (
     RetryableDeliveryError,
     SinkDisabledError,
 )
+from poller.sinks import Sink
 from poller.sinks.discord import DiscordSink, event_embed
 from poller.sinks.discord import escape as discord_escape
 from poller.sinks.discord import message as discord_message
@@ -280,7 +281,8 @@ async def test_a_refused_card_is_dead_lettered_with_its_reason_for_outbox_list(
 ) -> None:
     teams.fail(413, json=False)
     discord.fail(400, '{"message": "Invalid Form Body", "code": 50035}')
-    for n, sink in enumerate([teams_sink(teams.webhook_url), discord_sink(discord.webhook_url)]):
+    sinks: list[Sink] = [teams_sink(teams.webhook_url), discord_sink(discord.webhook_url)]
+    for n, sink in enumerate(sinks):
         folder = tmp_path / str(n)
         folder.mkdir()
         result, store = await deliver(sink, [make_event()], folder)

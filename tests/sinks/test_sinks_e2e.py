@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_a_burst_of_300_reaches_every_new_sink_as_one_digest_and_stays_inert(
         in_thread(FakeDiscord()) as discord,
         smtp_server() as smtp,
     ):
-        sinks = [
+        sinks: list[dict[str, Any]] = [
             {"name": "teams", "type": "teams", "webhook_url": teams.webhook_url},
             {"name": "discord", "type": "discord", "webhook_url": discord.webhook_url},
             {

@@ -35,10 +35,10 @@ from poller.sinks.slack_blocks import (
     event_message,
     truncation_marker,
 )
+from tests.clock import FakeClock
 from tests.fake_slack import (
     TOKEN,
     WEBHOOK_PATH,
-    FakeClock,
     FakeSlack,
     fake_slack_in_thread,
     validate_message,
@@ -315,7 +315,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def fake(clock: FakeClock) -> AsyncIterator[FakeSlack]:
-    async with FakeSlack(clock=clock) as server:
+    async with FakeSlack(clock=clock.monotonic) as server:
         yield server
 
 
@@ -344,7 +344,7 @@ async def make_sink(fake: FakeSlack, clock: FakeClock) -> AsyncIterator[MakeSink
         sink = SlackSink(
             config,
             store=threads or MemoryThreads(),
-            clock=clock,
+            clock=clock.monotonic,
             sleep=clock.sleep,
         )
         built.append(sink)
@@ -414,7 +414,7 @@ async def test_three_hundred_events_arrive_paced_with_no_rejection(
     measures the gaps on it, so 300 paced seconds pass in no real time."""
     sink = make_sink()
     bodies = ["hi", HOSTILE, "é😀" * 3000, "&" * 5000, "line\n" * 700]
-    start = clock()
+    start = clock.monotonic()
     for i in range(300):
         event = make_event(n=i, session_sid=f"KC{i % 7:032x}", data={"body": bodies[i % 5]})
         await sink.send(event)
@@ -422,18 +422,18 @@ async def test_three_hundred_events_arrive_paced_with_no_rejection(
     assert len(fake.accepted) == 300
     gaps = [b.at - a.at for a, b in itertools.pairwise(fake.accepted)]
     assert min(gaps) >= 1.0
-    assert clock() - start == pytest.approx(299.0)
+    assert clock.monotonic() - start == pytest.approx(299.0)
 
 
 async def test_pacer_lets_concurrent_callers_through_one_per_interval() -> None:
     clock = FakeClock()
-    pacer = Pacer(1.0, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(1.0, clock=clock.monotonic, sleep=clock.sleep)
     passed: list[float] = []
 
     async def caller() -> None:
         async with pacer.turn() as held:
             assert held == 0.0
-            passed.append(clock())
+            passed.append(clock.monotonic())
 
     await asyncio.gather(*(caller() for _ in range(5)))
     assert [t - passed[0] for t in passed] == [0, 1, 2, 3, 4]
@@ -441,17 +441,17 @@ async def test_pacer_lets_concurrent_callers_through_one_per_interval() -> None:
 
 async def test_pacer_counts_the_interval_from_the_end_of_a_slow_post() -> None:
     clock = FakeClock()
-    pacer = Pacer(1.0, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(1.0, clock=clock.monotonic, sleep=clock.sleep)
     async with pacer.turn():
         await clock.sleep(0.4)  # the answer took 0.4 s
-    ended = clock()
+    ended = clock.monotonic()
     async with pacer.turn():
-        assert clock() - ended == pytest.approx(1.0)
+        assert clock.monotonic() - ended == pytest.approx(1.0)
 
 
 async def test_pacer_returns_a_long_pause_instead_of_sleeping() -> None:
     clock = FakeClock()
-    pacer = Pacer(1.0, clock=clock, sleep=clock.sleep, max_wait=5.0)
+    pacer = Pacer(1.0, clock=clock.monotonic, sleep=clock.sleep, max_wait=5.0)
     async with pacer.turn() as held:
         assert held == 0.0
     pacer.hold_off(120.0)
@@ -468,9 +468,9 @@ async def test_rate_limit_answer_is_retryable_and_paces_the_next_message(
     with pytest.raises(RetryableDeliveryError) as info:
         await sink.send(make_event())
     assert info.value.retry_after == pytest.approx(3.0)
-    before = clock()
+    before = clock.monotonic()
     await sink.send(make_event())
-    assert clock() - before == pytest.approx(3.0)
+    assert clock.monotonic() - before == pytest.approx(3.0)
     assert len(fake.accepted) == 1
 
 
@@ -538,7 +538,7 @@ async def test_archived_channel_is_logged_with_what_to_do(
 
 async def test_unknown_webhook_disables_the_sink(fake: FakeSlack, clock: FakeClock) -> None:
     config = slack_config(webhook_url=fake.base_url + "/services/T1/B1/revoked")
-    sink = SlackSink(config, store=MemoryThreads(), clock=clock, sleep=clock.sleep)
+    sink = SlackSink(config, store=MemoryThreads(), clock=clock.monotonic, sleep=clock.sleep)
     with pytest.raises(SinkDisabledError, match="no_service"):
         await sink.send(make_event())
     await sink.aclose()
@@ -547,13 +547,13 @@ async def test_unknown_webhook_disables_the_sink(fake: FakeSlack, clock: FakeClo
 async def test_webhooks_are_paced_separately(fake: FakeSlack, clock: FakeClock) -> None:
     other = fake.add_webhook("OTHER")
     sinks = [
-        SlackSink(slack_config(webhook_url=url), store=MemoryThreads(), clock=clock)
+        SlackSink(slack_config(webhook_url=url), store=MemoryThreads(), clock=clock.monotonic)
         for url in (fake.webhook_url, other)
     ]
     for sink in sinks:
         await sink.send(make_event())
         await sink.aclose()
-    assert [post.at for post in fake.accepted] == [clock(), clock()]
+    assert [post.at for post in fake.accepted] == [clock.monotonic(), clock.monotonic()]
     assert fake.rejected == []
 
 
@@ -636,7 +636,7 @@ async def test_web_api_ok_false_is_a_classified_failure(
 
 async def test_web_api_wrong_token_disables_the_sink(fake: FakeSlack, clock: FakeClock) -> None:
     config = slack_config(token="xoxb-wrong", channel="C1", api_base_url=fake.api_base_url)
-    sink = SlackSink(config, store=MemoryThreads(), clock=clock, sleep=clock.sleep)
+    sink = SlackSink(config, store=MemoryThreads(), clock=clock.monotonic, sleep=clock.sleep)
     with pytest.raises(SinkDisabledError, match="invalid_auth"):
         await sink.send(make_event())
     await sink.aclose()

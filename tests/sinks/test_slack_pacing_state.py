@@ -16,33 +16,20 @@ from poller.errors import RetryableDeliveryError
 from poller.sinks import PaceStore, build_sinks
 from poller.sinks.slack import SlackSink
 from poller.state.sqlite.store import SqliteStore
-from tests.fake_slack import FakeClock, FakeSlack
+from tests.clock import FakeClock
+from tests.fake_slack import FakeSlack
 from tests.sink_contract_cases import MemoryThreads
 from tests.sinks.test_slack import make_event, slack_config
 
 
-class ProcessClock:
-    """A monotonic clock of one process: its own origin, time passing with ``wall``."""
-
-    def __init__(self, wall: FakeClock, origin: float) -> None:
-        self.wall = wall
-        self.offset = origin - wall.now
-
-    def __call__(self) -> float:
-        return self.wall.now + self.offset
-
-    async def sleep(self, seconds: float) -> None:
-        await self.wall.sleep(seconds)
-
-
 @pytest.fixture
 def wall() -> FakeClock:
-    return FakeClock(start=1_795_000_000.0)
+    return FakeClock(wall=1_795_000_000.0)
 
 
 @pytest.fixture
 async def fake(wall: FakeClock) -> AsyncIterator[FakeSlack]:
-    async with FakeSlack(clock=wall) as server:
+    async with FakeSlack(clock=wall.time) as server:
         yield server
 
 
@@ -60,14 +47,13 @@ def run_sink(
     wall_seen: Callable[[], float] | None = None,
 ) -> SlackSink:
     """A sink as one run builds it; ``wall_seen``: the wall clock as this process reads it."""
-    clock = ProcessClock(wall, origin)
     return SlackSink(
         slack_config(webhook_url=fake.webhook_url),
         store=MemoryThreads(),
-        clock=clock,
-        sleep=clock.sleep,
+        clock=wall.another_process(origin),  # a monotonic clock of its own origin
+        sleep=wall.sleep,
         pace_store=store,
-        wall=wall_seen or wall,
+        wall=wall_seen or wall.time,
     )
 
 
@@ -76,7 +62,7 @@ async def test_the_next_run_waits_out_the_second_after_the_last_post(
 ) -> None:
     async with aclosing(run_sink(fake, store, wall, origin=50.0)) as first:
         await first.send(make_event(n=1))
-    wall.now += 0.3  # cron starts the next `poller once` a moment later
+    wall.advance(0.3)  # cron starts the next `poller once` a moment later
     async with aclosing(run_sink(fake, store, wall, origin=7.0)) as second:
         await second.send(make_event(n=2))
     assert fake.rejected == []
@@ -91,7 +77,7 @@ async def test_a_pause_slack_asked_for_holds_in_the_next_run(
     async with aclosing(run_sink(fake, store, wall, origin=50.0)) as first:
         with pytest.raises(RetryableDeliveryError):
             await first.send(make_event(n=1))
-    wall.now += 2.0
+    wall.advance(2.0)
     async with aclosing(run_sink(fake, store, wall, origin=0.0)) as second:
         with pytest.raises(RetryableDeliveryError, match="pause") as info:
             await second.send(make_event(n=1))
@@ -105,7 +91,7 @@ async def test_a_wall_clock_stepping_back_never_stretches_the_wait(
     async with aclosing(run_sink(fake, store, wall, origin=50.0)) as first:
         await first.send(make_event(n=1))
     # NTP stepped the clock back an hour (the fake Slack keeps true time).
-    stepped_back = run_sink(fake, store, wall, origin=0.0, wall_seen=lambda: wall.now - 3600.0)
+    stepped_back = run_sink(fake, store, wall, origin=0.0, wall_seen=lambda: wall.time() - 3600.0)
     async with aclosing(stepped_back) as second:
         await second.send(make_event(n=2))
     assert wall.slept == [pytest.approx(1.0)]

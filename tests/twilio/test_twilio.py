@@ -34,6 +34,7 @@ from poller.errors import (
 from poller.observe.metrics import REGISTRY
 from poller.twilio.body import AnswerLimits
 from poller.twilio.client import ProxyClient
+from tests.clock import FakeClock
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 BASE = "https://proxy.twilio.com"
@@ -64,22 +65,6 @@ class Settings:
         return self.account_sid, self.auth_token
 
 
-class FakeTime:
-    """A monotonic clock that jumps forward by exactly what is slept."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
-
-
 @dataclass
 class Reply:
     status: int = 200
@@ -99,7 +84,7 @@ class Reply:
 class FakeTwilio:
     """Answers each path+query with its scripted replies in turn (the last one repeats)."""
 
-    def __init__(self, time: FakeTime) -> None:
+    def __init__(self, time: FakeClock) -> None:
         self.time = time
         self.routes: dict[str, list[Reply]] = {}
         self.requests: list[httpx.Request] = []
@@ -110,7 +95,7 @@ class FakeTwilio:
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        self.times.append(self.time.now)
+        self.times.append(self.time.monotonic())
         replies = self.routes[request.url.raw_path.decode()]
         reply = replies.pop(0) if len(replies) > 1 else replies[0]
         return reply.answer(request)
@@ -122,7 +107,7 @@ class FakeTwilio:
 
 @dataclass
 class Harness:
-    time: FakeTime
+    time: FakeClock
     twilio: FakeTwilio
     client: ProxyClient
 
@@ -132,13 +117,13 @@ async def make() -> AsyncIterator[Callable[..., Harness]]:
     clients: list[ProxyClient] = []
 
     def build(*, client_options: dict[str, Any] | None = None, **overrides: Any) -> Harness:
-        time = FakeTime()
+        time = FakeClock()
         twilio = FakeTwilio(time)
         client = ProxyClient(
             Settings(**overrides),
             transport=httpx.MockTransport(twilio),
             sleep=time.sleep,
-            clock=time.clock,
+            clock=time.monotonic,
             rng=random.Random(4),
             wall_clock=lambda: 1_800_000_000.0,
             **(client_options or {}),
@@ -442,7 +427,7 @@ async def test_server_errors_are_retried_after_a_jittered_backoff(h: Harness, st
     records = await h.client.list_interactions(SERVICE, SESSION)
     assert [r.sid for r in records] == ["KI1"]
     assert len(h.twilio.requests) == 2
-    [wait] = h.time.sleeps
+    [wait] = h.time.slept
     assert 0.0 <= wait <= 0.5
     assert h.twilio.times[1] - h.twilio.times[0] == pytest.approx(wait)
     assert counter("poller_twilio_requests", status=str(status)) == before + 1
@@ -497,7 +482,7 @@ async def test_http_date_retry_after_without_date_header_uses_the_wall_clock(
 
 async def test_retry_after_pauses_only_the_service_that_was_limited(h: Harness) -> None:
     h.twilio.on(FIRST, Reply(429, headers={"Retry-After": "20"}), ok([]))
-    start = h.time.now
+    start = h.time.monotonic()
     await h.client.list_interactions(SERVICE, SESSION)
     limiters = h.client._limiters  # white-box, as above
     assert limiters.bucket(SERVICE).paused_until == pytest.approx(start + 20)
@@ -533,7 +518,7 @@ async def test_retries_stop_at_the_deadline_with_the_matching_error(
 ) -> None:
     h = make(retry_deadline_seconds=10.0)
     h.twilio.on(FIRST, reply)
-    start = h.time.now
+    start = h.time.monotonic()
     with pytest.raises(error, match="retry_deadline_seconds") as caught:
         await h.client.list_interactions(SERVICE, SESSION)
     assert type(caught.value) is error
@@ -553,7 +538,7 @@ async def test_retry_after_beyond_the_deadline_gives_up_without_waiting(
     with pytest.raises(RateLimitedError, match="HTTP 429"):
         await h.client.list_interactions(SERVICE, SESSION)
     assert len(h.twilio.requests) == 1
-    assert h.time.sleeps == []
+    assert h.time.slept == []
 
 
 # errors that are not retried
@@ -649,7 +634,7 @@ async def test_rate_limiter_spaces_requests_of_one_service(make: Callable[..., H
     for n in range(6):
         nxt = f"{INTERACTIONS}?p={n + 1}" if n < 5 else None
         h.twilio.on(FIRST if n == 0 else f"{INTERACTIONS}?p={n}", ok([], nxt))
-    start = h.time.now
+    start = h.time.monotonic()
     await h.client.list_interactions(SERVICE, SESSION)
     offsets = [at - start for at in h.twilio.times]
     assert offsets == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.5, 2.0])
@@ -659,7 +644,7 @@ async def test_services_do_not_share_a_rate_limit(make: Callable[..., Harness]) 
     h = make(max_requests_per_second=1.0)
     for service in (SERVICE, OTHER_SERVICE):
         h.twilio.on(f"/v1/Services/{service}/Sessions?PageSize=50", ok([], key="sessions"))
-    start = h.time.now
+    start = h.time.monotonic()
     await h.client.list_sessions(SERVICE)
     await h.client.list_sessions(OTHER_SERVICE)
     assert h.twilio.times == [start, start]

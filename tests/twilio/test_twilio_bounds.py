@@ -214,11 +214,11 @@ async def test_a_sessions_listing_has_its_own_cap() -> None:
 
 
 def test_the_config_defaults_are_the_clients() -> None:
-    config = TwilioConfig(account_sid="AC" + "0" * 32, auth_token="t")  # type: ignore[arg-type]
+    config = TwilioConfig(account_sid="AC" + "0" * 32, auth_token="t")
     assert AnswerLimits.of(config) == AnswerLimits()
     custom = TwilioConfig(
         account_sid="AC" + "0" * 32,
-        auth_token="t",  # type: ignore[arg-type]
+        auth_token="t",
         max_page_bytes=1 << 20,
         max_pages=7,
         max_interactions_per_session=8,

@@ -20,36 +20,17 @@ from poller.observe.health import HealthState
 from poller.observe.metrics import REGISTRY
 from poller.state.sqlite.store import SqliteStore
 from poller.watch.clockwatch import ClockWatch
+from tests.clock import FakeClock
 from tests.delivery.test_delivery import SERVICE, enqueue, session
 from tests.sink_contract_cases import make_event
 
 T0 = 1_795_000_000.0
 
 
-class Clocks:
-    """A wall clock and a monotonic clock that move together until the wall one steps."""
-
-    def __init__(self) -> None:
-        self.wall_now = T0
-        self.mono_now = 1000.0
-
-    def wall(self) -> float:
-        return self.wall_now
-
-    def mono(self) -> float:
-        return self.mono_now
-
-    def advance(self, seconds: float) -> None:
-        self.wall_now += seconds
-        self.mono_now += seconds
-
-    def step(self, seconds: float) -> None:
-        self.wall_now += seconds
-
-
 @pytest.fixture
-def clocks() -> Clocks:
-    return Clocks()
+def clocks() -> FakeClock:
+    """A wall clock and a monotonic clock that move together until the wall one steps."""
+    return FakeClock(wall=T0)
 
 
 @pytest.fixture
@@ -58,15 +39,15 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
         yield opened
 
 
-def test_clocks_moving_together_are_no_step(clocks: Clocks) -> None:
-    watch = ClockWatch(wall=clocks.wall, monotonic=clocks.mono)
+def test_clocks_moving_together_are_no_step(clocks: FakeClock) -> None:
+    watch = ClockWatch(wall=clocks.time, monotonic=clocks.monotonic)
     for _ in range(10):
         clocks.advance(5.0)
         assert watch.check() is None
 
 
-def test_a_step_back_is_reported_once_with_its_size(clocks: Clocks) -> None:
-    watch = ClockWatch(wall=clocks.wall, monotonic=clocks.mono)
+def test_a_step_back_is_reported_once_with_its_size(clocks: FakeClock) -> None:
+    watch = ClockWatch(wall=clocks.time, monotonic=clocks.monotonic)
     clocks.advance(3.0)
     clocks.step(-3600.0)
     clocks.advance(2.0)
@@ -75,26 +56,29 @@ def test_a_step_back_is_reported_once_with_its_size(clocks: Clocks) -> None:
     assert watch.check() is None
 
 
-def test_a_step_forward_is_reported_with_its_size(clocks: Clocks) -> None:
-    watch = ClockWatch(wall=clocks.wall, monotonic=clocks.mono)
+def test_a_step_forward_is_reported_with_its_size(clocks: FakeClock) -> None:
+    watch = ClockWatch(wall=clocks.time, monotonic=clocks.monotonic)
     clocks.step(7200.0)
     assert watch.check() == pytest.approx(7200.0)
 
 
-def test_slewing_under_the_threshold_never_adds_up_to_a_step(clocks: Clocks) -> None:
-    watch = ClockWatch(wall=clocks.wall, monotonic=clocks.mono)
+def test_slewing_under_the_threshold_never_adds_up_to_a_step(clocks: FakeClock) -> None:
+    watch = ClockWatch(wall=clocks.time, monotonic=clocks.monotonic)
     for _ in range(10_000):  # 0.5 ms/s of NTP slewing for 14 hours: 25 s in all
         clocks.advance(5.0)
         clocks.step(0.0025)
         assert watch.check() is None
 
 
-def test_health_ages_ignore_a_wall_clock_step(clocks: Clocks) -> None:
+def test_health_ages_ignore_a_wall_clock_step(clocks: FakeClock) -> None:
     health = HealthState(
-        clock=clocks.mono, wall_clock=clocks.wall, liveness_timeout=120.0, max_outbox_age=3600.0
+        clock=clocks.monotonic,
+        wall_clock=clocks.time,
+        liveness_timeout=120.0,
+        max_outbox_age=3600.0,
     )
     health.poll_succeeded()
-    health.set_outbox_oldest(clocks.wall() - 60.0)
+    health.set_outbox_oldest(clocks.time() - 60.0)
     clocks.step(7200.0)  # forward: before, the heartbeat looked two hours old
     clocks.advance(1.0)
     alive, body = health.alive()
@@ -107,8 +91,8 @@ def test_health_ages_ignore_a_wall_clock_step(clocks: Clocks) -> None:
     assert health.ready()[0]
 
 
-def test_state_lost_makes_readiness_fail_naming_the_reason(clocks: Clocks) -> None:
-    health = HealthState(clock=clocks.mono, wall_clock=clocks.wall)
+def test_state_lost_makes_readiness_fail_naming_the_reason(clocks: FakeClock) -> None:
+    health = HealthState(clock=clocks.monotonic, wall_clock=clocks.time)
     health.poll_succeeded()
     health.state_lost("the file was removed")
     ready, body = health.ready()
@@ -121,7 +105,7 @@ def _no_reload() -> Config:
     raise ConfigError("this test reloads nothing")
 
 
-def _daemon(tmp_path: Path, clocks: Clocks, store: SqliteStore) -> Daemon:
+def _daemon(tmp_path: Path, clocks: FakeClock, store: SqliteStore) -> Daemon:
     config = parse_config(
         {
             "twilio": {"account_sid": "AC" + "a" * 32, "auth_token": "tok-unit"},
@@ -132,7 +116,7 @@ def _daemon(tmp_path: Path, clocks: Clocks, store: SqliteStore) -> Daemon:
         {},
     )
     daemon = Daemon(config, store, build=build_app, reload=_no_reload)
-    daemon.clock_watch = ClockWatch(wall=clocks.wall, monotonic=clocks.mono)
+    daemon.clock_watch = ClockWatch(wall=clocks.time, monotonic=clocks.monotonic)
     return daemon
 
 
@@ -146,7 +130,7 @@ async def _noop() -> None:
 
 
 async def test_a_step_back_makes_every_job_due_now_and_shifts_stored_due_times(
-    tmp_path: Path, clocks: Clocks, store: SqliteStore
+    tmp_path: Path, clocks: FakeClock, store: SqliteStore
 ) -> None:
     event = make_event(session_sid=session(1))
     await enqueue(store, [event], ["hook"], T0)
@@ -173,12 +157,14 @@ async def test_a_step_back_makes_every_job_due_now_and_shifts_stored_due_times(
     assert stepped["deliveries_shifted"] == 1 and stepped["jobs_rescheduled"] == 1
     assert _steps() == before + 1
     # The retry still waits its last 20 s, in the new clock's terms (not 3620 s).
-    assert await store.due("hook", clocks.wall() + 19.9, 10) == []
-    (due,) = await store.due("hook", clocks.wall() + 20.0, 10)
+    assert await store.due("hook", clocks.time() + 19.9, 10) == []
+    (due,) = await store.due("hook", clocks.time() + 20.0, 10)
     assert due.enqueued_at == T0 - 3600.0
 
 
-async def test_no_step_changes_nothing(tmp_path: Path, clocks: Clocks, store: SqliteStore) -> None:
+async def test_no_step_changes_nothing(
+    tmp_path: Path, clocks: FakeClock, store: SqliteStore
+) -> None:
     await enqueue(store, [make_event(session_sid=session(1))], ["hook"], T0)
     daemon = _daemon(tmp_path, clocks, store)
     clocks.advance(5.0)
@@ -194,11 +180,11 @@ def _age(daemon: Daemon) -> Any:
 
 
 async def test_a_step_forward_leaves_the_outbox_age_as_it_was(
-    tmp_path: Path, clocks: Clocks, store: SqliteStore
+    tmp_path: Path, clocks: FakeClock, store: SqliteStore
 ) -> None:
-    await enqueue(store, [make_event(session_sid=session(1))], ["hook"], clocks.wall())
+    await enqueue(store, [make_event(session_sid=session(1))], ["hook"], clocks.time())
     daemon = _daemon(tmp_path, clocks, store)
-    daemon.health = HealthState(clock=clocks.mono, wall_clock=clocks.wall)
+    daemon.health = HealthState(clock=clocks.monotonic, wall_clock=clocks.time)
     clocks.advance(30.0)
     await daemon.watch_once(store)
     assert _age(daemon) == 30.0

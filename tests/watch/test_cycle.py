@@ -158,7 +158,7 @@ async def test_a_cycle_polls_no_more_than_its_budget_and_baselines_in_the_backgr
         (e["done"], e["left"], e["eta_seconds"]) for e in logs if e["event"] == "baseline_progress"
     ]
     assert progress == [(84, 116, 20), (168, 32, 10), (200, 0, 0)]
-    assert metrics.BASELINE_PENDING._value.get() == 0  # type: ignore[attr-defined]
+    assert metrics.BASELINE_PENDING._value.get() == 0
     assert await notified(store) == []  # the history existed: nothing is an event
 
 
