@@ -1,17 +1,11 @@
 """The shape of the house (issue #12): short functions, small modules, a short top level,
-sqlite3 behind the SQLite backend, and tests/ mirroring poller/.
-
-What is known to break a rule today is its own case, a strict xfail naming the #12 part that
-fixes it: when that part lands the case passes, fails as XPASS, and its entry here goes.
-"""
+sqlite3 behind the SQLite backend, and tests/ mirroring poller/."""
 
 from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "poller"
@@ -24,39 +18,10 @@ SQLITE_HOME = "poller/state/sqlite/"
 # Test folders that name no package: whole-daemon tests, data, the soak tool.
 NOT_PACKAGES = {"e2e", "fixtures", "soak"}
 
-PART_B = "until #12 part B lands"
-PART_BE = "until #12 part B/E lands"
-KNOWN_LONG_MODULES = {"poller/delivery/dispatcher.py": PART_BE}
-KNOWN_LONG_FUNCTIONS = {"poller/watch/poll.py::SessionPoller._poll": PART_BE}
-KNOWN_SQLITE_IMPORTS = {
-    "poller/state/db.py": PART_B,
-    "poller/state/outbox.py": PART_B,
-    "poller/state/schema.py": PART_B,
-    "poller/state/session_records.py": PART_B,
-    "poller/state/store.py": PART_B,
-}
-
-
-def _cases(known: dict[str, str]) -> list[object]:
-    """One case for everything else, and one strict xfail per known offender."""
-    marked = [
-        pytest.param(name, id=name, marks=pytest.mark.xfail(strict=True, reason=reason))
-        for name, reason in known.items()
-    ]
-    return [pytest.param(None, id="all-others"), *marked]
-
 
 def _modules() -> dict[str, Path]:
     """Every module of poller/, by its path from the repository root."""
     return {path.relative_to(ROOT).as_posix(): path for path in sorted(PACKAGE.rglob("*.py"))}
-
-
-def _chosen(case: str | None, known: dict[str, str], names: dict[str, Path]) -> dict[str, Path]:
-    """The modules one case checks: the known one it names, or all but the known ones."""
-    if case is None:
-        return {name: path for name, path in names.items() if name not in known}
-    module = case.split("::")[0]
-    return {module: names[module]} if module in names else {}
 
 
 def _functions(tree: ast.Module) -> Iterator[tuple[str, int]]:
@@ -89,23 +54,18 @@ def _imports_sqlite3(tree: ast.Module) -> bool:
     return False
 
 
-@pytest.mark.parametrize("case", _cases(KNOWN_LONG_FUNCTIONS))
-def test_no_function_is_over_60_lines(case: str | None) -> None:
-    too_long = []
-    for module, path in _chosen(case, KNOWN_LONG_FUNCTIONS, _modules()).items():
-        for name, lines in _functions(ast.parse(path.read_text())):
-            key = f"{module}::{name}"
-            if (key == case or (case is None and key not in KNOWN_LONG_FUNCTIONS)) and (
-                lines > MAX_FUNCTION_LINES
-            ):
-                too_long.append(f"{key} ({lines} lines)")
+def test_no_function_is_over_60_lines() -> None:
+    too_long = [
+        f"{module}::{name} ({lines} lines)"
+        for module, path in _modules().items()
+        for name, lines in _functions(ast.parse(path.read_text()))
+        if lines > MAX_FUNCTION_LINES
+    ]
     assert too_long == []
 
 
-@pytest.mark.parametrize("case", _cases(KNOWN_LONG_MODULES))
-def test_no_module_is_over_450_lines(case: str | None) -> None:
-    chosen = _chosen(case, KNOWN_LONG_MODULES, _modules())
-    lines = {name: len(path.read_text().splitlines()) for name, path in chosen.items()}
+def test_no_module_is_over_450_lines() -> None:
+    lines = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
     assert {name: n for name, n in lines.items() if n > MAX_MODULE_LINES} == {}
 
 
@@ -114,12 +74,10 @@ def test_at_most_12_modules_at_the_top_of_the_package() -> None:
     assert len(top) <= MAX_TOP_MODULES, top
 
 
-@pytest.mark.parametrize("case", _cases(KNOWN_SQLITE_IMPORTS))
-def test_sqlite3_is_imported_only_by_the_sqlite_backend(case: str | None) -> None:
-    chosen = _chosen(case, KNOWN_SQLITE_IMPORTS, _modules())
+def test_sqlite3_is_imported_only_by_the_sqlite_backend() -> None:
     outside = [
         name
-        for name, path in chosen.items()
+        for name, path in _modules().items()
         if not name.startswith(SQLITE_HOME) and _imports_sqlite3(ast.parse(path.read_text()))
     ]
     assert outside == []
