@@ -72,7 +72,7 @@ _secret = secret(_secret_text)
 _seconds = _number()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class TwilioConfig(Model):
     """How to reach Twilio Proxy, and how hard to push it."""
 
@@ -137,7 +137,7 @@ class TwilioConfig(Model):
         return self.account_sid, self.auth_token.get_secret_value()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class StateConfig(Model):
     """Where the SQLite state lives and how long gone sessions are kept."""
 
@@ -145,7 +145,7 @@ class StateConfig(Model):
     prune_after_seconds: float = setting(_seconds, default=7 * 24 * 3600.0)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class PollConfig(Model):
     """When sessions are polled."""
 
@@ -158,7 +158,7 @@ class PollConfig(Model):
     timeout_seconds: float = setting(_seconds, default=120.0)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class DeliveryConfig(Model):
     """Retries, backoff and deadlines of deliveries to sinks."""
 
@@ -179,7 +179,7 @@ class DeliveryConfig(Model):
             )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class WatchConfig(Model):
     """One Proxy Service: either the listed sessions or all of its sessions."""
 
@@ -204,7 +204,7 @@ _TYPES = _filter_values(_one_of(INTERACTION_TYPES), "message, voice or unknown")
 _STATUSES = _filter_values(_one_of(RESOURCE_STATUSES), "a resource status")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class SinkFilter(Model):
     """Which interactions a sink takes; every key optional, a list means "any of"."""
 
@@ -219,7 +219,7 @@ class SinkFilter(Model):
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class _SinkCommon(Model):
     name: str = setting(_text("a name of 1 to 64 letters, digits, '_', '.', '-'", _SINK_NAME))
     events: tuple[str, ...] = setting(_events, default=INTERACTION_EVENT_TYPES)
@@ -227,7 +227,7 @@ class _SinkCommon(Model):
     include_data: bool = setting(boolean, default=True)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class WebhookSinkConfig(_SinkCommon):
     """An HTTP endpoint receiving Standard-Webhooks-signed JSON events."""
 
@@ -246,7 +246,7 @@ class WebhookSinkConfig(_SinkCommon):
             check_body_template(self.body_template, self.events, include_data=self.include_data)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class SlackSinkConfig(_SinkCommon):
     """A Slack incoming webhook, or the Web API (token + channel, one thread per session)."""
 
@@ -276,7 +276,7 @@ class SlackSinkConfig(_SinkCommon):
             raise _invalid("missing: token needs channel", at=("channel",), got=_NO_VALUE)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class TeamsSinkConfig(_SinkCommon):
     """A Microsoft Teams Workflows webhook receiving Adaptive Cards."""
 
@@ -286,7 +286,7 @@ class TeamsSinkConfig(_SinkCommon):
     timeout_seconds: float = setting(_seconds, default=10.0)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class DiscordSinkConfig(_SinkCommon):
     """A Discord channel webhook receiving embeds."""
 
@@ -299,7 +299,7 @@ class DiscordSinkConfig(_SinkCommon):
 _SMTP_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class EmailSinkConfig(_SinkCommon):
     """An SMTP server relaying email to a list of addresses."""
 
@@ -341,7 +341,7 @@ _SINK_TYPES: dict[str, type[Model]] = {
 }
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class HttpConfig(Model):
     """The /healthz, /readyz and /metrics listener."""
 
@@ -360,7 +360,7 @@ class HttpConfig(Model):
         return split[1]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class LogConfig(Model):
     """Log rendering and threshold."""
 
@@ -375,7 +375,7 @@ class LogConfig(Model):
 _SINK = tagged(_SINK_TYPES, "expected webhook, slack, teams, discord or email")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class Config(Model):
     """The whole validated configuration."""
 
