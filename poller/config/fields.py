@@ -44,9 +44,9 @@ class Model:
         return f"{type(self).__name__}({shown})"
 
     def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
+        if not isinstance(other, Model) or other.__class__ is not self.__class__:
             return NotImplemented
-        return self._values() == cast(Model, other)._values()
+        return self._values() == other._values()
 
     def __hash__(self) -> int:
         return hash(self._values())
