@@ -17,10 +17,13 @@ under ``PYTHONDONTWRITEBYTECODE=1`` compiles every module at every start. The ch
 with bytecode caching on, in a temporary ``PYTHONPYCACHEPREFIX``, after one unmeasured run of
 each command, so what is measured is the installed case for the baseline and the poller alike.
 
-    python bench/bench_startup.py [--runs N] [--quick] [--importtime]
+    python bench/bench_startup.py [--runs N] [--quick] [--importtime] [--instructions]
 
 ``--importtime`` prints the imports that cost most (``python -X importtime``, cumulative
-microseconds, one run) for both commands.
+microseconds, one run) for both commands. ``--instructions`` also counts the instructions of
+one run of each (``valgrind --tool=callgrind``): the same count however loaded the machine is,
+where CPU seconds vary by 10 to 20% from run to run. ``once`` is counted whole (its first
+request cannot be marked in the count).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -151,12 +156,47 @@ def _top_imports(argv: Sequence[str], env: dict[str, str], count: int = 12) -> l
     return [[name, us] for us, name in rows[:count]]
 
 
+def _instructions(argv: Sequence[str], env: dict[str, str]) -> int:
+    """Instructions of one run of ``argv`` under callgrind."""
+    run = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=ROOT,
+        timeout=TIMEOUT * 20,  # valgrind runs the child 20 to 50 times slower
+    )
+    found = re.search(r"Collected : (\d+)", run.stderr)
+    if run.returncode != 0 or found is None:
+        sys.exit(f"{' '.join(argv)} under valgrind exited {run.returncode}:\n{run.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def _report_instructions(config: Path, env: dict[str, str]) -> None:
+    commands = {
+        NAMES[0]: [PYTHON, "-c", BARE],
+        NAMES[1]: [POLLER, "check-config", "-c", str(config)],
+        NAMES[3]: [POLLER, "once", "-c", str(config)],
+    }
+    counts = {name: _instructions(argv, env) for name, argv in commands.items()}
+    base = counts[NAMES[0]]
+    rows = [[name, f"{count / 1e6:,.0f} M", count / base] for name, count in counts.items()]
+    print("\ninstructions of one run each (valgrind --tool=callgrind):")
+    print(table(rows, ["command", "instructions", "x baseline"]))
+    print(ratio_line("check-config/bare interpreter instructions", counts[NAMES[1]] / base, GOAL))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9, help="runs of each command (median)")
     parser.add_argument("--quick", action="store_true", help="one run each: a smoke run")
     parser.add_argument("--importtime", action="store_true", help="print the costliest imports")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions too (needs valgrind)"
+    )
     args = parser.parse_args()
+    if args.instructions and shutil.which("valgrind") is None:
+        sys.exit("--instructions needs valgrind (apt-get install valgrind)")
     if args.quick:
         args.runs = 1
     print(f"bench_startup: {args.runs} runs each, median CPU (user + system) per child")
@@ -182,7 +222,9 @@ def main() -> None:
                 print(f"\ncostliest imports of `poller {command}` (cumulative us, one run):")
                 argv = ["-m", "poller", command, "-c", str(config)]
                 print(table(_top_imports(argv, env), ["module", "us"]))
-    _report(samples)
+        _report(samples)
+        if args.instructions:
+            _report_instructions(config, env)
 
 
 NAMES = (

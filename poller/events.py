@@ -10,14 +10,14 @@ interaction (``interaction_sid`` is empty).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from poller.twilio.records import Fingerprint, SessionFingerprint
+if TYPE_CHECKING:  # the config imports this module for the event types: records cost its start
+    from poller.twilio.records import Fingerprint, SessionFingerprint
 
 
 class EventType(StrEnum):
@@ -45,6 +45,8 @@ def event_id(
     new: Fingerprint,
 ) -> str:
     """Return the stable id of one event: ``evt_`` + 32 hex digits."""
+    import hashlib  # not at import: OpenSSL's start is paid only by commands that make events
+
     parts = [event_type.value, interaction_sid]
     if event_type is EventType.UPDATED:
         parts += [json.dumps(list(old) if old else None), json.dumps(list(new))]
@@ -64,6 +66,8 @@ def session_event_id(
     (the fingerprint before and after), so the same change gives the same id and a session
     closed, reopened and closed again gives two.
     """
+    import hashlib
+
     parts = [event_type.value, session_sid]
     if event_type is EventType.SESSION_UPDATED:
         parts += [json.dumps(list(old) if old else None), json.dumps(list(new))]

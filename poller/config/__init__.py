@@ -1,11 +1,12 @@
-"""Configuration: YAML -> validated, frozen pydantic models.
+"""Configuration: YAML -> validated, frozen dataclasses.
 
 :func:`load_config` reads the file, replaces ``${NAME}`` references from the environment, reads
 ``*_file`` secrets, validates, and turns the first problem into a one-line :class:`ConfigError`
 such as ``poller.yaml: twilio.page_size: expected an integer from 1 to 1000, got 0``.
 Messages never carry a secret: a secret key's value is shown as ``<hidden>``.
 
-The modules: ``models.py`` (the pydantic models), ``validators.py`` (their field validators),
+The modules: ``models.py`` (the dataclasses), ``fields.py`` (how a dataclass is read from YAML
+data, field by field), ``validators.py`` (the checks of single values), ``secret.py`` (``Secret``),
 ``interpolate.py`` (``${ENV}`` and ``*_file`` secrets, before validation), ``loader.py``
 (``load_config``, ``parse_config`` and the one-line errors, with ``messages.py``) and
 ``summary.py`` (``summarize``). ``INTERACTION_TYPES`` and ``RESOURCE_STATUSES`` (the spec's enums)
@@ -35,6 +36,7 @@ from poller.config.models import (
     WatchConfig,
     WebhookSinkConfig,
 )
+from poller.config.secret import Secret
 from poller.config.summary import summarize
 from poller.config.validators import compile_template
 
@@ -47,6 +49,7 @@ __all__ = [
     "HttpConfig",
     "LogConfig",
     "PollConfig",
+    "Secret",
     "SinkConfig",
     "SinkFilter",
     "SlackSinkConfig",

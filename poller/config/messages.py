@@ -1,16 +1,18 @@
-"""The pieces of a one-line config error: key paths, short values, and the validator error.
+"""The pieces of a one-line config error: key paths, short values, and the validation error.
 
-Validators raise :func:`_invalid`; the loader turns it into ``key.path: expected ..., got ...``.
+Checks raise :func:`_invalid`; :func:`describe` turns it into ``key.path: expected ..., got ...``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Set
 
-from pydantic_core import PydanticCustomError
+from poller.config.secret import SECRET_KEYS
 
-Loc = tuple[str | int, ...]
+# Keys whose values are shown as <hidden> in errors: secrets, and headers (they may hold tokens).
+_HIDDEN_KEYS = SECRET_KEYS | {"headers"}
+
+Loc = tuple[object, ...]
 
 
 class _NoValue:
@@ -18,14 +20,43 @@ class _NoValue:
 
 
 _NO_VALUE = _NoValue()
+_UNSET = object()  # no ``got`` given yet: the input of the check that raised is shown
 
 
-def _invalid(expected: str, *, at: Loc = (), got: object = None) -> PydanticCustomError:
+class ConfigInvalid(ValueError):
+    """The first problem of a config: where (``loc``), what was expected, and the value got.
+
+    ``str()`` is the one-line description, with the value of a secret key hidden.
+    """
+
+    def __init__(self, expected: str, *, loc: Loc = (), got: object = _UNSET) -> None:
+        super().__init__(expected)
+        self.expected = expected
+        self.loc = loc
+        self.got = got
+
+    def __str__(self) -> str:
+        return describe(self)
+
+
+def _invalid(expected: str, *, at: Loc = (), got: object = None) -> ConfigInvalid:
     """An error for the formatter: ``at`` extends the key path; ``got`` replaces the input."""
-    context: dict[str, Any] = {"at": at}
-    if got is not None:
-        context["got"] = got
-    return PydanticCustomError("poller", expected, context)
+    return ConfigInvalid(expected, loc=at, got=_UNSET if got is None else got)
+
+
+def _missing(key: str) -> ConfigInvalid:
+    return ConfigInvalid("missing: this key is required", loc=(key,), got=_NO_VALUE)
+
+
+def describe(error: ConfigInvalid, from_files: Set[Loc] = frozenset()) -> str:
+    """One line: ``key.path: expected ..., got ...``; ``from_files`` names ``X_file`` keys."""
+    loc = error.loc
+    hidden = any(part in _HIDDEN_KEYS for part in loc if isinstance(part, str))
+    if loc in from_files:
+        loc = (*loc[:-1], f"{loc[-1]}_file")
+    if isinstance(error.got, _NoValue) or error.got is _UNSET:
+        return f"{_dotted(loc)}: {error.expected}"
+    return f"{_dotted(loc)}: {error.expected}, got {'<hidden>' if hidden else _short(error.got)}"
 
 
 def _dotted(loc: Loc) -> str:

@@ -1,23 +1,28 @@
-"""The frozen pydantic models of the configuration, from ``Config`` down to each sink."""
+"""The frozen config dataclasses, from ``Config`` down to each sink; each field names its check."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import structlog
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    SecretStr,
-    model_validator,
-)
 
+from poller.config.fields import (
+    Model,
+    boolean,
+    items,
+    literal,
+    model,
+    optional,
+    secret,
+    setting,
+    tagged,
+)
 from poller.config.messages import _NO_VALUE, _invalid
+from poller.config.secret import SECRET_KEYS as SECRET_KEYS
+from poller.config.secret import Secret
 from poller.config.validators import (
     _base_url,
     _body_template,
@@ -45,9 +50,6 @@ from poller.config.validators import (
 )
 from poller.events import INTERACTION_EVENT_TYPES
 
-SECRET_KEYS: frozenset[str] = frozenset(
-    {"auth_token", "api_key_secret", "secret", "webhook_url", "token", "password"}
-)
 # The spec's enums (twilio_proxy_v1.json: interaction_enum_type, interaction_enum_resource_status).
 INTERACTION_TYPES = frozenset({"message", "voice", "unknown"})
 RESOURCE_STATUSES = frozenset(
@@ -66,39 +68,41 @@ MAX_REQUESTS_PER_SECOND = 10_000.0
 
 log = structlog.get_logger(__name__)
 
-Secret = Annotated[SecretStr, AfterValidator(_secret_text)]
-Seconds = Annotated[float, _number()]
-AccountSid = Annotated[str, _sid("AC")]
-ServiceSid = Annotated[str, _sid("KS")]
-SessionSid = Annotated[str, _sid("KC")]
-BaseUrl = Annotated[str, PlainValidator(_base_url)]
+_secret = secret(_secret_text)
+_seconds = _number()
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class TwilioConfig(_Model):
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
+class TwilioConfig(Model):
     """How to reach Twilio Proxy, and how hard to push it."""
 
-    account_sid: AccountSid
-    auth_token: Secret | None = None
-    api_key_sid: Annotated[str, _sid("SK")] | None = None
-    api_key_secret: Secret | None = None
-    base_url: BaseUrl = "https://proxy.twilio.com"
-    page_size: Annotated[int, _integer(1, 1000)] = 1000
-    max_requests_per_second: Annotated[float, _number(high=MAX_REQUESTS_PER_SECOND)] = 25.0
-    max_concurrency: Annotated[int, _integer(1, 256)] = 8
-    timeout_seconds: Seconds = 20.0
-    retry_deadline_seconds: Seconds = 120.0
+    account_sid: str = setting(_sid("AC"))
+    auth_token: Secret | None = setting(optional(_secret), default=None)
+    api_key_sid: str | None = setting(optional(_sid("SK")), default=None)
+    api_key_secret: Secret | None = setting(optional(_secret), default=None)
+    base_url: str = setting(_base_url, default="https://proxy.twilio.com")
+    page_size: int = setting(_integer(1, 1000), default=1000)
+    max_requests_per_second: float = setting(_number(high=MAX_REQUESTS_PER_SECOND), default=25.0)
+    max_concurrency: int = setting(_integer(1, 256), default=8)
+    timeout_seconds: float = setting(_seconds, default=20.0)
+    retry_deadline_seconds: float = setting(_seconds, default=120.0)
     # Bounds on what Twilio may send (poller.twilio.body.AnswerLimits has the same defaults).
-    max_page_bytes: Annotated[int, _integer(65_536, 1 << 30)] = 32 << 20
-    max_pages: Annotated[int, _integer(1, 1_000_000)] = 1_000
-    max_interactions_per_session: Annotated[int, _integer(1, 100_000_000)] = 50_000
-    max_sessions_per_service: Annotated[int, _integer(1, 100_000_000)] = 100_000
+    max_page_bytes: int = setting(_integer(65_536, 1 << 30), default=32 << 20)
+    max_pages: int = setting(_integer(1, 1_000_000), default=1_000)
+    max_interactions_per_session: int = setting(_integer(1, 100_000_000), default=50_000)
+    max_sessions_per_service: int = setting(_integer(1, 100_000_000), default=100_000)
 
-    @model_validator(mode="after")
-    def _one_kind_of_auth(self) -> TwilioConfig:
+    def _check(self) -> None:
+        self._one_kind_of_auth()
+        # Validation is the one place every way of loading a config goes through.
+        if self.above_proxy_limit:
+            log.warning(
+                "config_rate_above_proxy_limit",
+                max_requests_per_second=self.max_requests_per_second,
+                proxy_limit=PROXY_RATE_LIMIT,
+            )
+
+    def _one_kind_of_auth(self) -> None:
         api_key = self.api_key_sid is not None or self.api_key_secret is not None
         if self.auth_token is not None and api_key:
             raise _invalid(
@@ -118,18 +122,6 @@ class TwilioConfig(_Model):
             raise _invalid(
                 "missing: api_key_sid needs api_key_secret", at=("api_key_secret",), got=_NO_VALUE
             )
-        return self
-
-    @model_validator(mode="after")
-    def _warn_above_proxy_limit(self) -> TwilioConfig:
-        # Validation is the one place every way of loading a config goes through.
-        if self.above_proxy_limit:
-            log.warning(
-                "config_rate_above_proxy_limit",
-                max_requests_per_second=self.max_requests_per_second,
-                proxy_limit=PROXY_RATE_LIMIT,
-            )
-        return self
 
     @property
     def above_proxy_limit(self) -> bool:
@@ -141,58 +133,61 @@ class TwilioConfig(_Model):
         """The HTTP Basic (username, password): the API key if set, else the account."""
         if self.api_key_sid is not None and self.api_key_secret is not None:
             return self.api_key_sid, self.api_key_secret.get_secret_value()
-        assert self.auth_token is not None  # the validator guarantees one kind of auth
+        assert self.auth_token is not None  # the check guarantees one kind of auth
         return self.account_sid, self.auth_token.get_secret_value()
 
 
-class StateConfig(_Model):
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
+class StateConfig(Model):
     """Where the SQLite state lives and how long gone sessions are kept."""
 
-    path: Annotated[Path, PlainValidator(_state_path)] = Path("state.db")
-    prune_after_seconds: Seconds = 7 * 24 * 3600.0
+    path: Path = setting(_state_path, default=Path("state.db"))
+    prune_after_seconds: float = setting(_seconds, default=7 * 24 * 3600.0)
 
 
-class PollConfig(_Model):
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
+class PollConfig(Model):
     """When sessions are polled."""
 
-    interval_seconds: Annotated[float, _number(minimum=1, inclusive=True)] = 30.0
-    first_run: Literal["baseline", "notify_all"] = "baseline"
-    settle_seconds: Seconds = 900.0
-    full_sweep_seconds: Seconds = 3600.0
-    timeout_seconds: Seconds = 120.0
+    interval_seconds: float = setting(_number(minimum=1, inclusive=True), default=30.0)
+    first_run: Literal["baseline", "notify_all"] = setting(
+        literal("baseline", "notify_all"), default="baseline"
+    )
+    settle_seconds: float = setting(_seconds, default=900.0)
+    full_sweep_seconds: float = setting(_seconds, default=3600.0)
+    timeout_seconds: float = setting(_seconds, default=120.0)
 
 
-class DeliveryConfig(_Model):
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
+class DeliveryConfig(Model):
     """Retries, backoff and deadlines of deliveries to sinks."""
 
-    max_attempts: Annotated[int, _integer(1)] = 20
-    max_age_seconds: Seconds = 3 * 24 * 3600.0
-    initial_backoff_seconds: Seconds = 5.0
-    max_backoff_seconds: Seconds = 6 * 3600.0
-    concurrency: Annotated[int, _integer(1, 256)] = 4
-    shutdown_timeout_seconds: Seconds = 10.0
-    once_deadline_seconds: Seconds = 60.0
+    max_attempts: int = setting(_integer(1), default=20)
+    max_age_seconds: float = setting(_seconds, default=3 * 24 * 3600.0)
+    initial_backoff_seconds: float = setting(_seconds, default=5.0)
+    max_backoff_seconds: float = setting(_seconds, default=6 * 3600.0)
+    concurrency: int = setting(_integer(1, 256), default=4)
+    shutdown_timeout_seconds: float = setting(_seconds, default=10.0)
+    once_deadline_seconds: float = setting(_seconds, default=60.0)
 
-    @model_validator(mode="after")
-    def _backoff_order(self) -> DeliveryConfig:
+    def _check(self) -> None:
         if self.initial_backoff_seconds > self.max_backoff_seconds:
             raise _invalid(
                 f"expected at most max_backoff_seconds ({self.max_backoff_seconds:g})",
                 at=("initial_backoff_seconds",),
                 got=self.initial_backoff_seconds,
             )
-        return self
 
 
-class WatchConfig(_Model):
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
+class WatchConfig(Model):
     """One Proxy Service: either the listed sessions or all of its sessions."""
 
-    service_sid: ServiceSid
-    sessions: tuple[SessionSid, ...] = ()
-    all_sessions: bool = False
+    service_sid: str = setting(_sid("KS"))
+    sessions: tuple[str, ...] = setting(items(_sid("KC")), default=())
+    all_sessions: bool = setting(boolean, default=False)
 
-    @model_validator(mode="after")
-    def _one_selection(self) -> WatchConfig:
+    def _check(self) -> None:
         if self.all_sessions and self.sessions:
             raise _invalid(
                 "expected either sessions or all_sessions: true, not both",
@@ -203,71 +198,68 @@ class WatchConfig(_Model):
             raise _invalid(
                 "expected a non-empty sessions list or all_sessions: true", at=("sessions",)
             )
-        return self
 
 
-class SinkFilter(_Model):
+_TYPES = _filter_values(_one_of(INTERACTION_TYPES), "message, voice or unknown")
+_STATUSES = _filter_values(_one_of(RESOURCE_STATUSES), "a resource status")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
+class SinkFilter(Model):
     """Which interactions a sink takes; every key optional, a list means "any of"."""
 
-    type: Annotated[
-        tuple[str, ...] | None,
-        _filter_values(_one_of(INTERACTION_TYPES), "message, voice or unknown"),
-    ] = None
-    inbound_resource_status: Annotated[
-        tuple[str, ...] | None, _filter_values(_one_of(RESOURCE_STATUSES), "a resource status")
-    ] = None
-    outbound_resource_status: Annotated[
-        tuple[str, ...] | None, _filter_values(_one_of(RESOURCE_STATUSES), "a resource status")
-    ] = None
-    service_sid: Annotated[
-        tuple[str, ...] | None, _filter_values(_sid_like("KS"), "a Service SID (KS...)")
-    ] = None
-    session_sid: Annotated[
-        tuple[str, ...] | None, _filter_values(_sid_like("KC"), "a Session SID (KC...)")
-    ] = None
+    type: tuple[str, ...] | None = setting(_TYPES, default=None)
+    inbound_resource_status: tuple[str, ...] | None = setting(_STATUSES, default=None)
+    outbound_resource_status: tuple[str, ...] | None = setting(_STATUSES, default=None)
+    service_sid: tuple[str, ...] | None = setting(
+        _filter_values(_sid_like("KS"), "a Service SID (KS...)"), default=None
+    )
+    session_sid: tuple[str, ...] | None = setting(
+        _filter_values(_sid_like("KC"), "a Session SID (KC...)"), default=None
+    )
 
 
-class _SinkCommon(_Model):
-    name: Annotated[str, _text("a name of 1 to 64 letters, digits, '_', '.', '-'", _SINK_NAME)]
-    events: Annotated[tuple[str, ...], PlainValidator(_events)] = INTERACTION_EVENT_TYPES
-    filter: SinkFilter | None = None
-    include_data: bool = True
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
+class _SinkCommon(Model):
+    name: str = setting(_text("a name of 1 to 64 letters, digits, '_', '.', '-'", _SINK_NAME))
+    events: tuple[str, ...] = setting(_events, default=INTERACTION_EVENT_TYPES)
+    filter: SinkFilter | None = setting(optional(model(SinkFilter)), default=None)
+    include_data: bool = setting(boolean, default=True)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class WebhookSinkConfig(_SinkCommon):
     """An HTTP endpoint receiving Standard-Webhooks-signed JSON events."""
 
-    type: Literal["webhook"]
-    url: Annotated[str, PlainValidator(_target_url)]
-    secret: Annotated[SecretStr, AfterValidator(_webhook_secret)] | None = None
-    timeout_seconds: Seconds = 10.0
-    headers: Annotated[dict[str, str], PlainValidator(_headers)] = Field(default_factory=dict)
-    body_template: Annotated[str, PlainValidator(_body_template)] | None = None
-    content_type: Annotated[str, PlainValidator(_content_type)] = "application/json"
+    type: Literal["webhook"] = setting(literal("webhook"))
+    url: str = setting(_target_url)
+    secret: Secret | None = setting(optional(secret(_webhook_secret)), default=None)
+    timeout_seconds: float = setting(_seconds, default=10.0)
+    headers: dict[str, str] = setting(_headers, factory=dict)
+    body_template: str | None = setting(optional(_body_template), default=None)
+    content_type: str = setting(_content_type, default="application/json")
 
-    @model_validator(mode="after")
-    def _template_renders_json(self) -> WebhookSinkConfig:
+    def _check(self) -> None:
         if self.body_template is not None:
             from poller.config.templates import check_body_template
 
             check_body_template(self.body_template, self.events, include_data=self.include_data)
-        return self
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class SlackSinkConfig(_SinkCommon):
     """A Slack incoming webhook, or the Web API (token + channel, one thread per session)."""
 
-    type: Literal["slack"]
-    webhook_url: Annotated[SecretStr, AfterValidator(_slack_webhook_url)] | None = None
-    token: Secret | None = None
-    channel: Annotated[str, _text("a Slack channel id or name")] | None = None
-    digest_threshold: Annotated[int, _integer(1)] = 5
-    template: Annotated[str, PlainValidator(_template)] | None = None
-    api_base_url: BaseUrl = "https://slack.com/api"
-    timeout_seconds: Seconds = 10.0
+    type: Literal["slack"] = setting(literal("slack"))
+    webhook_url: Secret | None = setting(optional(secret(_slack_webhook_url)), default=None)
+    token: Secret | None = setting(optional(_secret), default=None)
+    channel: str | None = setting(optional(_text("a Slack channel id or name")), default=None)
+    digest_threshold: int = setting(_integer(1), default=5)
+    template: str | None = setting(optional(_template), default=None)
+    api_base_url: str = setting(_base_url, default="https://slack.com/api")
+    timeout_seconds: float = setting(_seconds, default=10.0)
 
-    @model_validator(mode="after")
-    def _one_destination(self) -> SlackSinkConfig:
+    def _check(self) -> None:
         if self.webhook_url is not None and (self.token is not None or self.channel is not None):
             raise _invalid(
                 "expected webhook_url or token + channel, not both",
@@ -282,54 +274,54 @@ class SlackSinkConfig(_SinkCommon):
             raise _invalid("missing: channel needs token", at=("token",), got=_NO_VALUE)
         if self.webhook_url is None and self.channel is None:
             raise _invalid("missing: token needs channel", at=("channel",), got=_NO_VALUE)
-        return self
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class TeamsSinkConfig(_SinkCommon):
     """A Microsoft Teams Workflows webhook receiving Adaptive Cards."""
 
-    type: Literal["teams"]
-    webhook_url: Annotated[SecretStr, AfterValidator(_slack_webhook_url)]
-    digest_threshold: Annotated[int, _integer(1)] = 5
-    timeout_seconds: Seconds = 10.0
+    type: Literal["teams"] = setting(literal("teams"))
+    webhook_url: Secret = setting(secret(_slack_webhook_url))
+    digest_threshold: int = setting(_integer(1), default=5)
+    timeout_seconds: float = setting(_seconds, default=10.0)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class DiscordSinkConfig(_SinkCommon):
     """A Discord channel webhook receiving embeds."""
 
-    type: Literal["discord"]
-    webhook_url: Annotated[SecretStr, AfterValidator(_slack_webhook_url)]
-    digest_threshold: Annotated[int, _integer(1)] = 5
-    timeout_seconds: Seconds = 10.0
+    type: Literal["discord"] = setting(literal("discord"))
+    webhook_url: Secret = setting(secret(_slack_webhook_url))
+    digest_threshold: int = setting(_integer(1), default=5)
+    timeout_seconds: float = setting(_seconds, default=10.0)
 
 
 _SMTP_PORTS = {"starttls": 587, "tls": 465, "none": 25}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class EmailSinkConfig(_SinkCommon):
     """An SMTP server relaying email to a list of addresses."""
 
-    type: Literal["email"]
-    smtp_host: Annotated[str, _text("a host name or address")]
-    smtp_port: Annotated[int, _integer(1, 65535)] | None = None
-    security: Literal["starttls", "tls", "none"] = "starttls"
-    username: Annotated[str, _text("a user name")] | None = None
-    password: Secret | None = None
-    sender: Annotated[str, PlainValidator(_email_address)] = Field(alias="from")
-    to: Annotated[tuple[str, ...], PlainValidator(_email_addresses)]
-    subject_template: Annotated[str, PlainValidator(_subject_template)] = (
-        "[twilio-proxy-poller] {{ title }}"
+    type: Literal["email"] = setting(literal("email"))
+    smtp_host: str = setting(_text("a host name or address"))
+    smtp_port: int | None = setting(optional(_integer(1, 65535)), default=None)
+    security: Literal["starttls", "tls", "none"] = setting(
+        literal("starttls", "tls", "none"), default="starttls"
     )
-    digest_threshold: Annotated[int, _integer(1)] = 5
-    timeout_seconds: Seconds = 30.0
+    username: str | None = setting(optional(_text("a user name")), default=None)
+    password: Secret | None = setting(optional(_secret), default=None)
+    sender: str = setting(_email_address, key="from")
+    to: tuple[str, ...] = setting(_email_addresses)
+    subject_template: str = setting(_subject_template, default="[twilio-proxy-poller] {{ title }}")
+    digest_threshold: int = setting(_integer(1), default=5)
+    timeout_seconds: float = setting(_seconds, default=30.0)
 
-    @model_validator(mode="after")
-    def _both_credentials(self) -> EmailSinkConfig:
+    def _check(self) -> None:
         if self.username is not None and self.password is None:
             raise _invalid("missing: username needs password", at=("password",), got=_NO_VALUE)
         if self.password is not None and self.username is None:
             raise _invalid("missing: password needs username", at=("username",), got=_NO_VALUE)
-        return self
 
     @property
     def port(self) -> int:
@@ -337,16 +329,23 @@ class EmailSinkConfig(_SinkCommon):
         return self.smtp_port if self.smtp_port is not None else _SMTP_PORTS[self.security]
 
 
-SinkConfig = Annotated[
-    WebhookSinkConfig | SlackSinkConfig | TeamsSinkConfig | DiscordSinkConfig | EmailSinkConfig,
-    Field(discriminator="type"),
-]
+SinkConfig = (
+    WebhookSinkConfig | SlackSinkConfig | TeamsSinkConfig | DiscordSinkConfig | EmailSinkConfig
+)
+_SINK_TYPES: dict[str, type[Model]] = {
+    "webhook": WebhookSinkConfig,
+    "slack": SlackSinkConfig,
+    "teams": TeamsSinkConfig,
+    "discord": DiscordSinkConfig,
+    "email": EmailSinkConfig,
+}
 
 
-class HttpConfig(_Model):
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
+class HttpConfig(Model):
     """The /healthz, /readyz and /metrics listener."""
 
-    listen: Annotated[str, PlainValidator(_listen)]
+    listen: str = setting(_listen)
 
     @property
     def host(self) -> str:
@@ -361,27 +360,35 @@ class HttpConfig(_Model):
         return split[1]
 
 
-class LogConfig(_Model):
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
+class LogConfig(Model):
     """Log rendering and threshold."""
 
-    format: Literal["json", "console", "auto"] = "auto"
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console", "auto"] = setting(
+        literal("json", "console", "auto"), default="auto"
+    )
+    level: Literal["debug", "info", "warning", "error"] = setting(
+        literal("debug", "info", "warning", "error"), default="info"
+    )
 
 
-class Config(_Model):
+_SINK = tagged(_SINK_TYPES, "expected webhook, slack, teams, discord or email")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
+class Config(Model):
     """The whole validated configuration."""
 
-    twilio: TwilioConfig
-    state: StateConfig = Field(default_factory=StateConfig)
-    poll: PollConfig = Field(default_factory=PollConfig)
-    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
-    watch: tuple[WatchConfig, ...] = Field(min_length=1)
-    sinks: tuple[SinkConfig, ...] = Field(min_length=1)
-    http: HttpConfig | None = None
-    log: LogConfig = Field(default_factory=LogConfig)
+    twilio: TwilioConfig = setting(model(TwilioConfig))
+    state: StateConfig = setting(model(StateConfig), factory=StateConfig)
+    poll: PollConfig = setting(model(PollConfig), factory=PollConfig)
+    delivery: DeliveryConfig = setting(model(DeliveryConfig), factory=DeliveryConfig)
+    watch: tuple[WatchConfig, ...] = setting(items(model(WatchConfig), min_length=1))
+    sinks: tuple[SinkConfig, ...] = setting(items(_SINK, min_length=1))
+    http: HttpConfig | None = setting(optional(model(HttpConfig)), default=None)
+    log: LogConfig = setting(model(LogConfig), factory=LogConfig)
 
-    @model_validator(mode="after")
-    def _unique(self) -> Config:
+    def _check(self) -> None:
         services: dict[str, int] = {}
         sessions: dict[str, int] = {}
         for i, watch in enumerate(self.watch):
@@ -409,4 +416,3 @@ class Config(_Model):
                     got=sink.name,
                 )
             names[sink.name] = i
-        return self

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 from urllib.parse import urlsplit
-
-from pydantic import SecretStr
 
 from poller.config.models import (
     PROXY_RATE_LIMIT,
@@ -16,9 +15,10 @@ from poller.config.models import (
     TeamsSinkConfig,
     WebhookSinkConfig,
 )
+from poller.config.secret import Secret
 
 
-def _mask(secret: SecretStr | None) -> str:
+def _mask(secret: Secret | None) -> str:
     """``****`` and at most the last 4 characters (fewer for short secrets)."""
     if secret is None:
         return "none"
@@ -62,7 +62,9 @@ def _sink_lines(sink: SinkConfig) -> list[str]:
         extra += ", custom template"
     flt = sink.filter
     terms = [] if flt is None else [
-        f"{key}={'|'.join(values)}" for key, values in flt.model_dump().items() if values
+        f"{field.name}={'|'.join(values)}"
+        for field in dataclasses.fields(flt)
+        if (values := getattr(flt, field.name))
     ]  # fmt: skip
     return [
         f"  {sink.name} ({sink.type}) -> {target}",

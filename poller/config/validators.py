@@ -1,4 +1,4 @@
-"""Reusable field validators: numbers, SIDs, URLs, secrets, headers, templates, listen addresses.
+"""Reusable field checks: numbers, SIDs, URLs, secrets, headers, templates, listen addresses.
 
 Each raises :func:`~poller.config.messages._invalid` with what was expected; values that arrive
 as strings from ``${ENV}`` interpolation are accepted wherever a number is.
@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pydantic import PlainValidator, SecretStr
-
 from poller.config.messages import _NO_VALUE, _invalid
+from poller.config.secret import Secret
 from poller.events import EVENT_TYPES
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ def _as_number(value: object) -> float | int | None:
     return None
 
 
-def _integer(low: int, high: int | None = None) -> PlainValidator:
+def _integer(low: int, high: int | None = None) -> Callable[[object], int]:
     expected = (
         f"expected an integer from {low} to {high}"
         if high is not None
@@ -63,12 +62,12 @@ def _integer(low: int, high: int | None = None) -> PlainValidator:
             raise _invalid(expected)
         return number
 
-    return PlainValidator(check)
+    return check
 
 
 def _number(
     *, minimum: float = 0.0, inclusive: bool = False, high: float | None = None
-) -> PlainValidator:
+) -> Callable[[object], float]:
     bound = f">= {minimum:g}" if inclusive else f"greater than {minimum:g}"
     expected = f"expected a number {bound}" + (f" and at most {high:g}" if high else "")
 
@@ -81,10 +80,10 @@ def _number(
             raise _invalid(expected)
         return float(number)
 
-    return PlainValidator(check)
+    return check
 
 
-def _sid(prefix: str) -> PlainValidator:
+def _sid(prefix: str) -> Callable[[object], str]:
     pattern = re.compile(rf"{prefix}[0-9a-fA-F]{{32}}")
 
     def check(value: object) -> str:
@@ -92,17 +91,17 @@ def _sid(prefix: str) -> PlainValidator:
             return value
         raise _invalid(f"expected {prefix} followed by 32 hex digits")
 
-    return PlainValidator(check)
+    return check
 
 
-def _text(what: str, pattern: re.Pattern[str] | None = None) -> PlainValidator:
+def _text(what: str, pattern: re.Pattern[str] | None = None) -> Callable[[object], str]:
     def check(value: object) -> str:
         usable = isinstance(value, str) and value and value.strip() == value
         if usable and (pattern is None or pattern.fullmatch(str(value))):
             return str(value)
         raise _invalid(f"expected {what}")
 
-    return PlainValidator(check)
+    return check
 
 
 def _check_url(value: object, *, base: bool) -> str:
@@ -134,14 +133,14 @@ def _target_url(value: object) -> str:
     return _check_url(value, base=False)
 
 
-def _secret_text(value: SecretStr) -> SecretStr:
+def _secret_text(value: Secret) -> Secret:
     text = value.get_secret_value()
     if not text or text.strip() != text:
         raise _invalid("expected a non-empty secret without surrounding whitespace")
     return value
 
 
-def _webhook_secret(value: SecretStr) -> SecretStr:
+def _webhook_secret(value: Secret) -> Secret:
     text = value.get_secret_value().removeprefix("whsec_")
     try:
         size = len(base64.b64decode(text, validate=True))
@@ -152,7 +151,7 @@ def _webhook_secret(value: SecretStr) -> SecretStr:
     return value
 
 
-def _slack_webhook_url(value: SecretStr) -> SecretStr:
+def _slack_webhook_url(value: Secret) -> Secret:
     _check_url(value.get_secret_value(), base=False)
     return value
 
@@ -169,7 +168,9 @@ def _events(value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def _filter_values(check: Callable[[object], bool], what: str) -> PlainValidator:
+def _filter_values(
+    check: Callable[[object], bool], what: str
+) -> Callable[[object], tuple[str, ...] | None]:
     def validate(value: object) -> tuple[str, ...] | None:
         if value is None:
             return None
@@ -181,7 +182,7 @@ def _filter_values(check: Callable[[object], bool], what: str) -> PlainValidator
                 raise _invalid(f"expected {what}", at=(index,), got=item)
         return tuple(items)
 
-    return PlainValidator(validate)
+    return validate
 
 
 def _one_of(allowed: frozenset[str]) -> Callable[[object], bool]:

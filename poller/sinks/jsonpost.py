@@ -22,7 +22,7 @@ from poller.sinks.answers import failure
 from poller.sinks.slack_api import Clock, Pacer, Sleep
 
 if TYPE_CHECKING:
-    from pydantic import SecretStr
+    from poller.config import Secret
 
 _MAX_ANSWER_BYTES = 64 * 1024
 # Posts are paced one at a time, so a small pool is plenty.
@@ -112,7 +112,7 @@ class ChatWebhookSettings(Protocol):
     @property
     def digest_threshold(self) -> int: ...
     @property
-    def webhook_url(self) -> SecretStr: ...
+    def webhook_url(self) -> Secret: ...
     @property
     def timeout_seconds(self) -> float: ...
 

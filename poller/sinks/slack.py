@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import structlog
-from pydantic import SecretStr
 
 from poller.errors import ConfigError
 from poller.events import Event
@@ -36,6 +35,7 @@ from poller.sinks.slack_api import Clock, SlackClient, Sleep
 from poller.sinks.slack_blocks import Message, digest_message, event_message
 
 if TYPE_CHECKING:
+    from poller.config import Secret
     from poller.sinks.slack_template import MessageTemplate
 
 __all__ = ["SlackSettings", "SlackSink"]
@@ -51,9 +51,9 @@ class SlackSettings(Protocol):
     @property
     def include_data(self) -> bool: ...
     @property
-    def webhook_url(self) -> SecretStr | None: ...
+    def webhook_url(self) -> Secret | None: ...
     @property
-    def token(self) -> SecretStr | None: ...
+    def token(self) -> Secret | None: ...
     @property
     def channel(self) -> str | None: ...
     @property

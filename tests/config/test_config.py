@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
-import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,6 +20,7 @@ from poller.config import (
     RESOURCE_STATUSES,
     SECRET_KEYS,
     Config,
+    Secret,
     SlackSinkConfig,
     WebhookSinkConfig,
     compile_template,
@@ -397,13 +398,13 @@ def test_defaults_are_those_of_the_architecture() -> None:
     assert config.watch[1].sessions == ()
 
 
-def test_valid_config_keeps_values_and_secrets_are_secretstr() -> None:
+def test_valid_config_keeps_values_and_secrets_are_secret() -> None:
     config = parse(valid())
     webhook, slack, threads = config.sinks
     assert isinstance(webhook, WebhookSinkConfig)
     assert isinstance(slack, SlackSinkConfig)
     assert isinstance(threads, SlackSinkConfig)
-    assert isinstance(config.twilio.auth_token, pydantic.SecretStr)
+    assert isinstance(config.twilio.auth_token, Secret)
     assert config.twilio.credentials == (ACCOUNT, AUTH_TOKEN)
     assert webhook.secret is not None
     assert webhook.secret.get_secret_value() == WEBHOOK_SECRET
@@ -461,9 +462,9 @@ def test_http_listen_splits_host_and_port() -> None:
 
 def test_models_are_frozen() -> None:
     config = parse(valid())
-    with pytest.raises(pydantic.ValidationError):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.twilio.page_size = 5  # type: ignore[misc]
-    with pytest.raises(pydantic.ValidationError):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.log = config.log  # type: ignore[misc]
     assert isinstance(config.watch, tuple)
     assert isinstance(config.sinks, tuple)
@@ -798,29 +799,35 @@ def test_summary_shows_only_the_host_of_a_webhook_url() -> None:
 
 def secret_field_names() -> set[str]:
     names: set[str] = set()
-    seen: set[type[pydantic.BaseModel]] = set()
+    seen: set[type] = set()
 
-    def walk(model: type[pydantic.BaseModel]) -> None:
+    def walk(model: type) -> None:
         if model in seen:
             return
         seen.add(model)
-        for name, field in model.model_fields.items():
-            if "SecretStr" in str(field.annotation):
+        for name, annotation in get_type_hints(model).items():
+            if Secret in (annotation, *get_args(annotation)):
                 names.add(name)
-            for sub in models_in(field.annotation):
+            for sub in models_in(annotation):
                 walk(sub)
 
     walk(Config)
     return names
 
 
-def models_in(annotation: object) -> list[type[pydantic.BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+def models_in(annotation: object) -> list[type]:
+    """The config dataclasses a field holds, through Optional, tuple and unions."""
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return [annotation]
-    return [m for arg in getattr(annotation, "__args__", ()) for m in models_in(arg)]
+    return [m for arg in get_args(annotation) for m in models_in(arg)]
 
 
-def test_secret_keys_are_exactly_the_secretstr_fields() -> None:
+def file_keys(model: type) -> set[str]:
+    """What a config file writes for the fields of ``model``: a ``key`` (``from``), else a name."""
+    return {field.metadata.get("key") or field.name for field in dataclasses.fields(model)}
+
+
+def test_secret_keys_are_exactly_the_secret_fields() -> None:
     assert secret_field_names() == SECRET_KEYS
 
 
@@ -876,20 +883,19 @@ def test_example_config_mentions_every_key_of_the_models() -> None:
     mentioned = set(re.findall(r"^[\s#-]*([a-z_]+):", text, flags=re.MULTILINE))
     mentioned |= set(re.findall(r"\bor ([a-z_]+_file):", text))
     expected: set[str] = set()
-    models: list[type[pydantic.BaseModel]] = [Config, *_all_models()]
-    for model in models:
-        expected |= {field.alias or name for name, field in model.model_fields.items()}
+    for model in [Config, *_all_models()]:
+        expected |= file_keys(model)
     expected |= {f"{name}_file" for name in SECRET_KEYS}
     assert expected - mentioned == set()
 
 
-def _all_models() -> list[type[pydantic.BaseModel]]:
-    found: list[type[pydantic.BaseModel]] = []
-    todo: list[type[pydantic.BaseModel]] = [Config]
+def _all_models() -> list[type]:
+    found: list[type] = []
+    todo: list[type] = [Config]
     while todo:
         model = todo.pop()
-        for field in model.model_fields.values():
-            for sub in models_in(field.annotation):
+        for annotation in get_type_hints(model).values():
+            for sub in models_in(annotation):
                 if sub not in found:
                     found.append(sub)
                     todo.append(sub)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
-from typing import get_args
-
-import pydantic
+from typing import get_args, get_type_hints
 
 from poller.config import SECRET_KEYS, Config
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
-def _models_in(annotation: object) -> list[type[pydantic.BaseModel]]:
-    """The models a field holds, through Optional, tuple, unions and Annotated."""
-    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+def _models_in(annotation: object) -> list[type]:
+    """The config dataclasses a field holds, through Optional, tuple and unions."""
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         return [annotation]
     return [model for arg in get_args(annotation) for model in _models_in(arg)]
 
@@ -26,17 +25,19 @@ def _is_sequence(annotation: object) -> bool:
     return origin is tuple and bool(_models_in(annotation))
 
 
-def model_key_paths(model: type[pydantic.BaseModel], prefix: str = "") -> set[str]:
+def model_key_paths(model: type, prefix: str = "") -> set[str]:
     """Every key path the models accept, secrets' ``_file`` variants included."""
     paths: set[str] = set()
-    for key, field in model.model_fields.items():
-        name = field.alias or key  # what a config file writes (``from``, not ``sender``)
+    hints = get_type_hints(model)
+    for field in dataclasses.fields(model):
+        name = field.metadata.get("key") or field.name  # what a file writes (``from``)
         path = f"{prefix}{name}"
         paths.add(path)
         if name in SECRET_KEYS:
             paths.add(f"{path}_file")
-        subs = _models_in(field.annotation)
-        inner = f"{path}[]." if _is_sequence(field.annotation) else f"{path}."
+        annotation = hints[field.name]
+        subs = _models_in(annotation)
+        inner = f"{path}[]." if _is_sequence(annotation) else f"{path}."
         for sub in subs:
             paths |= model_key_paths(sub, inner)
     return paths
@@ -65,4 +66,4 @@ def test_every_model_key_is_documented() -> None:
 
 def test_every_documented_key_exists_in_the_models() -> None:
     assert documented_key_paths() - model_key_paths(Config) == set()
-    assert documented_sections() == set(Config.model_fields)
+    assert documented_sections() == {field.name for field in dataclasses.fields(Config)}

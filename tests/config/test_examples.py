@@ -14,9 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
-from poller.config import WebhookSinkConfig
+from poller.config import Secret, WebhookSinkConfig
 from poller.errors import PermanentDeliveryError
 from poller.events import EventType
 from poller.sinks.webhook import WebhookSink
@@ -113,7 +112,7 @@ def _sink(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
 ) -> WebhookSink:
-    config = WebhookSinkConfig(name="example", type="webhook", url=url, secret=SecretStr(secret))
+    config = WebhookSinkConfig(name="example", type="webhook", url=url, secret=Secret(secret))
     return WebhookSink(config, transport=transport, clock=clock)
 
 

@@ -13,6 +13,7 @@ import yaml
 from tests.support import ROOT
 
 HEAVY = (
+    "pydantic",
     "aiohttp",
     "aiohttp.web",
     "httpx",
@@ -51,9 +52,13 @@ def _config(tmp_path: Path, sinks: list[dict[str, object]] | None = None, **sink
     return str(path)
 
 
-def _imported(*argv: str) -> tuple[int, list[str]]:
+# What only polling and delivering use: check-config builds none of it.
+POLLING = ("poller.twilio.records", "poller.twilio.client", "poller.state", "sqlite3", "orjson")
+
+
+def _imported(*argv: str, watched: tuple[str, ...] = HEAVY) -> tuple[int, list[str]]:
     run = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(HEAVY), *argv],
+        [sys.executable, "-c", PROBE, json.dumps(watched), *argv],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -68,6 +73,29 @@ def test_check_config_imports_no_http_scheduler_metrics_or_template_library(
 ) -> None:
     config = _config(tmp_path, webhook_url="https://hooks.slack.com/services/T0/B0/x")
     assert _imported("check-config", "-c", config) == (0, [])
+
+
+def test_check_config_of_every_sink_type_imports_no_library_or_module_of_polling(
+    tmp_path: Path,
+) -> None:
+    webhook = {
+        "name": "hook",
+        "type": "webhook",
+        "url": "https://example.com/hook",
+        "secret": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "headers": {"X-Team": "ops"},
+        "filter": {"type": "message"},
+    }
+    chat = "https://chat.example.com/hook/x"
+    sinks: list[dict[str, object]] = [
+        webhook,
+        {"name": "slack", "type": "slack", "token": "xoxb-1", "channel": "C1"},
+        {"name": "teams", "type": "teams", "webhook_url": chat},
+        {"name": "discord", "type": "discord", "webhook_url": chat},
+        {"name": "mail", "type": "email", "smtp_host": "mail", "from": "a@b.co", "to": "c@d.co"},
+    ]
+    config = _config(tmp_path, sinks=sinks)
+    assert _imported("check-config", "-c", config, watched=HEAVY + POLLING) == (0, [])
 
 
 def test_a_config_with_a_template_still_has_it_checked(tmp_path: Path) -> None:
