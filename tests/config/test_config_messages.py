@@ -96,12 +96,13 @@ def cases() -> Iterator[tuple[str, dict[str, Any]]]:
                 data = {**copy.deepcopy(base), "sinks": [{**sink, "filter": {key: value}}]}
                 yield f"{kind}.filter.{key}={value!r}", data
     twilio: dict[str, object] = {"account_sid": ACCOUNT}
-    for label, change in [
+    changes: list[tuple[str, dict[str, object]]] = [
         ("api-key-sid-only", {"api_key_sid": API_KEY}),
         ("api-key-secret-only", {"api_key_secret": "s"}),
         ("bad-sid-and-page-size", {"account_sid": "bad", "page_size": 0}),
         ("backoff-order", {"auth_token": "t"}),
-    ]:
+    ]
+    for label, change in changes:
         data = {**copy.deepcopy(base), "twilio": {**twilio, **change}}
         if label == "backoff-order":
             data["delivery"] = {"initial_backoff_seconds": "10", "max_backoff_seconds": "5.5"}

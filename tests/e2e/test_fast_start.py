@@ -78,7 +78,7 @@ def test_check_config_imports_no_http_scheduler_metrics_or_template_library(
 def test_check_config_of_every_sink_type_imports_no_library_or_module_of_polling(
     tmp_path: Path,
 ) -> None:
-    webhook = {
+    webhook: dict[str, object] = {
         "name": "hook",
         "type": "webhook",
         "url": "https://example.com/hook",

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import structlog
 
+from poller.config import Secret
 from poller.config.models import TwilioConfig
 from poller.errors import MalformedResponseError
 from poller.observe.metrics import REGISTRY
@@ -214,11 +215,11 @@ async def test_a_sessions_listing_has_its_own_cap() -> None:
 
 
 def test_the_config_defaults_are_the_clients() -> None:
-    config = TwilioConfig(account_sid="AC" + "0" * 32, auth_token="t")
+    config = TwilioConfig(account_sid="AC" + "0" * 32, auth_token=Secret("t"))
     assert AnswerLimits.of(config) == AnswerLimits()
     custom = TwilioConfig(
         account_sid="AC" + "0" * 32,
-        auth_token="t",
+        auth_token=Secret("t"),
         max_page_bytes=1 << 20,
         max_pages=7,
         max_interactions_per_session=8,
