@@ -32,6 +32,7 @@ from poller.observe.metrics import REGISTRY
 from poller.state.models import Delivery, DisabledSink
 from poller.state.sqlite.store import SqliteStore
 from poller.twilio.records import Fingerprint
+from tests.clock import FakeClock
 from tests.sink_contract_cases import make_event
 
 T0 = 1_795_000_000.0
@@ -216,14 +217,6 @@ class CountingAcks:
         await self.inner.ack(delivery_ids)
 
 
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 Outcome = BaseException | None
 
 
@@ -303,12 +296,18 @@ POLICY = policy()
 def dispatcher(
     store: StoreUnderTest,
     sinks: Sequence[Any],
-    clock: Clock,
+    clock: FakeClock,
     policy: DeliveryPolicy = POLICY,
     **kw: Any,
 ) -> Dispatcher:
     return Dispatcher(
-        store, sinks, policy, clock=clock, monotonic=clock, rng=random.Random(7), **kw
+        store,
+        sinks,
+        policy,
+        clock=clock.time,
+        monotonic=clock.monotonic,
+        rng=random.Random(7),
+        **kw,
     )
 
 
@@ -380,7 +379,7 @@ def test_run_result_totals_and_ok() -> None:
 
 
 async def test_failure_is_retried_at_once_then_after_a_growing_delay(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable())
@@ -394,18 +393,18 @@ async def test_failure_is_retried_at_once_then_after_a_growing_delay(store: Stor
     assert row.attempts == 2
     assert 2.5 <= first_wait <= 5.0
 
-    clock.now = row.next_attempt_at - 0.001
+    clock.advance(row.next_attempt_at - 0.001 - clock.time())
     await d.run_once()
     assert len(sink.sent) == 2  # not due yet
-    clock.now = row.next_attempt_at
+    clock.advance(row.next_attempt_at - clock.time())
     await d.run_once()
     (row,) = await pending(store, "hook")
     assert row.attempts == 3
-    assert 5.0 <= row.next_attempt_at - clock.now <= 10.0
+    assert 5.0 <= row.next_attempt_at - clock.time() <= 10.0
 
 
 async def test_retry_after_hint_is_honoured(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(retry_after=120.0)]})
@@ -414,17 +413,17 @@ async def test_retry_after_hint_is_honoured(store: StoreUnderTest) -> None:
     await d.run_once()
     (row,) = await pending(store, "hook")
     assert row.next_attempt_at == pytest.approx(T0 + 120.0)
-    clock.now = T0 + 119.0
+    clock.advance(T0 + 119.0 - clock.time())
     await d.run_once()
     assert sink.sent == [event.id]
-    clock.now = T0 + 120.0
+    clock.advance(T0 + 120.0 - clock.time())
     result = await d.run_once()
     assert sink.delivered == [event.id]
     assert result.sinks["hook"] == SinkResult(delivered=1)
 
 
 async def test_dead_letter_after_max_attempts(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable())
@@ -433,7 +432,7 @@ async def test_dead_letter_after_max_attempts(store: StoreUnderTest) -> None:
     with capture_logs() as logs:
         for _ in range(5):
             await d.run_once()
-            clock.now += 3600
+            clock.advance(3600)
     assert sink.sent == [event.id] * 3
     assert await pending(store, "hook") == []
     (dead,) = await store.dead_letters("hook")
@@ -446,7 +445,7 @@ async def test_dead_letter_after_max_attempts(store: StoreUnderTest) -> None:
 
 
 async def test_dead_letter_after_max_age(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable())
@@ -454,7 +453,7 @@ async def test_dead_letter_after_max_age(store: StoreUnderTest) -> None:
 
     await d.run_once()
     assert len(await pending(store, "hook")) == 1
-    clock.now = T0 + 100.0
+    clock.advance(T0 + 100.0 - clock.time())
     with capture_logs() as logs:
         result = await d.run_once()
     assert result.sinks["hook"].dead == 1
@@ -463,7 +462,7 @@ async def test_dead_letter_after_max_age(store: StoreUnderTest) -> None:
 
 
 async def test_permanent_error_dead_letters_at_once(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     first, second = make_event(session_sid=session(1)), make_event(session_sid=session(1))
     await enqueue(store, [first, second], ["hook"], T0)
     sink = ScriptedSink("hook", script={first.id: [PermanentDeliveryError("HTTP 400", status=400)]})
@@ -474,7 +473,7 @@ async def test_permanent_error_dead_letters_at_once(store: StoreUnderTest) -> No
 
 
 async def test_gone_receiver_disables_the_sink_and_keeps_its_events(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     events = [make_event(session_sid=session(n)) for n in range(3)]
     await enqueue(store, events, ["gone", "fine"], T0)
     gone = ScriptedSink("gone", default=SinkDisabledError("HTTP 410", status=410))
@@ -495,12 +494,12 @@ async def test_gone_receiver_disables_the_sink_and_keeps_its_events(store: Store
 
 
 async def test_disabling_answer_is_noted_once_with_its_first_time(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     await enqueue(store, [make_event(session_sid=session(n)) for n in range(2)], ["gone"], T0)
     gone = ScriptedSink("gone", default=SinkDisabledError("HTTP 404: webhook deleted", status=404))
 
     await dispatcher(store, [gone], clock).run_once()
-    clock.now += 60
+    clock.advance(60)
     await dispatcher(store, [gone], clock).run_once()  # a restart meets the same answer
 
     assert await store.disabled_sinks() == [
@@ -512,7 +511,7 @@ async def test_disabling_answer_is_noted_once_with_its_first_time(store: StoreUn
 
 
 async def test_a_sink_that_answers_again_loses_its_disabled_note(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     await enqueue(store, [make_event(session_sid=session(0))], ["hook"], T0)
     await store.record_sink_disabled("hook", status=410, reason="HTTP 410", now=T0 - 10)
 
@@ -528,7 +527,7 @@ async def test_a_sink_that_answers_again_loses_its_disabled_note(store: StoreUnd
 async def test_clearing_the_note_resumes_a_disabled_sink_in_the_running_dispatcher(
     store: StoreUnderTest,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     events = [make_event(session_sid=session(0)), make_event(session_sid=session(1))]
     await enqueue(store, events, ["mail"], T0)
     mail = ScriptedSink("mail", script={events[0].id: [SinkDisabledError("SMTP 535", status=535)]})
@@ -548,7 +547,7 @@ async def test_clearing_the_note_resumes_a_disabled_sink_in_the_running_dispatch
 async def test_unexpected_sink_exception_is_retried_and_not_logged_verbatim(
     store: StoreUnderTest,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [ValueError("token=hunter2"), None]})
@@ -561,7 +560,7 @@ async def test_unexpected_sink_exception_is_retried_and_not_logged_verbatim(
 
 
 async def test_failure_log_names_sink_event_status_attempts_and_wait(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(retry_after=42.0)]})
@@ -577,7 +576,7 @@ async def test_failure_log_names_sink_event_status_attempts_and_wait(store: Stor
 
 
 async def test_a_stuck_sink_does_not_hold_back_another(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     events = [make_event(session_sid=session(n)) for n in range(3)]
     await enqueue(store, events, ["stuck", "fine"], T0)
     fine = ScriptedSink("fine")
@@ -594,7 +593,7 @@ async def test_a_stuck_sink_does_not_hold_back_another(store: StoreUnderTest) ->
 async def test_a_session_is_delivered_in_order_even_when_its_head_fails(
     store: StoreUnderTest,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     created = make_event(session_sid=session(1))
     updated = make_event(session_sid=session(1), event_type=EventType.UPDATED)
     other = make_event(session_sid=session(2))
@@ -606,13 +605,13 @@ async def test_a_session_is_delivered_in_order_even_when_its_head_fails(
     assert sink.delivered == [other.id]  # another session never waits
     assert updated.id not in sink.sent
     (head,) = (await pending(store, "hook"))[:1]
-    clock.now = head.next_attempt_at
+    clock.advance(head.next_attempt_at - clock.time())
     await d.run_once()
     assert sink.delivered == [other.id, created.id, updated.id]
 
 
 async def test_sends_across_sessions_are_concurrent_up_to_the_limit(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     await enqueue(store, [make_event(session_sid=session(n)) for n in range(10)], ["hook"], T0)
     in_flight = 0
     peak = 0
@@ -637,7 +636,7 @@ async def test_sends_across_sessions_are_concurrent_up_to_the_limit(store: Store
 
 
 async def test_a_batch_of_heads_is_acked_in_one_transaction(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     events = [make_event(session_sid=session(n)) for n in range(10)]
     await enqueue(store, events, ["hook"], T0)
     counting = CountingAcks(store)
@@ -651,7 +650,7 @@ async def test_a_batch_of_heads_is_acked_in_one_transaction(store: StoreUnderTes
 async def test_a_sessions_next_event_is_sent_only_after_its_head_was_acked(
     store: StoreUnderTest,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     events = [make_event(session_sid=session(n % 3)) for n in range(9)]
     await enqueue(store, sorted(events, key=lambda e: e.session_sid), ["hook"], T0)
     counting = CountingAcks(store)
@@ -675,11 +674,11 @@ async def test_a_sessions_next_event_is_sent_only_after_its_head_was_acked(
 async def test_a_deadline_acks_what_its_batch_sent_before_it_ended(
     store: StoreUnderTest,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     await enqueue(store, [make_event(session_sid=session(n)) for n in range(6)], ["hook"], T0)
 
     async def take_ten_seconds(event: Event) -> None:
-        clock.now += 10.0
+        clock.advance(10.0)
 
     counting = CountingAcks(store)
     sink = ScriptedSink("hook", before_send=take_ten_seconds)
@@ -693,7 +692,7 @@ async def test_a_deadline_acks_what_its_batch_sent_before_it_ended(
 async def test_sends_of_a_batch_are_acked_even_when_the_store_fails_on_another(
     store: StoreUnderTest,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     failing, fine = make_event(session_sid=session(1)), make_event(session_sid=session(2))
     await enqueue(store, [failing, fine], ["hook"], T0)
 
@@ -711,7 +710,7 @@ async def test_sends_of_a_batch_are_acked_even_when_the_store_fails_on_another(
 
 
 async def test_cancelling_mid_batch_acks_the_sends_that_finished(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     first, second = make_event(session_sid=session(1)), make_event(session_sid=session(2))
     await enqueue(store, [first, second], ["hook"], T0)
     stuck = asyncio.Event()
@@ -737,7 +736,7 @@ async def test_cancelling_mid_batch_acks_the_sends_that_finished(store: StoreUnd
 
 
 async def test_ignore_timers_attempts_every_delivery_exactly_once(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     events = [make_event(session_sid=session(n)) for n in range(5)]
     await enqueue(store, events, ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable(retry_after=3600.0))
@@ -753,7 +752,7 @@ async def test_ignore_timers_attempts_every_delivery_exactly_once(store: StoreUn
 
 
 async def test_ignore_timers_delivers_a_whole_session_queue(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     events = [make_event(session_sid=session(1)) for _ in range(4)]
     await enqueue(store, events, ["hook"], T0)
     sink = ScriptedSink("hook")
@@ -765,11 +764,11 @@ async def test_ignore_timers_delivers_a_whole_session_queue(store: StoreUnderTes
 async def test_deadline_stops_new_attempts_and_leaves_the_rest_pending(
     store: StoreUnderTest,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     await enqueue(store, [make_event(session_sid=session(n)) for n in range(6)], ["hook"], T0)
 
     async def take_ten_seconds(event: Event) -> None:
-        clock.now += 10.0
+        clock.advance(10.0)
 
     sink = ScriptedSink("hook", before_send=take_ten_seconds)
     d = dispatcher(store, [sink], clock, policy(concurrency=1))
@@ -779,7 +778,7 @@ async def test_deadline_stops_new_attempts_and_leaves_the_rest_pending(
 
 
 async def test_more_due_than_the_threshold_goes_out_as_one_digest(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     events = [make_event(session_sid=session(n)) for n in range(4)]
     await enqueue(store, events, ["chat"], T0)
     sink = ScriptedSink("chat", digest_threshold=3)
@@ -793,7 +792,7 @@ async def test_more_due_than_the_threshold_goes_out_as_one_digest(store: StoreUn
 async def test_one_sessions_burst_past_the_threshold_is_one_digest_in_order(
     store: StoreUnderTest,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     events = [make_event(session_sid=session(1)) for _ in range(6)]
     await enqueue(store, events, ["chat"], T0)
     sink = ScriptedSink("chat", digest_threshold=3)
@@ -803,7 +802,7 @@ async def test_one_sessions_burst_past_the_threshold_is_one_digest_in_order(
 
 
 async def test_up_to_the_threshold_events_go_out_one_by_one(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     events = [make_event(session_sid=session(n)) for n in range(3)]
     await enqueue(store, events, ["chat"], T0)
     sink = ScriptedSink("chat", digest_threshold=3)
@@ -813,7 +812,7 @@ async def test_up_to_the_threshold_events_go_out_one_by_one(store: StoreUnderTes
 
 
 async def test_a_failed_digest_schedules_every_event_again(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     events = [make_event(session_sid=session(n)) for n in range(4)]
     await enqueue(store, events, ["chat"], T0)
     sink = ScriptedSink("chat", digest_threshold=2, default=retryable(retry_after=60.0))
@@ -833,7 +832,7 @@ def _sample(name: str, **labels: str) -> float:
 
 
 async def test_metrics_count_outcomes_and_gauge_the_outbox(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     sink_name = f"metrics-{id(store)}"
     ok, bad, later = (make_event(session_sid=session(n)) for n in range(3))
     await enqueue(store, [ok, bad, later], [sink_name], T0)
@@ -857,7 +856,7 @@ async def test_metrics_count_outcomes_and_gauge_the_outbox(store: StoreUnderTest
 
 
 async def test_the_outbox_gauge_follows_a_long_drain(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     sink_name = f"gauge-{id(store)}"
     events = [make_event(session_sid=session(n % 2)) for n in range(6)]
     await enqueue(store, sorted(events, key=lambda e: e.session_sid), [sink_name], T0)
@@ -865,7 +864,7 @@ async def test_the_outbox_gauge_follows_a_long_drain(store: StoreUnderTest) -> N
 
     async def slow_send(event: Event) -> None:
         seen.append(_sample("poller_outbox_pending", sink=sink_name))
-        clock.now += 1.0  # each batch of two heads takes past the refresh interval
+        clock.advance(1.0)  # each batch of two heads takes past the refresh interval
 
     sink = ScriptedSink(sink_name, before_send=slow_send)
     await dispatcher(store, [sink], clock).run_once()
@@ -877,7 +876,7 @@ async def test_the_outbox_gauge_follows_a_long_drain(store: StoreUnderTest) -> N
 
 
 async def test_run_forever_delivers_on_wake_and_returns_on_stop(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     sink = ScriptedSink("hook")
     d = dispatcher(store, [sink], clock, idle_poll_seconds=60.0)
     stop, wake = asyncio.Event(), asyncio.Event()
@@ -894,7 +893,7 @@ async def test_run_forever_delivers_on_wake_and_returns_on_stop(store: StoreUnde
 
 
 async def test_run_forever_retries_when_the_timer_runs_out(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(), retryable(), None]})
@@ -903,7 +902,7 @@ async def test_run_forever_retries_when_the_timer_runs_out(store: StoreUnderTest
     loop = asyncio.create_task(d.run_forever(stop, wake))
 
     await sink.wait_until(lambda: len(sink.sent) == 2)
-    clock.now += 10.0  # past the second retry's timer; no wake-up is given
+    clock.advance(10.0)  # past the second retry's timer; no wake-up is given
     await sink.wait_until(lambda: sink.delivered == [event.id])
     stop.set()
     async with asyncio.timeout(5):
@@ -911,7 +910,7 @@ async def test_run_forever_retries_when_the_timer_runs_out(store: StoreUnderTest
 
 
 async def test_stop_lets_the_send_in_flight_finish(store: StoreUnderTest) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     first, second = make_event(session_sid=session(1)), make_event(session_sid=session(1))
     await enqueue(store, [first, second], ["hook"], T0)
     started, release = asyncio.Event(), asyncio.Event()
@@ -945,5 +944,5 @@ async def test_a_store_failure_surfaces_after_every_sink_has_stopped() -> None:
     await enqueue(store, events, ["a", "b"], T0)
     a, b = ScriptedSink("a"), ScriptedSink("b")
     with pytest.raises(StateError, match="disk I/O"):
-        await dispatcher(store, [a, b], Clock()).run_once()
+        await dispatcher(store, [a, b], FakeClock(wall=T0, monotonic=T0)).run_once()
     assert sorted(a.sent) == sorted(b.sent) == sorted(e.id for e in events)

@@ -14,10 +14,10 @@ from poller.delivery.holds import Holds
 from poller.errors import StateError
 from poller.observe.metrics import REGISTRY
 from poller.state.sqlite.store import SqliteStore
+from tests.clock import FakeClock
 from tests.delivery.test_delivery import (
     POLICY,
     T0,
-    Clock,
     CountingAcks,
     ScriptedSink,
     dispatcher,
@@ -69,12 +69,12 @@ def _pending_gauge(sink: str) -> float | None:
 
 
 def test_holds_count_attempts_and_expire_on_their_clock() -> None:
-    clock = Clock(100.0)
-    holds = Holds(clock)
+    clock = FakeClock(wall=100.0, monotonic=100.0)
+    holds = Holds(clock.monotonic)
     holds.hold(7, attempts=3, seconds=10.0)
     assert holds.held(7) and not holds.held(8)
     assert holds.attempts(7, stored=1) == 3 and holds.attempts(7, stored=5) == 5
-    clock.now = 110.0
+    clock.advance(110.0 - clock.time())
     assert not holds.held(7)
     holds.release([7])
     assert len(holds) == 0 and holds.attempts(7, stored=1) == 1
@@ -83,7 +83,7 @@ def test_holds_count_attempts_and_expire_on_their_clock() -> None:
 async def test_a_retry_that_cannot_be_stored_waits_its_backoff_in_memory(
     store: SqliteStore,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event(session_sid=session(1))
     await enqueue(store, [event], ["hook"], T0)
     full = FullDisk(store)
@@ -100,7 +100,7 @@ async def test_a_retry_that_cannot_be_stored_waits_its_backoff_in_memory(
         await d.run_once()
     assert sink.sent == [event.id]
 
-    clock.now += 30.0
+    clock.advance(30.0)
     full.full = False
     sink.default = None
     result = await d.run_once()
@@ -109,7 +109,7 @@ async def test_a_retry_that_cannot_be_stored_waits_its_backoff_in_memory(
 
 
 async def test_holds_back_off_further_while_the_disk_stays_full(store: SqliteStore) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event(session_sid=session(1))
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable())
@@ -120,7 +120,7 @@ async def test_holds_back_off_further_while_the_disk_stays_full(store: SqliteSto
             await d.run_once()
         (held,) = [e for e in logs if e["event"] == "delivery_held"]
         waits.append(held["next_attempt_in"])
-        clock.now += held["next_attempt_in"] + 0.001  # it is rounded in the log
+        clock.advance(held["next_attempt_in"] + 0.001)  # it is rounded in the log
     assert len(sink.sent) == 5
     assert waits[0] == POLICY.config.initial_backoff_seconds
     assert all(later >= earlier for earlier, later in itertools.pairwise(waits))
@@ -130,7 +130,7 @@ async def test_holds_back_off_further_while_the_disk_stays_full(store: SqliteSto
 async def test_a_send_whose_ack_cannot_be_stored_is_not_sent_again_at_once(
     store: SqliteStore,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event(session_sid=session(1))
     await enqueue(store, [event], ["hook"], T0)
     full = FullDisk(store)
@@ -141,7 +141,7 @@ async def test_a_send_whose_ack_cannot_be_stored_is_not_sent_again_at_once(
     await d.run_once()
     assert sink.sent == [event.id]
     full.full = False
-    clock.now += POLICY.config.initial_backoff_seconds
+    clock.advance(POLICY.config.initial_backoff_seconds)
     assert (await d.run_once()).delivered == 1
     assert sink.sent == [event.id, event.id]  # at least once: sent again, same id
 
@@ -149,7 +149,7 @@ async def test_a_send_whose_ack_cannot_be_stored_is_not_sent_again_at_once(
 async def test_the_daemon_loop_logs_each_failed_pass_in_one_line_and_goes_on(
     store: SqliteStore,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event(session_sid=session(1))
     await enqueue(store, [event], ["hook"], T0)
     full = FullDisk(store)
@@ -173,7 +173,7 @@ async def test_the_daemon_loop_logs_each_failed_pass_in_one_line_and_goes_on(
 async def test_every_event_of_a_failed_digest_is_held_not_only_the_first(
     store: SqliteStore,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     events = [make_event(session_sid=session(n)) for n in range(3)]
     await enqueue(store, events, ["slack"], T0)
     sink = ScriptedSink("slack", default=retryable(), digest_threshold=1)
@@ -182,14 +182,14 @@ async def test_every_event_of_a_failed_digest_is_held_not_only_the_first(
         await d.run_once()
     await d.run_once()
     assert sink.digests == [[e.id for e in events]]  # not sent again, not even a part of it
-    clock.now += POLICY.config.initial_backoff_seconds
+    clock.advance(POLICY.config.initial_backoff_seconds)
     with pytest.raises(StateError):
         await d.run_once()
     assert len(sink.digests) == 2
 
 
 async def test_a_held_event_holds_back_the_events_behind_it_in_a_digest(store: SqliteStore) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     first, second = make_event(session_sid=session(1)), make_event(session_sid=session(1))
     await enqueue(store, [first, second], ["slack"], T0)
     (head,) = await store.due("slack", None, 10)
@@ -198,6 +198,6 @@ async def test_a_held_event_holds_back_the_events_behind_it_in_a_digest(store: S
     d._holds.hold(head.id, attempts=1, seconds=10.0)  # as after a failed write of its retry
     await d.run_once()
     assert sink.digests == [] and sink.sent == []
-    clock.now += 10.0
+    clock.advance(10.0)
     await d.run_once()
     assert sink.digests == [[first.id, second.id]]

@@ -14,10 +14,10 @@ from structlog.testing import capture_logs
 from poller.delivery.dispatcher import Dispatcher
 from poller.delivery.policy import DeliveryPolicy
 from poller.delivery.results import SinkResult
+from tests.clock import FakeClock
 from tests.delivery.test_delivery import (
     POLICY,
     T0,
-    Clock,
     ScriptedSink,
     StoreUnderTest,
     enqueue,
@@ -34,27 +34,15 @@ __all__ = ["store"]  # the fixture, imported for the tests below
 DEADLINE = T0 + 60.0
 
 
-class SleepingClock(Clock):
-    """A clock whose ``sleep`` moves it; every sleep is recorded."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.slept: list[float] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 def once_dispatcher(
-    store: StoreUnderTest, sinks: list[Any], clock: SleepingClock, policy: DeliveryPolicy = POLICY
+    store: StoreUnderTest, sinks: list[Any], clock: FakeClock, policy: DeliveryPolicy = POLICY
 ) -> Dispatcher:
     return Dispatcher(
         store,
         sinks,
         policy,
-        clock=clock,
-        monotonic=clock,
+        clock=clock.time,
+        monotonic=clock.monotonic,
         sleep=clock.sleep,
         rng=random.Random(7),
     )
@@ -63,7 +51,7 @@ def once_dispatcher(
 async def test_retry_after_within_the_deadline_is_waited_for_and_delivered(
     store: StoreUnderTest,
 ) -> None:
-    clock = SleepingClock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(2.0), retryable(2.0)]})
@@ -80,14 +68,14 @@ async def test_retry_after_within_the_deadline_is_waited_for_and_delivered(
 async def test_a_wait_past_the_deadline_is_not_made_and_the_event_stays_pending(
     store: StoreUnderTest,
 ) -> None:
-    clock = SleepingClock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(3600.0)]})
     result = await once_dispatcher(store, [sink], clock).run_once(
         ignore_timers=True, deadline=DEADLINE
     )
-    assert clock.slept == [] and clock.now == T0  # returned at once
+    assert clock.slept == [] and clock.time() == T0  # returned at once
     assert sink.sent == [event.id]
     assert result.sinks["hook"] == SinkResult(failed=1, pending_left=1)
     (row,) = await pending(store, "hook")
@@ -95,7 +83,7 @@ async def test_a_wait_past_the_deadline_is_not_made_and_the_event_stays_pending(
 
 
 async def test_the_first_retry_is_immediate_in_the_same_run(store: StoreUnderTest) -> None:
-    clock = SleepingClock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable()]})
@@ -103,21 +91,21 @@ async def test_the_first_retry_is_immediate_in_the_same_run(store: StoreUnderTes
         ignore_timers=True, deadline=DEADLINE
     )
     assert sink.delivered == [event.id]
-    assert clock.now == T0
+    assert clock.time() == T0
     assert result.sinks["hook"] == SinkResult(delivered=1, failed=1)
 
 
 async def test_backoff_retries_stop_at_the_first_wait_that_ends_past_the_deadline(
     store: StoreUnderTest,
 ) -> None:
-    clock = SleepingClock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", default=retryable())
     result = await once_dispatcher(store, [sink], clock).run_once(
         ignore_timers=True, deadline=DEADLINE
     )
-    assert clock.now < DEADLINE
+    assert clock.time() < DEADLINE
     (row,) = await pending(store, "hook")
     assert row.next_attempt_at >= DEADLINE  # the next wait would pass the deadline
     assert row.attempts == len(sink.sent) >= 4  # immediate, then 2.5-5 s, 5-10 s, 10-20 s
@@ -127,7 +115,7 @@ async def test_backoff_retries_stop_at_the_first_wait_that_ends_past_the_deadlin
 async def test_a_session_waiting_for_its_retry_never_holds_back_another(
     store: StoreUnderTest,
 ) -> None:
-    clock = SleepingClock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     slow, fine = make_event(session_sid=session(1)), make_event(session_sid=session(2))
     behind_fine = make_event(session_sid=session(2))
     await enqueue(store, [slow, fine, behind_fine], ["hook"], T0)
@@ -142,7 +130,7 @@ async def test_a_session_waiting_for_its_retry_never_holds_back_another(
 async def test_without_a_deadline_timers_ignored_still_means_one_attempt(
     store: StoreUnderTest,
 ) -> None:
-    clock = SleepingClock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(2.0)]})
@@ -154,7 +142,7 @@ async def test_without_a_deadline_timers_ignored_still_means_one_attempt(
 async def test_a_digest_that_failed_is_retried_whole_within_the_deadline(
     store: StoreUnderTest,
 ) -> None:
-    clock = SleepingClock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     events = [make_event(session_sid=session(n)) for n in range(4)]
     await enqueue(store, events, ["chat"], T0)
 
@@ -173,7 +161,7 @@ async def test_a_digest_that_failed_is_retried_whole_within_the_deadline(
 
 
 async def test_each_wait_is_logged_with_its_sink_and_length(store: StoreUnderTest) -> None:
-    clock = SleepingClock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     event = make_event()
     await enqueue(store, [event], ["hook"], T0)
     sink = ScriptedSink("hook", script={event.id: [retryable(7.0)]})

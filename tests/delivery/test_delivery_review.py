@@ -17,10 +17,10 @@ from poller.errors import StateError
 from poller.events import Event
 from poller.state.models import DisabledSink
 from poller.state.sqlite.store import SqliteStore
+from tests.clock import FakeClock
 from tests.delivery.test_delivery import (
     POLICY,
     T0,
-    Clock,
     ScriptedSink,
     enqueue,
     retryable,
@@ -28,7 +28,7 @@ from tests.delivery.test_delivery import (
     store,
 )
 from tests.delivery.test_delivery_holds import DISK_FULL, FullDisk
-from tests.delivery.test_delivery_once import SleepingClock, once_dispatcher
+from tests.delivery.test_delivery_once import once_dispatcher
 from tests.sink_contract_cases import make_event
 
 __all__ = ["store"]  # the fixture, imported for the tests below
@@ -67,7 +67,7 @@ async def test_once_retrying_a_failed_digest_keeps_each_sessions_order(store: Sq
     events = [make_event(session_sid=session(s)) for s in range(1, 4) for _ in range(3)]
     await enqueue(store, events, ["chat"], T0)
     sink = DigestFailingTwice()
-    dispatcher = once_dispatcher(store, [sink], SleepingClock())
+    dispatcher = once_dispatcher(store, [sink], FakeClock(wall=T0, monotonic=T0))
     await dispatcher.run_once(ignore_timers=True, deadline=T0 + 60)
     assert set(sink.order) == {e.id for e in events}
     assert in_session_order(events, sink.order)
@@ -76,7 +76,7 @@ async def test_once_retrying_a_failed_digest_keeps_each_sessions_order(store: Sq
 async def test_a_head_waiting_for_its_retry_holds_its_session_out_of_a_digest(
     store: SqliteStore,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(wall=T0, monotonic=T0)
     a1, a2 = make_event(session_sid=session(1)), make_event(session_sid=session(1))
     others = [make_event(session_sid=session(2)) for _ in range(3)]
     await enqueue(store, [a1, a2], ["chat"], T0)
@@ -95,7 +95,7 @@ async def test_a_head_waiting_for_its_retry_holds_its_session_out_of_a_digest(
 
     sink = Recording("chat", digest_threshold=3, script={a1.id: [retryable()]})
     dispatcher = Dispatcher(
-        store, [sink], POLICY, clock=clock, monotonic=clock, rng=random.Random(1)
+        store, [sink], POLICY, clock=clock.time, monotonic=clock.monotonic, rng=random.Random(1)
     )
     await dispatcher.run_once()
     assert in_session_order([a1, a2], order)
@@ -119,7 +119,11 @@ async def test_a_failure_is_held_even_when_the_disabled_note_cannot_be_cleared(
         await enqueue(state, [make_event(session_sid=session(1))], ["hook"], T0)
         sink = ScriptedSink("hook", default=retryable(retry_after=300.0))
         dispatcher = Dispatcher(
-            FullDiskWithNote(state), [sink], POLICY, clock=Clock(), rng=random.Random(1)
+            FullDiskWithNote(state),
+            [sink],
+            POLICY,
+            clock=FakeClock(wall=T0, monotonic=T0).time,
+            rng=random.Random(1),
         )
         for _ in range(5):
             with contextlib.suppress(StateError):
