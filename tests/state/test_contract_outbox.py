@@ -335,3 +335,14 @@ async def test_disabled_note_is_cleared_by_sink_or_all_and_with_a_removed_sink(
     assert await store.disabled_sinks() == []
     await store.record_sink_disabled("c", status=None, reason="again", now=9.0)
     assert [d.since for d in await store.disabled_sinks()] == [9.0]  # a new note, a new since
+
+
+async def test_an_event_queued_again_uses_up_an_id_as_on_every_backend(store: StateStore) -> None:
+    """Ids are the same on every backend: a pair already queued still takes its number."""
+    e1, e2 = make_event(SESSION_A, 1), make_event(SESSION_A, 2)
+    await enqueue(store, SESSION_A, [e1], ["ops"], now=1.0)
+    await enqueue(store, SESSION_A, [e1, e2], ["ops"], now=2.0)
+    [first] = await store.due("ops", 2.0, 10)
+    await store.ack([first.id])
+    [second] = await store.due("ops", 2.0, 10)
+    assert (first.event.id, second.event.id, second.id - first.id) == (e1.id, e2.id, 2)

@@ -179,8 +179,8 @@ class MemoryOutbox(Outbox):
         for event, sinks, body in bodies:
             box.events.setdefault(event.id, body)
             for sink in sinks:
+                box.last_id += 1  # as SQLite's AUTOINCREMENT: a pair already there uses an id up
                 if (event.id, sink) not in box.pairs:
-                    box.last_id += 1
                     box.rows[box.last_id] = Row(
                         box.last_id, event.id, sink, event.session_sid, now, now
                     )
