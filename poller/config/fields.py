@@ -105,7 +105,7 @@ def parse(cls: type[M], value: object) -> M:
     known = {key_of(field) for field in fields}
     for key in value:
         if not isinstance(key, str):
-            raise ConfigInvalid("Keys should be strings", loc=(key,), got=key)
+            raise ConfigInvalid("Keys should be strings", loc=(_key_part(key),), got=key)
         if key not in known:
             raise ConfigInvalid(f"unknown key{_suggestion(fields, key)}", loc=(key,), got=_NO_VALUE)
     made = cast(M, cast(Any, cls)(**found))
@@ -222,3 +222,11 @@ def secret(after: Callable[[Secret], Secret] | None = None) -> Callable[[object]
         return Secret(value) if after is None else after(Secret(value))
 
     return check
+
+
+def _key_part(key: object) -> object:
+    """How a key that is not a string is placed in the path (as pydantic placed it: YAML's
+    ``on:`` is ``[1]``, a date is its ``repr``)."""
+    if isinstance(key, bool):
+        return int(key)
+    return key if isinstance(key, int) else repr(key)

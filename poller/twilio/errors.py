@@ -28,8 +28,6 @@ from poller.http.status import StatusClass, classify, parse_http_date, retry_aft
 from poller.observe.metrics import TWILIO_BAD_RESPONSES, TWILIO_RATE_LIMITED
 from poller.twilio.ratelimit import Clock
 
-# These events describe the client's requests: they keep its logger name, which operators filter
-# on, so splitting the module changed no log line.
 log = structlog.get_logger(__name__)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import json
 import re
 from collections.abc import Callable
@@ -922,3 +923,15 @@ def test_summary_says_when_the_rate_exceeds_proxys_30_per_second() -> None:
     data["twilio"]["max_requests_per_second"] = 200
     assert "200 requests/s per Service (above Twilio Proxy's 30/s" in summarize(parse(data))
     assert "above Twilio Proxy" not in summarize(parse(valid()))
+
+
+@pytest.mark.parametrize(
+    ("key", "where"),
+    [(True, "twilio[1]"), (3, "twilio[3]"), (datetime.date(2026, 1, 1), "twilio.datetime.date")],
+    ids=["yaml-on", "int", "date"],
+)
+def test_a_key_that_is_not_a_string_is_placed_as_it_always_was(key: object, where: str) -> None:
+    data = valid()
+    data["twilio"][key] = 1
+    with pytest.raises(ConfigError, match=re.escape(f"<config>: {where}")):
+        parse_config(data, {})

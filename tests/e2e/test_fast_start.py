@@ -4,6 +4,7 @@ not use them (what they cost: ``bench/bench_startup.py``)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,12 +58,15 @@ POLLING = ("poller.twilio.records", "poller.twilio.client", "poller.state", "sql
 
 
 def _imported(*argv: str, watched: tuple[str, ...] = HEAVY) -> tuple[int, list[str]]:
+    # Without coverage in the child: coverage itself imports sqlite3 (its data file).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
     run = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(watched), *argv],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=60,
+        env=env,
     )
     result = json.loads(run.stdout.strip().splitlines()[-1])
     return int(result["code"]), list(result["imported"])
