@@ -86,10 +86,6 @@ class SlackSink:
         self._config = config
         self._store = store
         self._template = _compile(config)
-        if config.webhook_url is None and (config.token is None or not config.channel):
-            raise ConfigError(
-                f"sinks.{config.name}: expected webhook_url, or token and channel, for Slack"
-            )
         self._client = SlackClient(
             config.name,
             timeout=config.timeout_seconds,
@@ -147,7 +143,7 @@ class SlackSink:
 
     async def _post_message(self, message: Message, *, thread_ts: str | None) -> Mapping[str, Any]:
         token = self._config.token
-        if token is None or not self._config.channel:  # __init__ made sure; for mypy
+        if token is None or not self._config.channel:  # the config made sure; for mypy
             raise ConfigError(f"sinks.{self.name}: expected token and channel")
         body: dict[str, Any] = {"channel": self._config.channel, **message}
         if thread_ts is not None:

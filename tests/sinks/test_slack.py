@@ -762,23 +762,6 @@ def test_template_that_does_not_compile_is_a_config_error() -> None:
         SlackSink(config, store=MemoryThreads())
 
 
-def test_sink_without_a_destination_is_a_config_error() -> None:
-    config = SlackSinkConfig.model_construct(
-        name="support",
-        type="slack",
-        webhook_url=None,
-        token=None,
-        channel=None,
-        include_data=True,
-        digest_threshold=5,
-        template=None,
-        api_base_url="https://slack.com/api",
-        timeout_seconds=10.0,
-    )
-    with pytest.raises(ConfigError, match="webhook_url, or token and channel"):
-        SlackSink(config, store=MemoryThreads())
-
-
 # -- secrets and the sample ------------------------------------------------------------------
 
 
