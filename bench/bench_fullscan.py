@@ -329,7 +329,7 @@ async def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5
 
         # The diff's full path (each sid's latest record, fingerprints, events), which a
         # changed poll takes: what every poll cost before the unchanged shortcut.
-        async def read_twice(sid: str, listed: list[Interaction]) -> None:
+        async def full_path(sid: str, listed: list[Interaction], *, hand_known: bool) -> None:
             known = await store.known(sid)
             found = _changes(SERVICE_SID, sid, known, listed, detected, None, True)
             await store.commit_poll(
@@ -338,19 +338,14 @@ async def _report_commit_paths(sessions: int, interactions: int, rounds: int = 5
                 fetched=found.known_after,
                 events=[(e, SINKS) for e in found.events],
                 now=2,
+                known=known if hand_known else None,
             )
 
+        async def read_twice(sid: str, listed: list[Interaction]) -> None:
+            await full_path(sid, listed, hand_known=False)
+
         async def read_once(sid: str, listed: list[Interaction]) -> None:
-            known = await store.known(sid)
-            found = _changes(SERVICE_SID, sid, known, listed, detected, None, True)
-            await store.commit_poll(
-                SERVICE_SID,
-                sid,
-                fetched=found.known_after,
-                events=[(e, SINKS) for e in found.events],
-                now=2,
-                known=known,
-            )
+            await full_path(sid, listed, hand_known=True)
 
         async def shortcut(sid: str, listed: list[Interaction]) -> None:
             if not diff(SERVICE_SID, sid, await store.known(sid), listed, detected).unchanged:
