@@ -9,9 +9,11 @@
      |    +-- TransientSourceError  5xx or transport failure after every retry within the deadline
      |    +-- MalformedResponseError  a body that is not the JSON the spec describes
      |    +-- ForeignURLError       a next_page_url outside twilio.base_url
-     +-- StateError             the SQLite state file
+     +-- StateError             the state (a SQLite file, or PostgreSQL)
      |    +-- StateLockedError      another process holds the state file
      |    +-- StateCorruptError     not a poller state file, or damaged (exit 2, file untouched)
+     |    +-- StateUnavailableError the database cannot be reached (down, refused, timed out)
+     |    +-- FencedError           a write for a Service whose lease this replica lost
      +-- DeliveryError          a sink did not accept an event
           +-- RetryableDeliveryError  try again later (5xx, 429, timeout, transport)
           +-- PermanentDeliveryError  never retry: dead-letter now (4xx, Slack's permanent errors)
@@ -65,7 +67,7 @@ class ForeignURLError(SourceError):
 
 
 class StateError(PollerError):
-    """The state file cannot be used."""
+    """The state cannot be used."""
 
 
 class StateLockedError(StateError):
@@ -74,6 +76,18 @@ class StateLockedError(StateError):
 
 class StateCorruptError(StateError):
     """The state file is not a poller state file, or it is damaged."""
+
+
+class StateUnavailableError(StateError):
+    """The state's database cannot be reached now (down, restarting, refused, timed out)."""
+
+
+class FencedError(StateError):
+    """A write for a Service this replica no longer owns at its epoch: nothing was written."""
+
+    def __init__(self, message: str, *, service_sids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.service_sids = service_sids
 
 
 class DeliveryError(PollerError):

@@ -65,6 +65,10 @@ def _substitute(text: str, env: Mapping[str, str], where: Loc) -> str:
 
 
 def _read_secret_files(data: dict[str, Any], base: Path | None, from_files: set[Loc]) -> None:
+    state = data.get("state")
+    if isinstance(state, dict):
+        # A PostgreSQL URL may hold its password: state.url_file, as a secret.
+        data["state"] = _secret_files(state, ("url",), ("state",), base, from_files)
     twilio = data.get("twilio")
     if isinstance(twilio, dict):
         data["twilio"] = _secret_files(twilio, _TWILIO_FILE_SECRETS, ("twilio",), base, from_files)
@@ -118,11 +122,18 @@ def _read_secret(where: Loc, name: str, base: Path | None) -> str:
 
 
 def _anchor_state_path(data: dict[str, Any], base: Path | None) -> None:
-    """Make a relative ``state.path`` (also the default) relative to the config's folder."""
-    if base is None:
-        return
+    """Make a relative ``state.path`` (also the default) relative to the config's folder.
+
+    A PostgreSQL state (``state.url``) has no path: naming both is an error.
+    """
     state = data.get("state", {})
     if not isinstance(state, dict):
+        return
+    if "url" in state:
+        if "path" in state:
+            raise _Problem(("state", "path"), "expected state.path or state.url, not both")
+        return
+    if base is None:
         return
     path = state.get("path", "state.db")
     if isinstance(path, str) and path.strip() and not Path(path).is_absolute():

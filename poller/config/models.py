@@ -36,6 +36,7 @@ from poller.config.validators import (
     _listen,
     _number,
     _one_of,
+    _postgres_url,
     _secret_text,
     _sid,
     _sid_like,
@@ -47,6 +48,7 @@ from poller.config.validators import (
     _template,
     _text,
     _webhook_secret,
+    redact_url,
 )
 from poller.events import INTERACTION_EVENT_TYPES
 
@@ -139,10 +141,25 @@ class TwilioConfig(Model):
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class StateConfig(Model):
-    """Where the SQLite state lives and how long gone sessions are kept."""
+    """Where the state lives (a SQLite file, or PostgreSQL) and how long gone sessions are kept.
+
+    ``url`` (a ``postgresql://`` URL, a secret: it may hold the password) replaces ``path``;
+    ``lease_seconds``: how long a replica owns a Service unrenewed (PostgreSQL only).
+    """
 
     path: Path = setting(_state_path, default=Path("state.db"))
+    url: Secret | None = setting(optional(secret(_postgres_url)), default=None)
+    lease_seconds: float = setting(_number(minimum=3, inclusive=True), default=15.0)
     prune_after_seconds: float = setting(_seconds, default=7 * 24 * 3600.0)
+
+    @property
+    def backend(self) -> Literal["sqlite", "postgres"]:
+        return "sqlite" if self.url is None else "postgres"
+
+    @property
+    def where(self) -> str:
+        """Where the state is, for messages: the file, or the URL without its password."""
+        return str(self.path) if self.url is None else redact_url(self.url.get_secret_value())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)

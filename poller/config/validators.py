@@ -325,3 +325,24 @@ def _state_path(value: object) -> Path:
     if isinstance(value, Path) or (isinstance(value, str) and value.strip()):
         return Path(value)
     raise _invalid("expected a file path")
+
+
+def _postgres_url(value: Secret) -> Secret:
+    url = value.get_secret_value()
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres") or not rest.strip():
+        raise _invalid("expected a postgresql://user@host:port/database URL", got=_NO_VALUE)
+    return value
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (if any) replaced by ``***``: safe in a message or a log."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "<not a URL>"
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    tail, _, _query = tail.partition("?")  # a query may hold password=...
+    return f"{scheme}://{userinfo}{at}{hostport}{slash}{tail}"

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +41,9 @@ def expected_due(rows: Model, sink: str, now: float | None) -> list[int]:
     return sorted(due)
 
 
-def test_due_matches_its_definition_after_any_operations(backend: str, tmp_path: Path) -> None:
+def test_due_matches_its_definition_after_any_operations(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     folders = (tmp_path / str(n) for n in itertools.count())
 
     @settings(max_examples=80, deadline=None)
@@ -48,7 +51,11 @@ def test_due_matches_its_definition_after_any_operations(backend: str, tmp_path:
     def check(operations: list[tuple[object, ...]]) -> None:
         folder = next(folders)
         folder.mkdir()
-        asyncio.run(run_against_model(open_backend(backend, folder), operations))
+
+        async def one() -> None:
+            await run_against_model(await open_backend(backend, folder, request), operations)
+
+        asyncio.run(one())
 
     check()
 
