@@ -218,6 +218,7 @@ class SlackClient:
         self._wall = wall
         # Read from the state before the first post; what the pacer decides is kept after each.
         self._pace_resumed = pace_store is None
+        self._resume_lock = asyncio.Lock()
         self._pace_to_keep: tuple[float, float] | None = None
         if pace_store is not None:
             self._pacer.on_change = self._note_pace
@@ -231,8 +232,12 @@ class SlackClient:
             yield
             return
         if not self._pace_resumed:
-            self._pace_resumed = True
-            await self._resume_pace(store)
+            # Posts that start together all wait for the one read of the kept pace (a state
+            # that awaits real I/O would otherwise let the second post in before it is known).
+            async with self._resume_lock:
+                if not self._pace_resumed:
+                    await self._resume_pace(store)
+                    self._pace_resumed = True
         try:
             yield
         finally:

@@ -6,6 +6,8 @@ Slack and the state share the wall clock, which only moves when someone sleeps.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
@@ -119,3 +121,38 @@ async def test_the_pace_survives_reopening_the_state(tmp_path: Path) -> None:
     async with SqliteStore.open(path) as store:
         assert await store.sink_pace("chat") == (130.0, 129.0)
         assert await store.sink_pace("other") is None
+
+
+class AwaitingPaceStore:
+    """The state as a network database is: reading the kept pace awaits real I/O."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def sink_pace(self, sink: str) -> tuple[float, float] | None:
+        for _ in range(3):
+            await asyncio.sleep(0)  # the round trip: other posts run meanwhile
+        return await self._store.sink_pace(sink)
+
+    async def set_sink_pace(self, sink: str, *, not_before: float, now: float) -> None:
+        await self._store.set_sink_pace(sink, not_before=not_before, now=now)
+
+
+async def test_posts_starting_together_all_wait_for_the_kept_pace(
+    fake: FakeSlack, store: SqliteStore, wall: FakeClock
+) -> None:
+    async with aclosing(run_sink(fake, store, wall, origin=50.0)) as first:
+        await first.send(make_event(n=1))
+    wall.advance(0.3)
+    second = SlackSink(
+        slack_config(webhook_url=fake.webhook_url),
+        store=MemoryThreads(),
+        clock=wall.another_process(7.0),
+        sleep=wall.sleep,
+        pace_store=AwaitingPaceStore(store),
+        wall=wall.time,
+    )
+    async with aclosing(second):
+        await asyncio.gather(second.send(make_event(n=2)), second.send(make_event(n=3)))
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(fake.accepted)]
+    assert fake.rejected == [] and gaps == [pytest.approx(1.0), pytest.approx(1.0)]
