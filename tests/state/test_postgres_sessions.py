@@ -1,0 +1,246 @@
+"""PostgreSQL only: the session side's writes for a Service are fenced by its lease.
+
+Each fenced write is tried by a replica whose lease does not hold (not held by its fence, an old
+epoch, expired in the database, another replica's, no lease row, no longer trusted on its own
+clock): it raises FencedError and the tables are exactly as they were (read with SQL). The
+same write by the lease's holder, and by a store without a fence (an operator's), is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from poller.errors import FencedError
+from poller.state.postgres.db import Settings
+from poller.state.postgres.fence import Fence
+from poller.state.postgres.store import PostgresStore
+from tests.clock import FakeClock
+from tests.state.cases import FP, OPEN, SERVICE, SESSION_A, SESSION_B, make_event
+
+REPLICA = "replica-a"
+EPOCH = 7
+TABLES = (
+    "watches",
+    "sessions",
+    "interactions",
+    "session_fingerprints",
+    "events",
+    "deliveries",
+    "slack_threads",
+)
+
+Write = Callable[[PostgresStore], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Case:
+    """A write for SERVICE, and what the state holds before it (made unfenced)."""
+
+    setup: Write | None
+    write: Write
+
+
+async def _tracked(store: PostgresStore) -> None:
+    await store.ensure_session(SERVICE, SESSION_A, new_traffic=False, now=1.0)
+
+
+async def _gone(store: PostgresStore) -> None:
+    await _tracked(store)
+    await store.mark_session_gone(SESSION_A, 2.0)
+
+
+async def _commit_poll(store: PostgresStore) -> None:
+    await store.commit_poll(
+        SERVICE,
+        SESSION_A,
+        fetched={"KI1": FP},
+        events=[(make_event(SESSION_A, 1), ["ops"])],
+        now=5.0,
+        status="open",
+        session_fingerprint=OPEN,
+    )
+
+
+CASES = {
+    "begin_watch": Case(
+        None,
+        lambda s: s.begin_watch(SERVICE, [SESSION_A], 5.0, fingerprints={SESSION_A: OPEN}),
+    ),
+    "ensure_session-new": Case(
+        None, lambda s: s.ensure_session(SERVICE, SESSION_A, new_traffic=True, now=5.0)
+    ),
+    "ensure_session-revive": Case(
+        _gone, lambda s: s.ensure_session(SERVICE, SESSION_A, new_traffic=False, now=5.0)
+    ),
+    "commit_poll": Case(_tracked, _commit_poll),
+    "commit_poll-untracked": Case(None, _commit_poll),
+    "commit_unchanged": Case(
+        _tracked,
+        lambda s: s.commit_unchanged(
+            SERVICE, SESSION_A, now=5.0, status="open", session_fingerprint=OPEN
+        ),
+    ),
+    "commit_unchanged-untracked": Case(
+        None, lambda s: s.commit_unchanged(SERVICE, SESSION_A, now=5.0)
+    ),
+    "record_failure": Case(_tracked, lambda s: s.record_failure(SESSION_A, "503", 5.0)),
+    "set_thread_ts": Case(_tracked, lambda s: s.set_thread_ts("slack", SESSION_A, "1.1")),
+}
+
+# What the fence holds (None: nothing), and the lease row (None: none): none lets it write.
+REFUSED: dict[str, tuple[int | None, tuple[str, int, str] | None]] = {
+    "not-held-by-the-fence": (None, (REPLICA, EPOCH, "1 minute")),
+    "an-old-epoch": (EPOCH - 1, (REPLICA, EPOCH, "1 minute")),
+    "expired-in-the-database": (EPOCH, (REPLICA, EPOCH, "-1 second")),
+    "another-replicas": (EPOCH, ("replica-b", EPOCH, "1 minute")),
+    "no-lease-row": (EPOCH, None),
+}
+
+
+def snapshot(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row the session side (and the outbox it fills) holds, read with SQL."""
+    with psycopg.connect(url) as conn:
+        query = sql.SQL("SELECT * FROM {} ORDER BY 1, 2")
+        return {t: conn.execute(query.format(sql.Identifier(t))).fetchall() for t in TABLES}
+
+
+def set_lease(url: str, lease: tuple[str, int, str] | None) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM leases")
+        if lease is not None:
+            owner, epoch, expires_in = lease
+            conn.execute(
+                "INSERT INTO leases (service_sid, owner, epoch, acquired_at, expires_at) "
+                "VALUES (%s, %s, %s, now(), now() + %s::interval)",
+                (SERVICE, owner, epoch, expires_in),
+            )
+
+
+@pytest.fixture
+async def operator(pg_url: str) -> AsyncIterator[PostgresStore]:
+    """A store without a fence on the test's database (what sets each case up)."""
+    store = await PostgresStore.open(Settings(pg_url))
+    yield store
+    await store.close()
+
+
+async def fenced_store(url: str, fence: Fence) -> PostgresStore:
+    return await PostgresStore.open(Settings(url), fence=fence)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+async def test_a_write_without_the_lease_raises_and_writes_nothing(
+    name: str, pg_url: str, operator: PostgresStore
+) -> None:
+    case = CASES[name]
+    if case.setup is not None:
+        await case.setup(operator)
+    before = snapshot(pg_url)
+    fence = Fence(REPLICA)
+    store = await fenced_store(pg_url, fence)
+    try:
+        for why, (held, lease) in REFUSED.items():
+            set_lease(pg_url, lease)
+            fence.drop(SERVICE)
+            if held is not None:
+                fence.hold(SERVICE, held, float("inf"))
+            with pytest.raises(FencedError, match=f"{REPLICA} no longer holds the lease of"):
+                await case.write(store)
+            assert snapshot(pg_url) == before, why
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("name", list(CASES))
+async def test_a_write_whose_lease_is_no_longer_trusted_writes_nothing(
+    name: str, pg_url: str, operator: PostgresStore
+) -> None:
+    case = CASES[name]
+    if case.setup is not None:
+        await case.setup(operator)
+    set_lease(pg_url, (REPLICA, EPOCH, "1 minute"))  # the database would still say yes
+    clock = FakeClock()
+    fence = Fence(REPLICA, monotonic=clock.monotonic)
+    fence.hold(SERVICE, EPOCH, clock.monotonic() + 10.0)
+    clock.advance(10.0)  # the renewals stopped: the replica stops trusting its lease
+    before = snapshot(pg_url)
+    store = await fenced_store(pg_url, fence)
+    try:
+        with pytest.raises(FencedError) as raised:
+            await case.write(store)
+    finally:
+        await store.close()
+    assert raised.value.service_sids == (SERVICE,)
+    assert snapshot(pg_url) == before
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("holder", ["the-lease-holder", "an-operator"])
+async def test_the_holder_and_an_operator_make_the_write(
+    name: str, holder: str, pg_url: str, operator: PostgresStore
+) -> None:
+    case = CASES[name]
+    if case.setup is not None:
+        await case.setup(operator)
+    before = snapshot(pg_url)
+    if holder == "an-operator":
+        await case.write(operator)  # no fence, no lease row: no check
+    else:
+        set_lease(pg_url, (REPLICA, EPOCH, "1 minute"))
+        fence = Fence(REPLICA)
+        fence.hold(SERVICE, EPOCH, float("inf"))
+        store = await fenced_store(pg_url, fence)
+        try:
+            await case.write(store)
+        finally:
+            await store.close()
+    assert snapshot(pg_url) != before
+
+
+async def test_the_holders_commit_poll_writes_the_known_set_and_the_outbox(pg_url: str) -> None:
+    fence = Fence(REPLICA)
+    fence.hold(SERVICE, EPOCH, float("inf"))
+    store = await fenced_store(pg_url, fence)
+    set_lease(pg_url, (REPLICA, EPOCH, "1 minute"))
+    try:
+        await _commit_poll(store)
+        assert await store.known(SESSION_A) == {"KI1": FP}
+    finally:
+        await store.close()
+    rows = snapshot(pg_url)
+    assert [(r[1], r[2]) for r in rows["deliveries"]] == [(make_event(SESSION_A, 1).id, "ops")]
+    assert [r[0] for r in rows["session_fingerprints"]] == [SESSION_A]
+
+
+async def test_unknown_sessions_need_no_lease(pg_url: str) -> None:
+    fence = Fence(REPLICA)  # holds nothing, and there is no lease row
+    store = await fenced_store(pg_url, fence)
+    try:
+        await store.record_failure(SESSION_B, "503", 1.0)  # ignored, as without a fence
+        await store.set_thread_ts("slack", SESSION_B, "1.1")  # owned by no one: kept
+        assert await store.thread_ts("slack", SESSION_B) == "1.1"
+    finally:
+        await store.close()
+    assert snapshot(pg_url)["sessions"] == []
+
+
+async def test_the_unfenced_writes_need_no_lease(pg_url: str, operator: PostgresStore) -> None:
+    await operator.begin_watch(SERVICE, [SESSION_A], 1.0)
+    store = await fenced_store(pg_url, Fence(REPLICA))  # holds nothing
+    try:
+        await store.mark_session_gone(SESSION_A, 2.0)
+        await store.revive_session(SESSION_A)
+        await store.mark_session_gone(SESSION_A, 3.0)
+        assert await store.prune(now=10.0, grace_seconds=1.0) == 1
+        await store.set_sink_pace("slack", not_before=5.0, now=4.0)
+        await store.end_watch(SERVICE)
+        assert await store.sink_pace("slack") == (5.0, 4.0)
+        assert await store.watch_begun(SERVICE) is None
+    finally:
+        await store.close()
+    assert snapshot(pg_url)["sessions"] == []
