@@ -3,13 +3,17 @@
 Each fenced write is tried by a replica whose lease does not hold (not held by its fence, an old
 epoch, expired in the database, another replica's, no lease row, no longer trusted on its own
 clock): it raises FencedError and the tables are exactly as they were (read with SQL). The
-same write by the lease's holder, and by a store without a fence (an operator's), is made.
+same write by the lease's holder, and by a store without a fence (an operator's), is made. A
+takeover under way (the lease row locked by the new owner's update) holds the old owner's write
+until it commits, and then refuses it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
@@ -34,7 +38,7 @@ TABLES = (
     "slack_threads",
 )
 
-Write = Callable[[PostgresStore], Awaitable[object]]
+Write = Callable[[PostgresStore], Coroutine[Any, Any, object]]
 
 
 @dataclass(frozen=True)
@@ -244,3 +248,47 @@ async def test_the_unfenced_writes_need_no_lease(pg_url: str, operator: Postgres
     finally:
         await store.close()
     assert snapshot(pg_url)["sessions"] == []
+
+
+async def _blocked_on_a_lock(url: str, application_name: str) -> None:
+    """Return once a backend of ``application_name`` waits for a lock."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while True:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = %s AND wait_event_type = 'Lock'",
+                (application_name,),
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0]:
+                return
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("name", ["commit_poll", "commit_unchanged", "record_failure"])
+async def test_a_takeover_under_way_holds_the_old_owners_write_and_then_refuses_it(
+    name: str, pg_url: str, operator: PostgresStore
+) -> None:
+    case = CASES[name]
+    if case.setup is not None:
+        await case.setup(operator)
+    fence = Fence(REPLICA)
+    fence.hold(SERVICE, EPOCH, float("inf"))
+    settings = Settings(pg_url, application_name="old-owner")
+    store = await PostgresStore.open(settings, fence=fence)
+    set_lease(pg_url, (REPLICA, EPOCH, "1 minute"))
+    before = snapshot(pg_url)
+    try:
+        async with await psycopg.AsyncConnection.connect(pg_url) as takeover:
+            await takeover.execute(
+                "UPDATE leases SET owner = 'replica-b', epoch = epoch + 1 WHERE service_sid = %s",
+                (SERVICE,),
+            )  # not committed yet: the lease row is locked
+            write = asyncio.create_task(case.write(store))
+            await asyncio.wait_for(_blocked_on_a_lock(pg_url, "old-owner"), 10)
+            await takeover.commit()
+        with pytest.raises(FencedError):
+            await asyncio.wait_for(write, 30)
+    finally:
+        await store.close()
+    assert snapshot(pg_url) == before
