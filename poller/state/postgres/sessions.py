@@ -9,9 +9,12 @@ config's and the operator's writes (``end_watch``, ``mark_session_gone``, ``revi
 checks nothing.
 
 A write that is one statement runs on its own (autocommit: the statement is its transaction),
-one round trip; ``commit_unchanged``, the most frequent, carries its lease check inside that
-one statement. Lists are ordered by ``COLLATE "C"``: by SID byte for byte, as in SQLite,
-whatever the database's collation.
+one round trip. A poll's success (``commit_unchanged``, the most frequent write, and the first
+statement of ``commit_poll``) carries its lease check inside the statement that writes the
+session row (``session_rows.success_sql``): a round trip less than ``fence.check``.
+
+Lists are ordered by ``COLLATE "C"``: by SID byte for byte, as in SQLite, whatever the
+database's collation.
 """
 
 from __future__ import annotations
@@ -159,8 +162,9 @@ class PgSessions(SessionStore):
     ) -> None:
         """Record one successful poll in ONE transaction: known set, session row and outbox.
 
-        Fenced. The known set becomes ``known | fetched`` (one statement: only the rows that
-        differ from ``known`` when it is given); each event goes to the outbox (``enqueue``).
+        Fenced: the session row's statement checks the lease first. The known set becomes
+        ``known | fetched`` (one statement: only the rows that differ from ``known`` when it is
+        given); each event goes to the outbox (``enqueue``).
         """
         params = rows.success_params(
             service_sid,
@@ -171,9 +175,10 @@ class PgSessions(SessionStore):
             unsettled_until,
             session_fingerprint,
         )
+        sql, params = self._fenced_success(params)
         async with self._db.transaction() as cur:
-            await check(cur, self._fence, [service_sid])
-            await cur.execute(rows.SUCCESS_SQL, params)
+            await cur.execute(sql, params)
+            self._written(await cur.fetchall(), service_sid)
             await rows.write_known(cur, session_sid, fetched, known)
             await enqueue(cur, events, now)
 
@@ -202,15 +207,24 @@ class PgSessions(SessionStore):
             unsettled_until,
             session_fingerprint,
         )
+        sql, params = self._fenced_success(params)
+        self._written(await self._statement(sql, params), service_sid)
+
+    def _fenced_success(self, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The statement of a poll's success, with its lease check when the store is fenced.
+
+        Raises FencedError at once when this replica no longer trusts its lease.
+        """
         if self._fence is None:
-            await self._statement(rows.SUCCESS_SQL, params)
-            return
-        epoch = self._fence.epoch(service_sid)
+            return rows.SUCCESS_SQL, params
+        epoch = self._fence.epoch(params["service"])
         if epoch is None:
-            raise rows.fenced_error(self._fence, service_sid)
-        params.update(replica=self._fence.replica, epoch=epoch)
-        [(written,)] = await self._statement(rows.FENCED_SUCCESS_SQL, params)
-        if not written:
+            raise rows.fenced_error(self._fence, params["service"])
+        return rows.FENCED_SUCCESS_SQL, {**params, "replica": self._fence.replica, "epoch": epoch}
+
+    def _written(self, found: list[TupleRow], service_sid: str) -> None:
+        """Raise FencedError unless the success statement wrote its session row."""
+        if self._fence is not None and not found[0][0]:
             raise rows.fenced_error(self._fence, service_sid)
 
     async def record_failure(self, session_sid: str, error: str, now: float) -> None:
