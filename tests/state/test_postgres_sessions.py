@@ -5,13 +5,15 @@ epoch, expired in the database, another replica's, no lease row, no longer trust
 clock): it raises FencedError and the tables are exactly as they were (read with SQL). The
 same write by the lease's holder, and by a store without a fence (an operator's), is made. A
 takeover under way (the lease row locked by the new owner's update) holds the old owner's write
-until it commits, and then refuses it.
+until it commits, and then refuses it. Lists come back in SID order (byte for byte, as in SQLite)
+whatever the database's collation.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ from poller.state.postgres.db import Settings
 from poller.state.postgres.fence import Fence
 from poller.state.postgres.store import PostgresStore
 from tests.clock import FakeClock
+from tests.postgres import Server
 from tests.state.cases import FP, OPEN, SERVICE, SESSION_A, SESSION_B, make_event
 
 REPLICA = "replica-a"
@@ -292,3 +295,37 @@ async def test_a_takeover_under_way_holds_the_old_owners_write_and_then_refuses_
     finally:
         await store.close()
     assert snapshot(pg_url) == before
+
+
+@pytest.fixture
+def icu_url(pg_server: Server) -> Iterator[str]:
+    """A database whose default collation is ICU's en-US (``a`` sorts before ``B``)."""
+    name = f"t_icu_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE DATABASE {} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' "
+                "LOCALE 'C.UTF-8'"
+            ).format(sql.Identifier(name))
+        )
+    try:
+        yield pg_server.database_url(name)
+    finally:
+        pg_server.drop_database(name)
+
+
+async def test_lists_are_in_sid_order_whatever_the_databases_collation(icu_url: str) -> None:
+    sids = ["KC" + "B" * 32, "KC" + "a" * 32, "KC" + "0" * 32]
+    services = ["KS" + "b" * 32, "KS" + "B" * 32]
+    store = await PostgresStore.open(Settings(icu_url))
+    try:
+        for service_sid in services:
+            await store.begin_watch(service_sid, [], 1.0)
+        for sid in sids:
+            await store.ensure_session(SERVICE, sid, new_traffic=False, now=1.0)
+        assert [s.session_sid for s in await store.sessions()] == sorted(sids)
+        assert [s.session_sid for s in await store.sessions(SERVICE)] == sorted(sids)
+        assert await store.watched_services() == sorted(services)
+        assert [sid for sid, _ in (await store.summary(now=2.0)).watches] == sorted(services)
+    finally:
+        await store.close()
