@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import psycopg
@@ -23,6 +23,8 @@ from psycopg import sql
 
 from poller.errors import FencedError
 from poller.state.postgres.db import Settings
+from poller.state.models import SessionState
+from poller.state.postgres import session_rows
 from poller.state.postgres.fence import Fence
 from poller.state.postgres.store import PostgresStore
 from tests.clock import FakeClock
@@ -329,3 +331,9 @@ async def test_lists_are_in_sid_order_whatever_the_databases_collation(icu_url: 
         assert [sid for sid, _ in (await store.summary(now=2.0)).watches] == sorted(services)
     finally:
         await store.close()
+
+
+def test_session_rows_are_read_in_the_order_of_session_states_fields() -> None:
+    columns = session_rows.SESSION_COLUMNS.split(", ")
+    assert columns == [f.name for f in fields(SessionState)]
+    assert columns[session_rows.GONE_AT] == "gone_at"

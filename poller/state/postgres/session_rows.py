@@ -3,8 +3,8 @@ fingerprints in bulk, and rows back into ``SessionState``.
 
 A poll's commit is the hot path (thousands of sessions per cycle): the session row and its
 fingerprint are one statement (:func:`success_sql`), which can carry the lease check too, and a
-known set is written as arrays (``unnest``): one statement whatever its size. Every parameter
-is cast, so a None is never left for the server to guess.
+known set is written as arrays (``unnest``): one statement whatever its size. The parameters of
+an ``INSERT ... SELECT`` are cast, so a None is never left for the server to guess.
 """
 
 from __future__ import annotations
