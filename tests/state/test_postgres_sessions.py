@@ -22,9 +22,9 @@ import pytest
 from psycopg import sql
 
 from poller.errors import FencedError
-from poller.state.postgres.db import Settings
 from poller.state.models import SessionState
 from poller.state.postgres import session_rows
+from poller.state.postgres.db import Settings
 from poller.state.postgres.fence import Fence
 from poller.state.postgres.store import PostgresStore
 from tests.clock import FakeClock
