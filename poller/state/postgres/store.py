@@ -77,8 +77,8 @@ class PostgresStore(PgSessions, PgOutbox, StateStore):
                 "FROM sessions"
             )
         )[0]
-        watches = await self._db.read(
-            "SELECT service_sid, started_at FROM watches ORDER BY service_sid"
+        watches = await self._db.read(  # by SID byte for byte, as SQLite orders them
+            'SELECT service_sid, started_at FROM watches ORDER BY service_sid COLLATE "C"'
         )
         interactions = (await self._db.read("SELECT COUNT(*) FROM interactions"))[0][0]
         version = (await self._db.read("SELECT max(version) FROM poller_schema"))[0][0]
