@@ -64,6 +64,7 @@ class Leaser(Ownership):
         self._owned: set[str] = set()  # what on_change was last told is owned
         self._unwatched: dict[str, int] = {}  # leases to release: no longer watched
         self._free_since: dict[str, float] = {}
+        self._kept: set[str] = set()  # taken beyond the share: left free by the others
         self._reachable = False
         self._wake = asyncio.Event()
         self._stopping = False
@@ -111,6 +112,7 @@ class Leaser(Ownership):
             self.fence.drop(sid)
             self._lose(sid, epoch, None)
         self._reachable = False
+        LEASES_HELD.set(0)
         await self.table.close()
 
     async def _run(self) -> None:
@@ -146,14 +148,15 @@ class Leaser(Ownership):
         await self._renew()
         live = await self.table.live_replicas()
         free = await self.table.free(self._services)
-        long_free = self._note_free(free)
+        left = self._note_free(free)
         owned = set(self.fence.owned())
-        decision = plan(self.replica, owned, live, len(self._services), free, long_free)
-        if decision.release is not None:
-            epoch = self.fence.held()[decision.release]
-            await self._release({decision.release: epoch}, "rebalance")
+        self._kept &= owned
+        decision = plan(self.replica, owned, live, len(self._services), free, left, self._kept)
+        if decision.release:
+            held = self.fence.held()
+            await self._release({sid: held[sid] for sid in decision.release}, "rebalance")
             return
-        await self._acquire(decision.candidates, decision.take)
+        await self._acquire(decision.candidates, decision.take, left)
 
     async def _renew(self) -> None:
         held = self.fence.held()
@@ -162,7 +165,7 @@ class Leaser(Ownership):
         t0 = self._monotonic()
         renewed = await self.table.renew(self.replica, held, self.lease_seconds)
         lost = {sid: epoch for sid, epoch in held.items() if sid not in renewed}
-        for sid in renewed:
+        for sid in sorted(renewed):
             if self.fence.held().get(sid) == held[sid]:  # not dropped meanwhile (unwatched)
                 self.fence.hold(sid, held[sid], t0 + TRUST * self.lease_seconds)
                 self._gain(sid, held[sid], resumed=True)
@@ -173,7 +176,7 @@ class Leaser(Ownership):
                 self.fence.drop(sid)
                 self._lose(sid, epoch, "expired" if row is None or row.epoch == epoch else "taken")
 
-    async def _acquire(self, candidates: Sequence[str], take: int) -> None:
+    async def _acquire(self, candidates: Sequence[str], take: int, left: set[str]) -> None:
         for sid in candidates:
             if take <= 0:
                 return
@@ -186,6 +189,8 @@ class Leaser(Ownership):
                 self._unwatched[sid] = epoch
                 continue
             self.fence.hold(sid, epoch, t0 + TRUST * self.lease_seconds)
+            if sid in left:
+                self._kept.add(sid)
             self._gain(sid, epoch)
             take -= 1
 
@@ -217,10 +222,12 @@ class Leaser(Ownership):
         await self._release(held, "stop")
 
     def _note_free(self, free: Sequence[str]) -> set[str]:
-        """Remember since when each Service is free; return those free for a whole lease."""
+        """Remember since when each Service is free; return those left free for a round."""
         now = self._monotonic()
         self._free_since = {sid: self._free_since.get(sid, now) for sid in free}
-        return {sid for sid, since in self._free_since.items() if now - since >= self.lease_seconds}
+        # Half a round: a round woken by an announcement just after another does not count.
+        wait = self.lease_seconds / ROUNDS_PER_LEASE / 2
+        return {sid for sid, since in self._free_since.items() if now - since >= wait}
 
     def _lapse(self) -> None:
         """Lose what the fence stopped trusting without a renewal's answer (kept, to renew)."""
