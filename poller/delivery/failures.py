@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from poller.delivery.disabled import DisabledSinks
+from poller.delivery.fenced import drop_fenced
 from poller.delivery.holds import Holds
 from poller.delivery.policy import DeadLetter, DeliveryPolicy, Retry
 from poller.delivery.results import OutboxStore, Tally
 from poller.errors import (
     DeliveryError,
+    FencedError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     SinkDisabledError,
@@ -114,7 +116,8 @@ class Failures:
         )
         bound = log.bind(sink=sink, event_id=delivery.event.id)
         if isinstance(decision, DeadLetter):
-            await self._write(delivery, failure, self._store.dead_letter, now=now)
+            if not await self._write(delivery, failure, tally, self._store.dead_letter, now=now):
+                return
             tally.dead += 1
             DELIVERIES.labels(sink=sink, outcome="dead").inc()
             bound.error(
@@ -125,7 +128,8 @@ class Failures:
                 error=failure.error,
             )
             return
-        await self._retry(delivery, failure, decision, tally)
+        if not await self._retry(delivery, failure, decision, tally):
+            return
         DELIVERIES.labels(sink=sink, outcome="retry").inc()
         bound.warning(
             "delivery_failed",
@@ -137,22 +141,35 @@ class Failures:
 
     async def _retry(
         self, delivery: Delivery, failure: Failure, retry: Retry, tally: Tally
-    ) -> None:
-        await self._write(delivery, failure, self._store.retry_later, next_attempt_at=retry.at)
+    ) -> bool:
+        write = self._store.retry_later
+        if not await self._write(delivery, failure, tally, write, next_attempt_at=retry.at):
+            return False
         tally.failed += 1
         tally.retry_at[delivery.id] = self._monotonic() + retry.delay
+        return True
 
     async def _write(
         self,
         delivery: Delivery,
         failure: Failure,
+        tally: Tally,
         write: Callable[..., Awaitable[None]],
         **fields: Any,
-    ) -> None:
-        """Record a failed attempt with ``write``; if the outbox cannot, hold it in memory."""
+    ) -> bool:
+        """Record a failed attempt with ``write``; if the outbox cannot, hold it in memory.
+
+        False: the lease of its Service was lost, nothing was written (the new owner's now).
+        """
         try:
             await write(delivery.id, error=failure.error, status=failure.status, **fields)
+        except FencedError as exc:
+            action = getattr(write, "__name__", "settle")
+            drop_fenced(self._holds, delivery.sink, [delivery], exc, action)
+            tally.not_owned.add(delivery.id)
+            return False
         except StateError:
             self._holds.back_off(delivery, self._policy, failure.retry_after, self._rng)
             raise
         self._holds.release([delivery.id])
+        return True
