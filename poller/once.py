@@ -14,6 +14,7 @@ import structlog
 
 from poller.app import App, build_app, retire_removed_sinks, sync_watch
 from poller.config import Config
+from poller.errors import StateError
 from poller.lab.crashpoints import NO_CRASH, CrashPoints
 from poller.replicas.base import Ownership, SoleOwner
 from poller.replicas.open import watched_services
@@ -37,7 +38,10 @@ async def run_once(app: App, ownership: Ownership | None = None) -> int:
     try:
         return await _run_owned(app, ownership)
     finally:
-        await ownership.stop()
+        try:
+            await ownership.stop()
+        except StateError as exc:  # the leases then expire on their own
+            log.error("ownership_stop_failed", error=str(exc), error_type=type(exc).__name__)
 
 
 def _unheard(service_sid: str, owned: bool) -> None:

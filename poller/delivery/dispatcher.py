@@ -372,7 +372,7 @@ class Dispatcher:
         try:
             await self._store.ack(ids)
         except FencedError as exc:
-            rest = drop_fenced(self._holds, sink.name, delivered, exc, "ack")
+            rest = drop_fenced(self._holds, sink.name, delivered, exc.service_sids, "ack")
             kept = {d.id for d in rest}
             tally.not_owned.update(i for i in ids if i not in kept)
             await self._ack(sink, rest, tally)  # the Services still owned

@@ -91,11 +91,20 @@ class Failures:
             return
         failure = Failure.of(sink, exc)
         unstored: StateError | None = None
+        lost: dict[str, _Fenced] = {}  # Service -> the first write its lost lease refused
         for delivery in deliveries:  # every one of a digest is held, even if the first failed
+            if delivery.event.service_sid in lost:
+                continue  # dropped below, with the one that found the lease lost
             try:
                 await self._settle_one(sink, delivery, failure, tally)
+            except _Fenced as refused:
+                lost[delivery.event.service_sid] = refused
             except StateError as error:
                 unstored = unstored or error
+        for service_sid, first in lost.items():
+            gone = [d for d in deliveries if d.event.service_sid == service_sid]
+            drop_fenced(self._holds, sink, gone, [service_sid], first.action)
+            tally.not_owned.update(d.id for d in gone)
         if unstored is not None:
             raise unstored
         # Last: a state that cannot clear the note must not keep the failures from settling.
@@ -116,8 +125,7 @@ class Failures:
         )
         bound = log.bind(sink=sink, event_id=delivery.event.id)
         if isinstance(decision, DeadLetter):
-            if not await self._write(delivery, failure, tally, self._store.dead_letter, now=now):
-                return
+            await self._write(delivery, failure, self._store.dead_letter, now=now)
             tally.dead += 1
             DELIVERIES.labels(sink=sink, outcome="dead").inc()
             bound.error(
@@ -128,8 +136,7 @@ class Failures:
                 error=failure.error,
             )
             return
-        if not await self._retry(delivery, failure, decision, tally):
-            return
+        await self._retry(delivery, failure, decision, tally)
         DELIVERIES.labels(sink=sink, outcome="retry").inc()
         bound.warning(
             "delivery_failed",
@@ -141,35 +148,36 @@ class Failures:
 
     async def _retry(
         self, delivery: Delivery, failure: Failure, retry: Retry, tally: Tally
-    ) -> bool:
-        write = self._store.retry_later
-        if not await self._write(delivery, failure, tally, write, next_attempt_at=retry.at):
-            return False
+    ) -> None:
+        await self._write(delivery, failure, self._store.retry_later, next_attempt_at=retry.at)
         tally.failed += 1
         tally.retry_at[delivery.id] = self._monotonic() + retry.delay
-        return True
 
     async def _write(
         self,
         delivery: Delivery,
         failure: Failure,
-        tally: Tally,
         write: Callable[..., Awaitable[None]],
         **fields: Any,
-    ) -> bool:
+    ) -> None:
         """Record a failed attempt with ``write``; if the outbox cannot, hold it in memory.
 
-        False: the lease of its Service was lost, nothing was written (the new owner's now).
+        A lease lost meanwhile (``FencedError``: nothing written) is no reason to hold it:
+        the delivery is the new owner's now (``_Fenced``, for :meth:`settle` to drop).
         """
         try:
             await write(delivery.id, error=failure.error, status=failure.status, **fields)
         except FencedError as exc:
-            action = getattr(write, "__name__", "settle")
-            drop_fenced(self._holds, delivery.sink, [delivery], exc, action)
-            tally.not_owned.add(delivery.id)
-            return False
+            raise _Fenced(getattr(write, "__name__", "settle")) from exc
         except StateError:
             self._holds.back_off(delivery, self._policy, failure.retry_after, self._rng)
             raise
         self._holds.release([delivery.id])
-        return True
+
+
+class _Fenced(Exception):
+    """A write the outbox refused because this replica lost the lease (``action``: which)."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(action)
+        self.action = action

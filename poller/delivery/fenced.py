@@ -8,13 +8,12 @@ ids; this replica forgets them (no hold in memory: they are not its to retry) an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
 
 from poller.delivery.holds import Holds
-from poller.errors import FencedError
 from poller.observe.metrics import DELIVERIES
 
 if TYPE_CHECKING:
@@ -24,13 +23,18 @@ log = structlog.get_logger(__name__)
 
 
 def drop_fenced(
-    holds: Holds, sink: str, deliveries: Sequence[Delivery], exc: FencedError, action: str
+    holds: Holds,
+    sink: str,
+    deliveries: Sequence[Delivery],
+    lost_services: Collection[str],
+    action: str,
 ) -> list[Delivery]:
-    """Forget the deliveries of the Services ``exc`` names; return the others (to write again).
+    """Forget the deliveries of ``lost_services``; return the others (to write again).
 
-    An error that names none of them (or no Service at all) fences every one.
+    ``lost_services`` as a ``FencedError`` names them; naming none of ``deliveries`` (or no
+    Service at all) fences every one.
     """
-    lost = set(exc.service_sids)
+    lost = set(lost_services)
     fenced = [d for d in deliveries if d.event.service_sid in lost]
     if not fenced:
         fenced = list(deliveries)

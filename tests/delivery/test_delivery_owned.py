@@ -201,3 +201,19 @@ async def test_a_digest_leaves_out_the_queues_of_services_not_owned() -> None:
     await _dispatcher(store, sink, {MINE}).run_once()
     assert sink.digests == [[e.id for e in mine]]
     assert [d.event.id for d in await _pending(store, "chat")] == [e.id for e in theirs]
+
+
+async def test_a_failed_digest_of_a_lost_service_is_dropped_in_one_line() -> None:
+    store = FencingStore()
+    events = [_event(MINE, n) for n in range(5)]
+    await _enqueue(store, events, sink="chat")
+    sink = ScriptedSink("chat", digest_threshold=3, default=retryable())
+    d = _dispatcher(store, sink, {MINE})
+    store.taken = {MINE}  # taken over while the digest was being sent
+    with capture_logs() as logs:
+        result = await d.run_once()
+    assert sink.digests == [[e.id for e in events]]
+    (fenced,) = [e for e in logs if e["event"] == "delivery_fenced"]
+    assert fenced["deliveries"] == 5 and fenced["action"] == "retry_later"
+    assert [(r.attempts, r.next_attempt_at) for r in await _pending(store, "chat")] == [(0, T0)] * 5
+    assert len(d._holds) == 0 and result.sinks["chat"].not_owned == 5
