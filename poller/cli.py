@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from poller.config import Config
     from poller.lab.crashpoints import CrashPoints
     from poller.observe.sdnotify import Notifier
+    from poller.replicas.base import Ownership
     from poller.state.base import StateStore
     from poller.state.models import DeadLetter, DisabledSink, FailingSink
 
@@ -129,9 +130,38 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 async def _once(config: Config, crash: CrashPoints) -> int:
     from poller.once import once_from_config
+
+    store, ownership = await _open_owned(config)
+    return await once_from_config(config, store, crash=crash, ownership=ownership)
+
+
+def _replica() -> str:
+    import socket
+
+    from poller.replicas.open import replica_id
+
+    configured = os.environ.get("POLLER_REPLICA_ID")
+    return replica_id(configured, hostname=socket.gethostname(), pid=os.getpid())
+
+
+async def _open_owned(config: Config) -> tuple[StateStore, Ownership]:
+    """Open the state as this replica writes it (fenced, on PostgreSQL), and its ownership."""
+    from poller.replicas.open import make_ownership
     from poller.state.open import open_store
 
-    return await once_from_config(config, await open_store(config.state), crash=crash)
+    replica = _replica()
+    fence = None
+    if config.state.backend == "postgres":
+        # Imported here: a SQLite poller never loads the PostgreSQL driver.
+        from poller.state.postgres.fence import Fence
+
+        fence = Fence(replica)
+    store = await open_store(config.state, fence=fence, application_name=f"poller:{replica}")
+    try:
+        return store, make_ownership(config, store, fence, replica)
+    except BaseException:
+        await store.close()
+        raise
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -151,16 +181,16 @@ async def _run_daemon(config: Config, path: str, crash: CrashPoints, notifier: N
     from poller.app import build_app
     from poller.config import load_config
     from poller.daemon import Daemon
-    from poller.state.open import open_store
 
-    store = await open_store(config.state)
+    store, ownership = await _open_owned(config)
     try:
         daemon = Daemon(
             config,
             store,
-            build=functools.partial(build_app, crash=crash),
+            build=functools.partial(build_app, crash=crash, owns=ownership.owns),
             reload=functools.partial(load_config, path),
             notifier=notifier,
+            ownership=ownership,
         )
         return await daemon.run()
     finally:
