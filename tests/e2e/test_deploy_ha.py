@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from poller.config import Config, DeliveryConfig, load_config
+from poller.state.models import Lease
 from tests.e2e.test_deploy import DOCKERFILE, instructions_named, parse_dockerfile, stages
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,3 +227,25 @@ def test_kubernetes_config_reads_the_database_url_from_the_mounted_secret(
     assert config.state.backend == "postgres" and config.state.lease_seconds == 15
     assert config.http is not None and config.http.port == image_port()
     assert len(config.watch) == 2  # two Services: one for each replica to own
+
+
+# ---- docs/ha.md ----------------------------------------------------------------------------
+
+HA_DOC = ROOT / "docs" / "ha.md"
+
+
+def test_ha_doc_links_both_examples_and_is_linked_where_state_is_described() -> None:
+    text = HA_DOC.read_text()
+    for example in (COMPOSE, KUBERNETES, COMPOSE.parent / "config.yaml"):
+        assert f"(../{example.relative_to(ROOT)})" in text
+    assert "(docs/ha.md)" in (ROOT / "README.md").read_text()
+    assert "(ha.md)" in (ROOT / "docs" / "architecture.md").read_text()
+    assert "<!-- SIZING:" in text  # the section the measured numbers go in
+
+
+def test_ha_doc_shows_the_leases_as_state_show_prints_them() -> None:
+    text = HA_DOC.read_text()
+    block = text.split('"leases": [', 1)[1].split("]", 1)[0]
+    shown = json.loads(f"[{block}]")
+    assert shown
+    assert all(set(lease) == set(Lease("KS", None, 0, None).to_json()) for lease in shown)
