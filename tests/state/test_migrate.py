@@ -15,9 +15,11 @@ import pytest
 import yaml
 
 from poller.errors import StateError
+from poller.state.base import StateStore
 from poller.state.postgres import schema
 from poller.state.postgres.db import Settings, connect
 from poller.state.postgres.load import load
+from poller.state.postgres.store import PostgresStore
 from poller.state.snapshot import SessionRow, Snapshot, WatchRow
 from poller.state.sqlite.dump import held_snapshot
 from poller.state.sqlite.store import SqliteStore
@@ -291,3 +293,46 @@ async def test_dump_reads_sqlite_booleans_and_whole_reals_as_their_types(tmp_pat
     ids = [d.id for d in snapshot.deliveries]
     assert ids == sorted(ids) and len(ids) == 8
     assert snapshot.counts()["deliveries_dead"] == 1
+
+
+async def answers(store: StateStore) -> dict[str, object]:
+    """What a replica would read from ``store``: sessions, known sets, queues, dead letters."""
+    sessions = await store.sessions()
+    queues: dict[str, object] = {}
+    for sink in ("ops", "slack"):
+        # Whole queues in order: deliver each head, then the next is due.
+        queues[sink] = [
+            (d.event.id, d.event.to_json(), d.attempts, d.enqueued_at, d.next_attempt_at,
+             d.last_error, d.last_status)
+            for d in await store.backlog(sink, 1e12, 100)
+        ]  # fmt: skip
+    return {
+        "watches": [(sid, await store.watch_begun(sid)) for sid in await store.watched_services()],
+        "sessions": sessions,
+        "known": {s.session_sid: await store.known(s.session_sid) for s in sessions},
+        "fingerprints": {
+            s.session_sid: await store.session_fingerprint(s.session_sid) for s in sessions
+        },
+        "threads": await store.thread_ts("slack", SESSION_A),
+        "pace": await store.sink_pace("slack"),
+        "disabled": await store.disabled_sinks(),
+        "queues": queues,
+        "dead": [
+            (d.sink, d.event.id, d.attempts, d.last_error, d.last_status, d.dead_at)
+            for d in await store.dead_letters()
+        ],
+        "pending": await store.pending_count(),
+    }
+
+
+async def test_the_postgres_store_answers_as_the_sqlite_one_did(
+    tmp_path: Path, pg_url: str
+) -> None:
+    await build_state(tmp_path / "state.db")
+    async with SqliteStore.open(tmp_path / "state.db") as sqlite_store:
+        before = await answers(sqlite_store)
+    assert before["queues"] and before["dead"] and before["known"]
+    result = run_poller("state", "migrate", "-c", str(write_config(tmp_path)), "--to", pg_url)
+    assert result.returncode == 0, result.stderr
+    async with await PostgresStore.open(Settings(pg_url)) as pg_store:
+        assert await answers(pg_store) == before

@@ -103,7 +103,8 @@ async def read_leases(db: Database) -> tuple[Lease, ...]:
     rows = await db.read(
         "SELECT service_sid, l.owner, coalesce(l.epoch, 0), "
         "extract(epoch FROM l.expires_at - now()) "
-        "FROM leases AS l FULL JOIN watches AS w USING (service_sid) ORDER BY service_sid"
+        "FROM leases AS l FULL JOIN watches AS w USING (service_sid) "
+        'ORDER BY service_sid COLLATE "C"'  # by SID byte for byte, as the watches
     )
     return tuple(
         Lease(
