@@ -62,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     state_sub = state.add_subparsers(dest="state_command", required=True, parser_class=_Parser)
     p = state_sub.add_parser("show", help="JSON summary of the state")
     _add_config(p)
+    p = state_sub.add_parser(
+        "migrate", help="copy the configured SQLite state into an empty PostgreSQL database"
+    )
+    _add_config(p)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--to",
+        metavar="URL",
+        help="postgresql://user@host:port/database (a password here is visible to local "
+        "users in the process list: prefer --to-file)",
+    )
+    target.add_argument("--to-file", metavar="PATH", help="a file holding that URL")
 
     outbox = sub.add_parser(
         "outbox", help="inspect and manage dead-lettered deliveries and disabled sinks"
@@ -204,7 +216,47 @@ async def _open_store(args: argparse.Namespace) -> StateStore:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
+    if args.state_command == "migrate":
+        return asyncio.run(_migrate_state(args))
     return asyncio.run(_show_state(args))
+
+
+async def _migrate_state(args: argparse.Namespace) -> int:
+    from poller.config.validators import redact_url
+    from poller.state.migrate import migrate_sqlite_to_postgres
+
+    config = _load(args)
+    if config.state.url is not None:
+        raise ConfigError(
+            "state migrate copies a SQLite state (state.path), but this config's state is "
+            f"already PostgreSQL ({config.state.where})"
+        )
+    url = _migration_target(args)
+    counts = await migrate_sqlite_to_postgres(config.state.path, url)
+    print(f"copied {config.state.path} into {redact_url(url)} in one transaction:")
+    for table, rows in counts.items():
+        print(f"  {table}: {rows}")
+    print("next: set state.url (or state.url_file) to that database and start the replicas")
+    return 0
+
+
+def _migration_target(args: argparse.Namespace) -> str:
+    """The PostgreSQL URL of ``--to`` or ``--to-file``, checked without ever showing it."""
+    from pathlib import Path
+
+    if args.to_file is not None:
+        where = f"--to-file {args.to_file}"
+        try:
+            url = Path(args.to_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "expected UTF-8 text"
+            raise ConfigError(f"{where}: cannot read the URL: {reason}") from None
+    else:
+        where, url = "--to", str(args.to).strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres") or not rest:
+        raise ConfigError(f"{where}: expected a postgresql://user@host:port/database URL")
+    return url
 
 
 async def _show_state(args: argparse.Namespace) -> int:

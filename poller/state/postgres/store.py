@@ -6,7 +6,7 @@ import time
 
 from poller.errors import StateError
 from poller.state.base import StateStore
-from poller.state.models import SessionCounts, Summary
+from poller.state.models import Lease, SessionCounts, Summary
 from poller.state.postgres import schema
 from poller.state.postgres.db import Database, Settings, connect, translate
 from poller.state.postgres.fence import Fence
@@ -90,4 +90,28 @@ class PostgresStore(PgSessions, PgOutbox, StateStore):
             interactions_tracked=int(interactions),
             outbox=await self.outbox_summary(now),
             watches=tuple((str(sid), float(started)) for sid, started in watches),
+            leases=await read_leases(self._db),
         )
+
+
+async def read_leases(db: Database) -> tuple[Lease, ...]:
+    """Every Service leased or watched, by SID: its owner, epoch and the lease's time left.
+
+    The time left is the database's (``expires_at - now()``), never this host's clock; a
+    watched Service without a lease row yet has none.
+    """
+    rows = await db.read(
+        "SELECT service_sid, l.owner, coalesce(l.epoch, 0), "
+        "extract(epoch FROM l.expires_at - now()) "
+        "FROM leases AS l FULL JOIN watches AS w USING (service_sid) "
+        'ORDER BY service_sid COLLATE "C"'  # by SID byte for byte, as the watches
+    )
+    return tuple(
+        Lease(
+            service_sid=str(sid),
+            owner=None if owner is None else str(owner),
+            epoch=int(epoch),
+            expires_in=None if left is None else round(float(left), 3),
+        )
+        for sid, owner, epoch, left in rows
+    )
