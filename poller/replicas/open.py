@@ -40,6 +40,18 @@ def make_ownership(
         return SoleOwner(replica)
     if fence is None:
         raise ConfigError(f"state {config.state.where}: a replica on PostgreSQL needs its fence")
-    # LEASER: the lead plugs the lease keeper in here (import poller.replicas.leaser lazily,
-    # build its Leaser from config.state, store, fence and replica, and return it).
-    raise ConfigError("several replicas need the lease keeper")
+    # Imported here: a SQLite poller never loads the PostgreSQL driver.
+    from poller.replicas.leaser import Leaser
+    from poller.state.postgres.leases import LeaseTable
+    from poller.state.postgres.store import PostgresStore
+
+    if not isinstance(store, PostgresStore):
+        raise ConfigError(f"state {config.state.where}: a PostgreSQL state was expected")
+    return Leaser(
+        # A connection of its own: renewals never wait behind the pool's polls.
+        LeaseTable(store.db.settings),
+        fence,
+        replica,
+        lease_seconds=config.state.lease_seconds,
+        interval_seconds=config.poll.interval_seconds,
+    )
