@@ -133,6 +133,15 @@ class Leaser(Ownership):
                 await self.table.reset()  # a statement may be left running on it
             self._reachable = False
             self._outage.failed(_error(exc))
+        except Exception as exc:  # a bug: said, and the next round runs (leases lapse safely)
+            await self.table.reset()
+            self._reachable = False
+            log.error(
+                "lease_round_failed",
+                replica=self.replica,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
         else:
             self._reachable = True
             self._outage.answered()
@@ -165,8 +174,9 @@ class Leaser(Ownership):
         t0 = self._monotonic()
         renewed = await self.table.renew(self.replica, held, self.lease_seconds)
         lost = {sid: epoch for sid, epoch in held.items() if sid not in renewed}
+        now_held = self.fence.held()
         for sid in sorted(renewed):
-            if self.fence.held().get(sid) == held[sid]:  # not dropped meanwhile (unwatched)
+            if now_held.get(sid) == held[sid]:  # not dropped meanwhile (unwatched)
                 self.fence.hold(sid, held[sid], t0 + TRUST * self.lease_seconds)
                 self._gain(sid, held[sid], resumed=True)
         if lost:
@@ -177,13 +187,13 @@ class Leaser(Ownership):
                 self._lose(sid, epoch, "expired" if row is None or row.epoch == epoch else "taken")
 
     async def _acquire(self, candidates: Sequence[str], take: int, left: set[str]) -> None:
-        for sid in candidates:
-            if take <= 0:
-                return
-            t0 = self._monotonic()
-            epoch = await self.table.acquire(sid, self.replica, self.lease_seconds)
-            if epoch is None:
-                continue  # another replica was quicker
+        wanted = candidates[:take]
+        if not wanted:
+            return
+        t0 = self._monotonic()
+        got = await self.table.acquire_many(wanted, self.replica, self.lease_seconds)
+        for sid in sorted(got):
+            epoch = got[sid]
             self._free_since.pop(sid, None)
             if sid not in self._services:  # unwatched while we asked
                 self._unwatched[sid] = epoch
@@ -192,7 +202,8 @@ class Leaser(Ownership):
             if sid in left:
                 self._kept.add(sid)
             self._gain(sid, epoch)
-            take -= 1
+        if len(got) < len(wanted) < len(candidates):
+            self._wake.set()  # others were quicker to some: try the rest at once
 
     async def _release_unwatched(self) -> None:
         if self._unwatched:
@@ -204,9 +215,9 @@ class Leaser(Ownership):
     async def _release(self, epochs: dict[str, int], reason: str) -> None:
         for sid in epochs:
             self.fence.drop(sid)  # no longer trusted from before the release is sent
+            self._lose(sid, epochs[sid], None)
         released = await self.table.release(self.replica, epochs)
         for sid in sorted(released):
-            self._lose(sid, epochs[sid], None)
             LEASE_CHANGES.labels(reason="released").inc()
             log.info(
                 "lease_released",
@@ -231,9 +242,10 @@ class Leaser(Ownership):
 
     def _lapse(self) -> None:
         """Lose what the fence stopped trusting without a renewal's answer (kept, to renew)."""
+        held, trusted = self.fence.held(), self.fence.owned()
         for sid in sorted(self._owned):
-            epoch = self.fence.held().get(sid)
-            if epoch is not None and not self.fence.owns(sid):
+            epoch = held.get(sid)
+            if epoch is not None and sid not in trusted:
                 self._lose(sid, epoch, "unavailable" if not self._reachable else "expired")
 
     def _gain(self, sid: str, epoch: int, *, resumed: bool = False) -> None:
@@ -243,7 +255,7 @@ class Leaser(Ownership):
         LEASE_CHANGES.labels(reason="acquired").inc()
         fields = {"resumed": True} if resumed else {}
         log.info("lease_acquired", service_sid=sid, replica=self.replica, epoch=epoch, **fields)
-        self._on_change(sid, True)
+        self._tell(sid, True)
 
     def _lose(self, sid: str, epoch: int, reason: str | None) -> None:
         """Tell on_change a Service is no longer owned; ``reason``: log ``lease_lost``."""
@@ -255,7 +267,20 @@ class Leaser(Ownership):
             log.warning(
                 "lease_lost", service_sid=sid, replica=self.replica, epoch=epoch, reason=reason
             )
-        self._on_change(sid, False)
+        self._tell(sid, False)
+
+    def _tell(self, sid: str, owned: bool) -> None:
+        """Hand a gain or loss to ``on_change``; its failure is said, never the round's."""
+        try:
+            self._on_change(sid, owned)
+        except Exception as exc:  # the daemon's callback: a bug there must not stop the leases
+            log.error(
+                "ownership_callback_failed",
+                service_sid=sid,
+                owned=owned,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
 
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, less when a lease is released elsewhere or ``_wake`` is set."""
