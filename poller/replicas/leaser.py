@@ -57,6 +57,8 @@ class Leaser(Ownership):
         self.table = table
         self.fence = fence
         self.lease_seconds = float(lease_seconds)
+        self._period = self.lease_seconds / ROUNDS_PER_LEASE
+        self._next_round = 0.0  # on the event loop's clock
         self._monotonic = monotonic
         self._outage = Outage(replica, table.location, interval_seconds, monotonic)
         self._services: frozenset[str] = frozenset()
@@ -68,6 +70,7 @@ class Leaser(Ownership):
         self._reachable = False
         self._wake = asyncio.Event()
         self._stopping = False
+        self._first: asyncio.Future[None] | None = None  # start()'s round
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0  # rounds done (tests wait on it)
 
@@ -79,12 +82,15 @@ class Leaser(Ownership):
         return self._reachable
 
     async def start(self, services: Sequence[str], on_change: OnChange) -> None:
-        if self._task is not None or self._stopping:
+        if self._first is not None or self._stopping:
             return
         self._services = frozenset(services)
         self._on_change = on_change
-        await self._safe_round()
-        self._task = asyncio.create_task(self._run(), name=f"leaser-{self.replica}")
+        self._next_round = asyncio.get_running_loop().time() + self._period
+        self._first = asyncio.ensure_future(self._safe_round())
+        await self._first
+        if not self._stopping:  # stop() may have come during the first round
+            self._task = asyncio.create_task(self._run(), name=f"leaser-{self.replica}")
 
     async def set_services(self, services: Sequence[str]) -> None:
         self._services = frozenset(services)
@@ -100,10 +106,10 @@ class Leaser(Ownership):
             return
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            await self._task  # a round ends within its timeout; the pause at once
+        # A round ends within its timeout, the pause at once.
+        await asyncio.gather(*(t for t in (self._first, self._task) if t), return_exceptions=True)
         try:
-            async with asyncio.timeout(self.lease_seconds / ROUNDS_PER_LEASE):
+            async with asyncio.timeout(self._period):
                 await self._release_all()
         except (StateError, TimeoutError) as exc:
             # Not released: the leases expire on their own (the fence no longer trusts them).
@@ -116,17 +122,18 @@ class Leaser(Ownership):
         await self.table.close()
 
     async def _run(self) -> None:
+        """A round every third of the lease, counted from the start of the previous one."""
         loop = asyncio.get_running_loop()
         while not self._stopping:
-            started = loop.time()
-            await self._pause(started + self.lease_seconds / ROUNDS_PER_LEASE - loop.time())
+            await self._pause(self._next_round - loop.time())
             if not self._stopping:
+                self._next_round = loop.time() + self._period
                 await self._safe_round()
 
     async def _safe_round(self) -> None:
         """One round within a third of the lease; failures are said, never raised."""
         try:
-            async with asyncio.timeout(self.lease_seconds / ROUNDS_PER_LEASE):
+            async with asyncio.timeout(self._period):
                 await self._round()
         except (StateError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):
@@ -237,7 +244,7 @@ class Leaser(Ownership):
         now = self._monotonic()
         self._free_since = {sid: self._free_since.get(sid, now) for sid in free}
         # Half a round: a round woken by an announcement just after another does not count.
-        wait = self.lease_seconds / ROUNDS_PER_LEASE / 2
+        wait = self._period / 2
         return {sid for sid, since in self._free_since.items() if now - since >= wait}
 
     def _lapse(self) -> None:

@@ -335,3 +335,12 @@ async def test_four_thousand_services_are_taken_at_once_and_kept(make: Make) -> 
         await eventually(lambda: leaser.rounds >= rounds + 3, within=30, what="three renewals")
     assert len(owned(leaser, services)) == 4000 and leaser.reachable
     assert events(logs, "lease_lost") == [] and events(logs, "state_unavailable") == []
+
+
+async def test_a_stop_during_the_first_round_leaves_nothing_running_or_held(
+    make: Make, migrated: str
+) -> None:
+    leaser = make("a")
+    await asyncio.gather(leaser.start(SERVICES, lambda *_: None), leaser.stop())
+    assert leaser._task is None and owned(leaser) == set()
+    assert db_leases(migrated) == {}
