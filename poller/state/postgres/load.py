@@ -48,8 +48,10 @@ TABLES = (
     "sink_pacing",
     "disabled_sinks",
 )
-# A copy of a large state takes longer than the poller's own statement timeout allows.
-LOAD_STATEMENT_TIMEOUT = "10min"
+# A copy of a large state takes longer than the poller's own statement timeout allows: one
+# COPY of millions of interactions takes minutes. The operator who runs it can interrupt it
+# (nothing is written then); only waiting for a lock is bounded.
+LOAD_STATEMENT_TIMEOUT = "0"
 LOCK_TIMEOUT = "10s"
 
 
