@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate the config without calling anyone")
     _add_config(p)
 
-    state = sub.add_parser("state", help="inspect the state file")
+    state = sub.add_parser("state", help="inspect the state, or migrate it to PostgreSQL")
     state_sub = state.add_subparsers(dest="state_command", required=True, parser_class=_Parser)
     p = state_sub.add_parser("show", help="JSON summary of the state")
     _add_config(p)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import get_args, get_type_hints
 
 from poller.config import SECRET_KEYS, Config
-from poller.config.secret import Secret
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -34,10 +33,9 @@ def model_key_paths(model: type, prefix: str = "") -> set[str]:
         name = field.metadata.get("key") or field.name  # what a file writes (``from``)
         path = f"{prefix}{name}"
         paths.add(path)
-        annotation = hints[field.name]
-        # Every Secret has its _file (state.url too, though "url" is no secret key elsewhere).
-        if name in SECRET_KEYS or Secret in (annotation, *get_args(annotation)):
+        if name in SECRET_KEYS:
             paths.add(f"{path}_file")
+        annotation = hints[field.name]
         subs = _models_in(annotation)
         inner = f"{path}[]." if _is_sequence(annotation) else f"{path}."
         for sub in subs:
