@@ -25,8 +25,8 @@ import structlog
 
 from poller.errors import StateError
 from poller.observe.metrics import LEASE_CHANGES, LEASES_HELD
+from poller.observe.outage import Outage
 from poller.replicas.base import OnChange, Ownership
-from poller.replicas.outage import Outage
 from poller.replicas.share import plan
 from poller.state.postgres.db import describe
 from poller.state.postgres.fence import Fence
@@ -50,7 +50,9 @@ class Leaser(Ownership):
         interval_seconds: float,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        outage: Outage | None = None,
     ) -> None:
+        """``outage``: the one the daemon reports to (an outage is one line, whoever sees it)."""
         if fence.replica != replica:
             raise ValueError(f"the fence is replica {fence.replica}'s, not {replica}'s")
         self.replica = replica
@@ -60,7 +62,9 @@ class Leaser(Ownership):
         self._period = self.lease_seconds / ROUNDS_PER_LEASE
         self._next_round = 0.0  # on the event loop's clock
         self._monotonic = monotonic
-        self._outage = Outage(replica, table.location, interval_seconds, monotonic)
+        self._outage = (
+            outage if outage is not None else Outage(interval_seconds, monotonic=monotonic)
+        )
         self._services: frozenset[str] = frozenset()
         self._on_change: OnChange = _ignore
         self._owned: set[str] = set()  # what on_change was last told is owned
@@ -139,7 +143,7 @@ class Leaser(Ownership):
             if isinstance(exc, TimeoutError):
                 await self.table.reset()  # a statement may be left running on it
             self._reachable = False
-            self._outage.failed(_error(exc))
+            self._outage.report(_error(exc), replica=self.replica, location=self.table.location)
         except Exception as exc:  # a bug: said, and the next round runs (leases lapse safely)
             await self.table.reset()
             self._reachable = False
@@ -151,7 +155,7 @@ class Leaser(Ownership):
             )
         else:
             self._reachable = True
-            self._outage.answered()
+            self._outage.over(replica=self.replica)
         finally:
             self._lapse()
             self.rounds += 1
@@ -304,7 +308,7 @@ class Leaser(Ownership):
                     break
             except StateError as exc:
                 self._reachable = False
-                self._outage.failed(_error(exc))
+                self._outage.report(_error(exc), replica=self.replica, location=self.table.location)
                 listen = False
         self._wake.clear()
 
