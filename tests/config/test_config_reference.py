@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import get_args, get_type_hints
 
 from poller.config import SECRET_KEYS, Config
+from poller.config.secret import Secret
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -33,9 +34,9 @@ def model_key_paths(model: type, prefix: str = "") -> set[str]:
         name = field.metadata.get("key") or field.name  # what a file writes (``from``)
         path = f"{prefix}{name}"
         paths.add(path)
-        if name in SECRET_KEYS:
-            paths.add(f"{path}_file")
         annotation = hints[field.name]
+        if name in SECRET_KEYS or Secret in get_args(annotation):  # state.url: a Secret too
+            paths.add(f"{path}_file")
         subs = _models_in(annotation)
         inner = f"{path}[]." if _is_sequence(annotation) else f"{path}."
         for sub in subs:
