@@ -103,6 +103,7 @@ async def build_app(
             page_size=config.twilio.page_size,
             concurrency=config.twilio.max_concurrency,
             clock=clock,
+            owns=owns,
         )
         for watch in config.watch
     ]

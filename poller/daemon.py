@@ -129,7 +129,8 @@ class Daemon:
         watch = asyncio.create_task(self._watch(store))
         try:
             # One round of leases before the first schedule: what is owned is polled at once.
-            await self._ownership.start(watched_services(self.config), self._ownership_changed)
+            services = watched_services(self.config)
+            await self._ownership.start(services, self._ownership_changed, self._cycles.settle)
             self._copy_ownership()
             while True:
                 app = await self._build(self.config, store)
@@ -299,9 +300,10 @@ class Daemon:
             self.stop.set()
 
     def _ownership_changed(self, service_sid: str, owned: bool) -> None:
-        """A Service gained is polled now and its pending events delivered; a loss waits."""
+        """A Service gained is polled now and its events delivered; a loss stops its cycle."""
         if not owned:
-            return  # the next cycle and every send ask ``owns`` first
+            self._cycles.cancel(service_sid)  # and the next cycle and every send ask ``owns``
+            return
         scheduler = self._scheduler
         job = None if scheduler is None else scheduler.get_job(f"cycle:{service_sid}")
         if job is not None:
@@ -428,9 +430,8 @@ def _every(
 
 
 def _on_skipped(event: JobSubmissionEvent) -> None:
-    # A cycle still running when its next run came: expected while a first baseline of
-    # thousands of sessions takes several intervals. APScheduler's own line says it
-    # unstructured at WARNING; say it once, structured.
+    # A cycle still running when its next run came (a first baseline of thousands of
+    # sessions takes several intervals): APScheduler's WARNING line, said once, structured.
     log.info("cycle_skipped", job=event.job_id, reason="previous cycle still running")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from poller.replicas.base import OnChange, Ownership
+from poller.replicas.base import OnChange, Ownership, Settle
 
 
 class FakeOwnership(Ownership):
@@ -34,7 +34,9 @@ class FakeOwnership(Ownership):
     def owns(self, service_sid: str) -> bool:
         return service_sid in self.owned
 
-    async def start(self, services: Sequence[str], on_change: OnChange) -> None:
+    async def start(
+        self, services: Sequence[str], on_change: OnChange, settle: Settle | None = None
+    ) -> None:
         self.calls.append(("start", list(services)))
         self._on_change = on_change
 

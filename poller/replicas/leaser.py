@@ -26,7 +26,7 @@ import structlog
 from poller.errors import StateError
 from poller.observe.metrics import LEASE_CHANGES, LEASES_HELD
 from poller.observe.outage import Outage
-from poller.replicas.base import OnChange, Ownership
+from poller.replicas.base import OnChange, Ownership, Settle
 from poller.replicas.share import plan
 from poller.state.postgres.db import describe
 from poller.state.postgres.fence import Fence
@@ -35,6 +35,8 @@ from poller.state.postgres.leases import LeaseTable
 log = structlog.get_logger(__name__)
 
 TRUST = 2 / 3  # of lease_seconds after the renewal was sent
+# A hand-over waits at most this long (and half a round) for our work on the Service to end.
+SETTLE_SECONDS = 2.0
 ROUNDS_PER_LEASE = 3
 
 
@@ -67,6 +69,7 @@ class Leaser(Ownership):
         )
         self._services: frozenset[str] = frozenset()
         self._on_change: OnChange = _ignore
+        self._settle: Settle | None = None
         self._owned: set[str] = set()  # what on_change was last told is owned
         self._unwatched: dict[str, int] = {}  # leases to release: no longer watched
         self._free_since: dict[str, float] = {}
@@ -85,11 +88,14 @@ class Leaser(Ownership):
     def reachable(self) -> bool:
         return self._reachable
 
-    async def start(self, services: Sequence[str], on_change: OnChange) -> None:
+    async def start(
+        self, services: Sequence[str], on_change: OnChange, settle: Settle | None = None
+    ) -> None:
         if self._first is not None or self._stopping:
             return
         self._services = frozenset(services)
         self._on_change = on_change
+        self._settle = settle
         self._next_round = asyncio.get_running_loop().time() + self._period
         self._first = asyncio.ensure_future(self._safe_round())
         await self._first
@@ -216,6 +222,15 @@ class Leaser(Ownership):
         if len(got) < len(wanted) < len(candidates):
             self._wake.set()  # others were quicker to some: try the rest at once
 
+    async def _settled(self, services: list[str]) -> None:
+        """Wait (a little) for the work in flight for ``services`` to end before releasing."""
+        settle = self._settle
+        if settle is None or not services:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(SETTLE_SECONDS, self._period / 2)):
+                await asyncio.gather(*(settle(sid) for sid in services))
+
     async def _release_unwatched(self) -> None:
         if self._unwatched:
             pending = dict(self._unwatched)
@@ -227,6 +242,7 @@ class Leaser(Ownership):
         for sid in epochs:
             self.fence.drop(sid)  # no longer trusted from before the release is sent
             self._lose(sid, epochs[sid], None)
+        await self._settled(list(epochs))
         released = await self.table.release(self.replica, epochs)
         for sid in sorted(released):
             LEASE_CHANGES.labels(reason="released").inc()

@@ -17,7 +17,7 @@ from typing import Protocol
 import structlog
 
 from poller.detect.planner import Planned, PlanSettings, cycle_budget, plan_explicit, plan_listed
-from poller.errors import CredentialsError, SourceError
+from poller.errors import CredentialsError, FencedError, SourceError
 from poller.observe import metrics
 from poller.state.base import StateStore
 from poller.twilio.records import Session
@@ -73,7 +73,9 @@ class ServiceCycle:
         page_size: int,
         concurrency: int = 8,
         clock: Callable[[], float] = time.time,
+        owns: Callable[[str], bool] = lambda _service_sid: True,
     ) -> None:
+        """``owns``: whether this replica still owns the Service (asked before each request)."""
         self.watch = watch
         self._source = source
         self._poller = poller
@@ -82,6 +84,7 @@ class ServiceCycle:
         self._page_size = page_size
         self._clock = clock
         self._concurrency = max(1, concurrency)
+        self._owns = owns
         self._service_size: int | None = None  # sessions in the Service at the last listing
 
     def _listing_pays(self) -> bool:
@@ -93,7 +96,14 @@ class ServiceCycle:
             return wanted >= 10
         return math.ceil(max(1, self._service_size) / self._page_size) < wanted // 2
 
+    def _still_owned(self) -> None:
+        """Go no further once the Service is another replica's (a lapsed or lost lease)."""
+        sid = self.watch.service_sid
+        if not self._owns(sid):
+            raise FencedError(f"this replica no longer owns {sid}: the cycle stopped")
+
     async def plan(self, *, everything: bool = False) -> list[Planned]:
+        self._still_owned()
         now = self._clock()
         sid = self.watch.service_sid
         states = {s.session_sid: s for s in await self._store.sessions(sid)}
@@ -172,6 +182,7 @@ class ServiceCycle:
 
         async def worker() -> None:
             for p in queue:
+                self._still_owned()
                 outcomes.append(await self._poll(p))
 
         workers = [asyncio.ensure_future(worker()) for _ in range(self._concurrency)]

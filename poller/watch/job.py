@@ -35,6 +35,19 @@ class CycleJob:
 
     def __init__(self, outage: Outage) -> None:
         self._outage = outage
+        self._running: dict[str, asyncio.Future[CycleResult]] = {}  # by Service
+
+    def cancel(self, service_sid: str) -> None:
+        """Stop the Service's cycle now (its lease is lost): a cancelled poll commits nothing."""
+        running = self._running.get(service_sid)
+        if running is not None:
+            running.cancel()
+
+    async def settle(self, service_sid: str) -> None:
+        """Return once the Service's cycle (if one runs) has ended."""
+        running = self._running.get(service_sid)
+        if running is not None:
+            await asyncio.wait({running})
 
     async def run(
         self, cycle: CycleLike, health: HealthState, *, seconds: float
@@ -42,8 +55,16 @@ class CycleJob:
         """Run ``cycle`` within ``seconds``; return refused credentials, else None."""
         sid = cycle.watch.service_sid
         started = time.monotonic()
+        running = asyncio.ensure_future(asyncio.wait_for(cycle.run(), timeout=seconds))
+        self._running[sid] = running
         try:
-            result = await asyncio.wait_for(cycle.run(), timeout=seconds)
+            result = await running
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are stopped ourselves (the drain's deadline)
+            log.info("cycle_cancelled", service_sid=sid, reason="lease lost")
+            return None
         except CredentialsError as exc:
             log.error("credentials_rejected", error=str(exc))
             return exc
@@ -66,6 +87,9 @@ class CycleJob:
                 "cycle_failed", service_sid=sid, error=str(exc), error_type=type(exc).__name__
             )
             return None
+        finally:
+            if self._running.get(sid) is running:
+                del self._running[sid]
         self._outage.over()
         if result.succeeded:
             health.poll_succeeded()

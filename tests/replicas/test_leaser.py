@@ -142,6 +142,28 @@ async def test_a_third_replica_takes_its_share_with_never_two_owners(
     assert all(entry["epoch"] == before[entry["service_sid"]][1] + 1 for entry in taken)
 
 
+async def test_a_hand_over_waits_for_the_givers_work_to_settle_before_releasing(
+    make: Make, migrated: str
+) -> None:
+    a, b = make("a"), make("b")
+    cycles_done = asyncio.Event()
+    settling: list[str] = []
+
+    async def settle(sid: str) -> None:  # a's cycle of ``sid`` still calls Twilio
+        settling.append(sid)
+        await cycles_done.wait()
+
+    await a.start(SERVICES, lambda *_: None, settle)
+    await eventually(lambda: owned(a) == set(SERVICES), what="a owns all")
+    await b.start(SERVICES, lambda *_: None)
+    await eventually(lambda: len(settling) == 3, what="a gives three up")
+    # a trusts them no more, yet none is released: b cannot take them while a's work runs.
+    assert len(owned(a)) == 3 and owned(b) == set()
+    assert {owner for owner, _ in db_leases(migrated).values()} == {"a"}
+    cycles_done.set()
+    await eventually(lambda: owned(b) == set(settling), what="b takes what a gave up")
+
+
 async def test_a_clean_stop_hands_every_service_over_within_two_seconds(
     make: Make, migrated: str
 ) -> None:
@@ -149,6 +171,7 @@ async def test_a_clean_stop_hands_every_service_over_within_two_seconds(
     await asyncio.gather(a.start(SERVICES, lambda *_: None), b.start(SERVICES, lambda *_: None))
     await eventually(lambda: len(owned(a)) == 3 and len(owned(b)) == 3, what="3/3")
     held_by_a = owned(a)
+    epochs = db_leases(migrated)
     with capture_logs() as logs:
         await a.stop()
         took = await eventually(lambda: owned(b) == set(SERVICES), what="b owns all")
@@ -156,7 +179,8 @@ async def test_a_clean_stop_hands_every_service_over_within_two_seconds(
     assert owned(a) == set()
     stopped = events(logs, "lease_released", reason="stop", replica="a")
     assert {entry["service_sid"] for entry in stopped} == held_by_a
-    assert all(entry["epoch"] == 1 for entry in stopped)
+    # Released at the epochs held (whoever took the Services first at the start).
+    assert all(entry["epoch"] == epochs[entry["service_sid"]][1] for entry in stopped)
     assert {owner for owner, _ in db_leases(migrated).values()} == {"b"}
     await a.stop()  # twice is harmless
 

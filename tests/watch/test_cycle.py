@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from poller.config import PollConfig
 from poller.detect.planner import PlanSettings
+from poller.errors import FencedError
 from poller.observe import metrics
 from poller.state.base import StateStore
 from poller.state.memory.store import MemoryStore
@@ -121,6 +122,7 @@ def cycle_of(
     timeout: float = 5.0,
     concurrency: int = 8,
     clock: Any = lambda: NOW,
+    owns: Any = lambda _sid: True,
 ) -> ServiceCycle:
     poll = PollConfig(first_run="baseline", settle_seconds=900.0, timeout_seconds=timeout)
     poller = SessionPoller(proxy, store, poll, [AllEvents()], clock=clock)
@@ -134,6 +136,7 @@ def cycle_of(
         page_size=1000,
         concurrency=concurrency,
         clock=clock,
+        owns=owns,
     )
 
 
@@ -251,3 +254,31 @@ async def test_a_state_file_from_before_migration_2_keeps_its_sessions_unlisted(
         state = {s.session_sid: s for s in await store.sessions()}.get(sid(0))
         assert (await store.summary()).schema_version == schema.latest_version()
     assert state is not None and (state.watch_listed, state.baselined) == (False, False)
+
+
+async def test_a_cycle_of_a_service_not_owned_asks_twilio_nothing(store: StateStore) -> None:
+    proxy = FakeProxy()
+    proxy.add(sid(1), "2026-11-27T10:00:00Z")
+    listed: list[str] = []
+    real_list = proxy.list_sessions
+
+    async def list_sessions(service_sid: str) -> list[Session]:
+        listed.append(service_sid)
+        return await real_list(service_sid)
+
+    proxy.list_sessions = list_sessions  # type: ignore[method-assign]
+    with pytest.raises(FencedError, match="no longer owns"):
+        await cycle_of(store, proxy, owns=lambda _sid: False).run()
+    assert (listed, proxy.polled) == ([], [])
+
+
+async def test_a_lease_lapsing_mid_cycle_stops_it_before_the_next_request(
+    store: StateStore,
+) -> None:
+    proxy = FakeProxy()
+    for n in range(20):
+        proxy.add(sid(n), "2026-11-27T10:00:00Z")
+    # The replica stops trusting its lease (paused past it) once three polls were made.
+    with pytest.raises(FencedError):
+        await cycle_of(store, proxy, concurrency=1, owns=lambda _sid: len(proxy.polled) < 3).run()
+    assert len(proxy.polled) == 3  # no request began after the lease lapsed
