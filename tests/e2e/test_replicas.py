@@ -9,12 +9,19 @@ work delay a process's wake-up and its first requests by a few hundred milliseco
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from poller.lab.receiver import Received
+from poller.lab.receiver import Received, ReceiverThread
+from poller.lab.simulator import SimulatorThread, run_traffic
+from tests.postgres import Cluster
 from tests.replica_checks import (
     Visit,
     cycle_windows,
@@ -31,9 +38,9 @@ from tests.replicas_support import (
     leases,
     written,
 )
-from tests.support import wait_for
-
-pytestmark = pytest.mark.slow
+from tests.soak.replicas import ReplicaSoakSettings, run_replica_soak
+from tests.soak.soak import SoakReport, judge, made, missing
+from tests.support import run_poller, seeded_simulator, wait_for, write_config
 
 LEASE = 3.0
 INTERVAL = 1.0
@@ -63,6 +70,7 @@ def _flowing(world: World, service: str, more: int = 3) -> None:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_of_an_owner_hands_its_service_over_within_a_lease_and_an_interval(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -92,6 +100,7 @@ def test_sigkill_of_an_owner_hands_its_service_over_within_a_lease_and_an_interv
         assert world.problems() == []
 
 
+@pytest.mark.slow
 def test_a_paused_owner_woken_past_its_lease_commits_and_delivers_nothing_and_steps_down(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -145,6 +154,7 @@ def test_a_paused_owner_woken_past_its_lease_commits_and_delivers_nothing_and_st
         assert world.problems(polled_at_once=False) == []
 
 
+@pytest.mark.slow
 def test_sigterm_releases_at_once_and_the_other_replica_takes_over_within_two_seconds(
     tmp_path: Path, pg_url: str
 ) -> None:
@@ -171,6 +181,152 @@ def test_sigterm_releases_at_once_and_the_other_replica_takes_over_within_two_se
         assert acquired <= HANDOVER + SLACK
         assert world.problems() == []
         assert world.duplicate_ids() == {}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_three_replicas_six_services_random_kills_lose_nothing_and_never_poll_together(
+    tmp_path: Path, pg_url: str
+) -> None:
+    settings = ReplicaSoakSettings(traffic_seconds=90.0, seed=20261201)
+    report = run_replica_soak(settings, tmp_path, pg_url)
+    text = report.render()
+    print(text)
+    assert report.problems() == [], text
+    assert report.delivery.lost == 0, text
+    # The run really was hostile (otherwise "nothing lost" would prove little).
+    assert sum(report.kills.values()) >= 8, text
+    assert report.kills["mid_delivery"] >= 1, text
+    assert len(report.takeovers) >= 3, text  # kills of replicas that held Services
+    assert report.delivery.interactions_created >= 100, text
+    assert sum(n for k, n in report.faults.items() if k.startswith("5")) > 0, text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_postgresql_stopped_and_started_under_a_running_pair_loses_nothing(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    with replica_world(tmp_path, pg_cluster.url, replicas=2, services=2) as world:
+        world.replicas.start_all()
+        world.baseline()
+        with world.traffic(rate=4):
+            _flowing(world, world.services[0])
+            down_at = time.monotonic()
+            pg_cluster.stop()
+            wait_for(
+                lambda: all(r.logged("state_unavailable") for r in world.replicas),
+                timeout=LEASE * 4,
+                what="both replicas to log state_unavailable",
+            )
+            wait_for(
+                lambda: all(r.readyz() == 503 for r in world.replicas),
+                timeout=LEASE * 4,
+                what="/readyz to say not ready on both",
+            )
+            made = len(world.changes())
+            wait_for(lambda: len(world.changes()) >= made + 5, what="traffic while it is down")
+            for replica in world.replicas:
+                replica.ensure_alive()
+            pg_cluster.start()
+            outage = time.monotonic() - down_at
+            wait_for(
+                lambda: all(r.readyz() == 200 for r in world.replicas),
+                timeout=30,
+                what="both replicas ready again",
+            )
+            wait_for(
+                lambda: len(world.owners()) == len(world.services),
+                timeout=LEASE * 4,
+                what="every Service owned again",
+            )
+            _flowing(world, world.services[0])
+        world.catch_up(90)
+        for replica in world.replicas:
+            replica.ensure_alive()
+            # Said once per interval, not once per attempt.
+            assert len(replica.logged("state_unavailable")) <= outage / INTERVAL + 3
+        assert world.problems() == []
+
+
+@pytest.mark.slow
+def test_a_sqlite_state_in_use_migrated_to_postgresql_sends_nothing_twice_and_misses_nothing(
+    tmp_path: Path, pg_url: str, receiver: ReceiverThread
+) -> None:
+    with seeded_simulator(17, sessions=3, per_session=2) as sim:
+        sqlite_config = write_config(
+            tmp_path, sim, receiver.base_url, http={"listen": "127.0.0.1:0"}
+        )
+        daemon = Replica("sqlite", sqlite_config, tmp_path / "sqlite", sim.base_url, "")
+        daemon.start()
+        try:
+            wait_for(lambda: daemon.readyz() == 200, what="the SQLite daemon's baseline")
+            mark, before = len(sim.simulator.change_log()), set(sim.simulator.interaction_sids())
+            with _traffic(sim):
+                wait_for(lambda: len(receiver.received()) >= 3, what="events to flow")
+                receiver.call(lambda: setattr(receiver.state, "status", 503))
+                tried = receiver.call(lambda: receiver.state.attempts)
+                wait_for(
+                    lambda: receiver.call(lambda: receiver.state.attempts) >= tried + 3,
+                    what="deliveries failing (events pending)",
+                )
+            assert daemon.stop() == 0
+        finally:
+            daemon.kill()
+        # Changes while no poller runs: a re-baseline would swallow them.
+        session = sim.simulator.session_sids()[0]
+        for _ in range(2):
+            sim.simulator.add_interaction(sim.simulator.service_sids()[0], session, body="later")
+        migrated = run_poller("state", "migrate", "-c", str(sqlite_config), "--to", pg_url)
+        assert migrated.returncode == 0, migrated.stderr
+        config = yaml.safe_load(sqlite_config.read_text())
+        config["state"] = {"url": pg_url, "lease_seconds": LEASE}
+        pg_config = tmp_path / "pg.yaml"
+        pg_config.write_text(yaml.safe_dump(config))
+        receiver.call(lambda: setattr(receiver.state, "status", 204))
+        replica = Replica("r1", pg_config, tmp_path / "r1", sim.base_url, "")
+        replica.start()
+        try:
+            expected = made(
+                [(c.interaction_sid, c.fingerprint) for c in sim.simulator.change_log(mark)], before
+            )
+            wait_for(
+                lambda: missing(expected, receiver.received()) == ([], []),
+                timeout=60,
+                what="every event, from the migrated outbox and after",
+            )
+            assert replica.stop() == 0
+        finally:
+            replica.kill()
+    counts = Counter(r.webhook_id for r in receiver.received())
+    assert [i for i, n in counts.items() if n > 1] == []
+    report = SoakReport(seed=0)
+    judge(
+        report,
+        [(c.interaction_sid, c.fingerprint) for c in sim.simulator.change_log(mark)],
+        before,
+        receiver.received(),
+    )
+    assert report.lost == 0 and report.unexpected == [] and report.conflicting_ids == {}
+
+
+@contextlib.contextmanager
+def _traffic(sim: SimulatorThread) -> Iterator[None]:
+    stop = sim.submit(_event()).result(timeout=10)
+    running = sim.submit(run_traffic(sim.simulator, 6, stop=stop, seed=9))
+    try:
+        yield
+    finally:
+        sim.submit(_set(stop)).result(timeout=10)
+        running.result(timeout=10)
+
+
+async def _event() -> asyncio.Event:
+    return asyncio.Event()
+
+
+async def _set(event: asyncio.Event) -> None:
+    event.set()
 
 
 # -- the judge of "at once" ---------------------------------------------------------------------
