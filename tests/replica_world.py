@@ -30,9 +30,11 @@ from tests.replicas_support import (
     Doorways,
     Replicas,
     baselined,
+    install_audit,
     migrate,
     owners,
     replica_config,
+    unowned_writes,
 )
 from tests.soak.soak import SoakReport, judge, made, missing
 from tests.support import SECRET, wait_for
@@ -65,6 +67,21 @@ class World:
 
     def owners(self) -> dict[str, str]:
         return owners(self.url)
+
+    def settle(self, timeout: float = 30) -> dict[str, str]:
+        """Wait until every Service is owned and every running replica holds a share (at least
+        one Service when there are enough, at most ceil(services / replicas) + 1)."""
+
+        def spread() -> bool:
+            held = self.owners()
+            names = [r.name for r in self.replicas.running()]
+            share = -(-len(self.services) // max(1, len(names))) + 1
+            low = 1 if len(self.services) >= len(names) else 0
+            counts = [list(held.values()).count(name) for name in names]
+            return len(held) == len(self.services) and all(low <= n <= share for n in counts)
+
+        wait_for(spread, timeout, "the leases to spread over the replicas")
+        return self.owners()
 
     @contextlib.contextmanager
     def traffic(self, rate: float, seed: int = 5) -> Iterator[None]:
@@ -106,6 +123,9 @@ class World:
         problems += report.unexpected
         positions = {(sid, tuple(fp)): n for n, (sid, fp) in enumerate(self.changes())}
         problems += order_problems(self.received(), positions)
+        names = [r.name for r in self.replicas]
+        for row in unowned_writes(self.url, names):
+            problems.append(f"written without the lease: {row}")
         if not polled_at_once:
             return problems
         for first, second in overlaps(cycle_windows(self.doorways.visits())):
@@ -142,6 +162,7 @@ def replica_world(
         stack.callback(doorways.close)
         receiver = stack.enter_context(ReceiverThread(ReceiverState(secret=SECRET, seed=seed)))
         migrate(url)
+        install_audit(url)
         config = replica_config(folder, sim, url, lease_seconds=lease_seconds, sections=sections)
         group = Replicas(config, folder, doorways, receiver.base_url, replicas)
         stack.callback(group.close)

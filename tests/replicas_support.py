@@ -269,19 +269,34 @@ def pending(url: str) -> int:
 
 
 _AUDITED = ("sessions", "interactions", "session_fingerprints", "events", "deliveries")
+# Each row written, by whom (the connection's application_name), and who held the lease of
+# its Service at that moment: inside the writer's transaction, after the fence locked the
+# lease row, so the lease cannot change before the row is committed.
 _AUDIT = """
 CREATE TABLE test_audit (
     id bigserial PRIMARY KEY,
     app text NOT NULL,
     tbl text NOT NULL,
     op text NOT NULL,
-    row_data jsonb NOT NULL
+    session_sid text,
+    service_sid text,
+    lease_owner text,
+    lease_epoch bigint
 );
 CREATE FUNCTION test_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    r jsonb := to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END);
+    service text := r->>'service_sid';
+    who text;
+    held bigint;
 BEGIN
-    INSERT INTO test_audit (app, tbl, op, row_data) VALUES (
-        current_setting('application_name'), TG_TABLE_NAME, TG_OP,
-        to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END));
+    IF service IS NULL THEN
+        SELECT s.service_sid INTO service FROM sessions s WHERE s.session_sid = r->>'session_sid';
+    END IF;
+    SELECT l.owner, l.epoch INTO who, held FROM leases l WHERE l.service_sid = service;
+    INSERT INTO test_audit (app, tbl, op, session_sid, service_sid, lease_owner, lease_epoch)
+    VALUES (current_setting('application_name'), TG_TABLE_NAME, TG_OP, r->>'session_sid',
+            service, who, held);
     RETURN NULL;
 END $$;
 """
@@ -289,7 +304,7 @@ END $$;
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """One row written, by whom (``application_name``), as the audit trigger saw it."""
+    """One row written: by whom (``application_name``), and who held its Service's lease."""
 
     id: int
     app: str
@@ -297,11 +312,13 @@ class Written:
     op: str
     session_sid: str | None
     service_sid: str | None
+    lease_owner: str | None
+    lease_epoch: int | None
 
     def by(self, replica: str) -> bool:
-        return (
-            re.search(rf"(?<![A-Za-z0-9]){re.escape(replica)}(?![A-Za-z0-9])", self.app) is not None
-        )
+        """Whether ``replica`` wrote it (its id is a word of the application_name)."""
+        pattern = rf"(?<![A-Za-z0-9]){re.escape(replica)}(?![A-Za-z0-9])"
+        return re.search(pattern, self.app) is not None
 
 
 def install_audit(url: str) -> None:
@@ -320,14 +337,24 @@ def install_audit(url: str) -> None:
 def written(url: str, after: int = 0) -> list[Written]:
     rows = query(
         url,
-        "SELECT id, app, tbl, op, row_data->>'session_sid', row_data->>'service_sid' "
+        "SELECT id, app, tbl, op, session_sid, service_sid, lease_owner, lease_epoch "
         "FROM test_audit WHERE id > %s ORDER BY id",
         (after,),
     )
-    return [
-        Written(int(i), app, t, op, session, service) for i, app, t, op, session, service in rows
-    ]
+    return [Written(*row) for row in rows]
 
 
 def audit_mark(url: str) -> int:
     return int(query(url, "SELECT coalesce(max(id), 0) FROM test_audit")[0][0])
+
+
+def unowned_writes(url: str, replicas: list[str]) -> list[Written]:
+    """Rows a replica wrote for a Service whose lease another held (or nobody) at the time."""
+    found = []
+    for row in written(url):
+        if row.service_sid is None:
+            continue
+        writer = [name for name in replicas if row.by(name)]
+        if writer and row.lease_owner != writer[0]:
+            found.append(row)
+    return found
