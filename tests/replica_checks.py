@@ -16,6 +16,7 @@ allowed, and only a true overlap (a.start < b.end and b.start < a.end) counts.
 from __future__ import annotations
 
 import itertools
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,16 @@ class Window:
     started: float
     ended: float
     requests: int
+
+    def render(self, wall_offset: float = 0.0) -> str:
+        """``replica service [start, end] (n requests)``, in wall time (to match the logs)."""
+        start = _clock(self.started + wall_offset)
+        end = _clock(self.ended + wall_offset)
+        return f"{self.replica} {self.service_sid} [{start}, {end}] ({self.requests} requests)"
+
+
+def _clock(wall: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(wall)) + f"{wall % 1:.3f}"[1:]
 
 
 def cycle_windows(visits: Iterable[Visit]) -> list[Window]:

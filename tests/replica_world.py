@@ -128,8 +128,9 @@ class World:
             problems.append(f"written without the lease: {row}")
         if not polled_at_once:
             return problems
+        offset = self.doorways.wall_offset
         for first, second in overlaps(cycle_windows(self.doorways.visits())):
-            problems.append(f"polled at once: {first} and {second}")
+            problems.append(f"polled at once: {first.render(offset)} and {second.render(offset)}")
         return problems
 
     def duplicate_ids(self) -> dict[str, set[str]]:

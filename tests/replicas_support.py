@@ -21,7 +21,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,10 @@ class Doorways:
         self._lock = threading.Lock()
         self._visits: list[Visit] = []
         self._runners: list[web.AppRunner] = []
+        # Visits are on the monotonic clock; this turns them into wall time, as logs have it.
+        self.wall_offset = time.time() - time.monotonic()
+        # Called with each Visit-to-be (its end not known yet) before the simulator answers.
+        self.on_request: Callable[[Visit], None] | None = None
 
     def open(self, replica: str) -> str:
         """Listen for ``replica`` on a port of its own; return the base URL to give it."""
@@ -67,6 +71,10 @@ class Doorways:
         @web.middleware
         async def note(request: web.Request, handler: Handler) -> web.StreamResponse:
             started = time.monotonic()
+            service = request.match_info.get("service")
+            hook = self.on_request
+            if service and hook is not None:
+                hook(Visit(replica, service, request.match_info.route.name or "", started, 0.0))
             try:
                 return await handler(request)
             finally:
@@ -213,6 +221,37 @@ class Replicas:
         """SIGKILL whatever still runs (a paused one too) and reap it."""
         for replica in self:
             replica.kill()
+
+
+class Freeze:
+    """SIGSTOP a replica from the simulator's thread the moment it asks for a Service.
+
+    Armed by the test, fired by the replica's own request (``Doorways.on_request``), so the
+    replica is paused with that request in flight: when it wakes it holds an answer fetched
+    under the lease it had, and whatever it does with it is what fencing must refuse.
+    """
+
+    def __init__(self, doorways: Doorways) -> None:
+        self._lock = threading.Lock()
+        self._armed: tuple[Replica, str, str] | None = None
+        self.fired = threading.Event()
+        doorways.on_request = self._hook
+
+    def arm(self, replica: Replica, service_sid: str, route: str = "interactions") -> None:
+        with self._lock:
+            self._armed = (replica, service_sid, route)
+            self.fired.clear()
+
+    def _hook(self, visit: Visit) -> None:
+        with self._lock:
+            if self._armed is None:
+                return
+            replica, service, route = self._armed
+            if (visit.replica, visit.service_sid, visit.route) != (replica.name, service, route):
+                return
+            replica.pause()
+            self._armed = None
+            self.fired.set()
 
 
 # -- the database, read directly --------------------------------------------------------------

@@ -35,6 +35,7 @@ from tests.replica_checks import first_visit
 from tests.replica_world import World, replica_world
 from tests.replicas_support import Replica, leases, pending
 from tests.soak.soak import CountingSimulator, SoakReport, _counts
+from tests.support import wait_for
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,12 @@ class ReplicaSoak:
 
     def _finish(self, world: World) -> None:
         self._restart_all(world)
+        # A replica just restarted has its SIGTERM handler only once it is up.
+        wait_for(
+            lambda: all(r.readyz() == 200 for r in world.replicas),
+            timeout=60,
+            what="every replica up again",
+        )
         try:
             world.catch_up(self.s.catch_up_timeout_seconds)
             self.report.caught_up = True
