@@ -388,8 +388,8 @@ class _Lab:
         return {
             "created": created,
             "updated": updated,
-            "created_total": len(self.created_at),
-            "updates_total": len(self.changed_at),
+            "created_total": sum(at >= since for at in self.created_at.values()),
+            "updates_total": sum(at >= since for at in self.changed_at.values()),
             "missing_created": self._created_missing(),
         }
 

@@ -414,8 +414,8 @@ def report(args: argparse.Namespace, single: dict[str, Any], ha: dict[str, Any])
                 ["creation -> delivery p99 s", f"{p(single, 0.99):.2f}", f"{p(ha, 0.99):.2f}"],
                 [
                     "interactions delivered / created",
-                    f"{len(single['created'])} / {single['traffic']['created']}",
-                    f"{len(ha['created'])} / {ha['traffic']['created']}",
+                    f"{len(single['created'])} / {single['created_total']}",
+                    f"{len(ha['created'])} / {ha['created_total']}",
                 ],
                 [
                     "CPU of the pollers, % of one core",
