@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -170,7 +171,7 @@ def test_sigterm_releases_at_once_and_the_other_replica_takes_over_within_two_se
             service, owner, other = _owned(world)
             _flowing(world, service)
             stopped_at = time.monotonic()
-            owner.signal(15)
+            owner.signal(signal.SIGTERM)
             wait_for(
                 lambda: world.owners().get(service) == other.name,
                 timeout=LEASE * 3,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -134,7 +135,7 @@ class _DeliveryKill:
             target = self._target
             if target is None or item.path != f"/hooks/{target.name}":
                 return
-            target.signal(9)  # not reaped here: the soak's thread waits for it
+            target.signal(signal.SIGKILL)  # not reaped here: the soak's thread waits for it
             self._target = None
             self.fired.set()
 
@@ -229,7 +230,7 @@ class ReplicaSoak:
         if kind == "anywhere":
             victim.kill()
         elif kind == "sigterm":  # a clean restart: the leases go at once
-            victim.signal(15)
+            victim.signal(signal.SIGTERM)
             victim.wait(30)
         else:
             victim.wait(10)
@@ -256,7 +257,7 @@ class ReplicaSoak:
             self.report.caught_up = False
         world.sim.simulator.clear_faults()
         for replica in world.replicas:
-            replica.signal(15)
+            replica.signal(signal.SIGTERM)
         for replica in world.replicas:
             self.report.exit_codes[replica.name] = replica.wait(30)
         self.report.leases_left = sum(lease.live for lease in leases(self.url).values())
