@@ -57,8 +57,12 @@ async def build_app(
     twilio_transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.time,
     crash: CrashPoints = NO_CRASH,
+    owns: Callable[[str], bool] = lambda _service_sid: True,
 ) -> App:
-    """Build every part on ``store`` (closed if building fails); the caller owns ``aclose()``."""
+    """Build every part on ``store`` (closed if building fails); the caller owns ``aclose()``.
+
+    ``owns``: whether this replica delivers a Service's events now (``Ownership.owns``).
+    """
     try:
         client = ProxyClient(
             config.twilio, transport=twilio_transport, limits=AnswerLimits.of(config.twilio)
@@ -80,7 +84,9 @@ async def build_app(
         session_source=client if fetch_sessions else None,
         crash=crash,
     )
-    dispatcher = Dispatcher(store, sinks, DeliveryPolicy(config.delivery), clock=clock, crash=crash)
+    dispatcher = Dispatcher(
+        store, sinks, DeliveryPolicy(config.delivery), clock=clock, crash=crash, owns=owns
+    )
     plan = PlanSettings(
         interval_seconds=config.poll.interval_seconds,
         full_sweep_seconds=config.poll.full_sweep_seconds,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from poller.config import Config
     from poller.lab.crashpoints import CrashPoints
     from poller.observe.sdnotify import Notifier
+    from poller.replicas.base import Ownership
     from poller.state.base import StateStore
     from poller.state.models import DeadLetter, DisabledSink, FailingSink
 
@@ -61,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     state_sub = state.add_subparsers(dest="state_command", required=True, parser_class=_Parser)
     p = state_sub.add_parser("show", help="JSON summary of the state")
     _add_config(p)
+    p = state_sub.add_parser(
+        "migrate", help="copy the configured SQLite state into an empty PostgreSQL database"
+    )
+    _add_config(p)
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--to",
+        metavar="URL",
+        help="postgresql://user@host:port/database (a password here is visible to local "
+        "users in the process list: prefer --to-file)",
+    )
+    target.add_argument("--to-file", metavar="PATH", help="a file holding that URL")
 
     outbox = sub.add_parser(
         "outbox", help="inspect and manage dead-lettered deliveries and disabled sinks"
@@ -129,9 +142,38 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 async def _once(config: Config, crash: CrashPoints) -> int:
     from poller.once import once_from_config
+
+    store, ownership = await _open_owned(config)
+    return await once_from_config(config, store, crash=crash, ownership=ownership)
+
+
+def _replica() -> str:
+    import socket
+
+    from poller.replicas.open import replica_id
+
+    configured = os.environ.get("POLLER_REPLICA_ID")
+    return replica_id(configured, hostname=socket.gethostname(), pid=os.getpid())
+
+
+async def _open_owned(config: Config) -> tuple[StateStore, Ownership]:
+    """Open the state as this replica writes it (fenced, on PostgreSQL), and its ownership."""
+    from poller.replicas.open import make_ownership
     from poller.state.open import open_store
 
-    return await once_from_config(config, await open_store(config.state), crash=crash)
+    replica = _replica()
+    fence = None
+    if config.state.backend == "postgres":
+        # Imported here: a SQLite poller never loads the PostgreSQL driver.
+        from poller.state.postgres.fence import Fence
+
+        fence = Fence(replica)
+    store = await open_store(config.state, fence=fence, application_name=f"poller:{replica}")
+    try:
+        return store, make_ownership(config, store, fence, replica)
+    except BaseException:
+        await store.close()
+        raise
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -151,16 +193,16 @@ async def _run_daemon(config: Config, path: str, crash: CrashPoints, notifier: N
     from poller.app import build_app
     from poller.config import load_config
     from poller.daemon import Daemon
-    from poller.state.open import open_store
 
-    store = await open_store(config.state)
+    store, ownership = await _open_owned(config)
     try:
         daemon = Daemon(
             config,
             store,
-            build=functools.partial(build_app, crash=crash),
+            build=functools.partial(build_app, crash=crash, owns=ownership.owns),
             reload=functools.partial(load_config, path),
             notifier=notifier,
+            ownership=ownership,
         )
         return await daemon.run()
     finally:
@@ -174,7 +216,47 @@ async def _open_store(args: argparse.Namespace) -> StateStore:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
+    if args.state_command == "migrate":
+        return asyncio.run(_migrate_state(args))
     return asyncio.run(_show_state(args))
+
+
+async def _migrate_state(args: argparse.Namespace) -> int:
+    from poller.config.validators import redact_url
+    from poller.state.migrate import migrate_sqlite_to_postgres
+
+    config = _load(args)
+    if config.state.url is not None:
+        raise ConfigError(
+            "state migrate copies a SQLite state (state.path), but this config's state is "
+            f"already PostgreSQL ({config.state.where})"
+        )
+    url = _migration_target(args)
+    counts = await migrate_sqlite_to_postgres(config.state.path, url)
+    print(f"copied {config.state.path} into {redact_url(url)} in one transaction:")
+    for table, rows in counts.items():
+        print(f"  {table}: {rows}")
+    print("next: set state.url (or state.url_file) to that database and start the replicas")
+    return 0
+
+
+def _migration_target(args: argparse.Namespace) -> str:
+    """The PostgreSQL URL of ``--to`` or ``--to-file``, checked without ever showing it."""
+    from pathlib import Path
+
+    if args.to_file is not None:
+        where = f"--to-file {args.to_file}"
+        try:
+            url = Path(args.to_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "expected UTF-8 text"
+            raise ConfigError(f"{where}: cannot read the URL: {reason}") from None
+    else:
+        where, url = "--to", str(args.to).strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres") or not rest:
+        raise ConfigError(f"{where}: expected a postgresql://user@host:port/database URL")
+    return url
 
 
 async def _show_state(args: argparse.Namespace) -> int:

@@ -10,6 +10,10 @@ SIGTERM/SIGINT: pause the scheduler, let in-flight cycles and deliveries finish 
 nothing, an unacknowledged delivery stays in the outbox: nothing is lost), close, exit 0.
 SIGHUP: reload the config; an invalid one is logged and the old one kept.
 
+Ownership (``poller.replicas``): a cycle runs only for a Service this replica owns, and the
+dispatcher sends only those Services' events; a Service gained is polled at once. A clean stop
+releases the leases after the drain. A poller alone on its state owns everything.
+
 ``cli`` composes the daemon: it opens the state (kept across reloads), and hands over how to
 build the App and how to read the config again; nothing here reads the YAML or the
 environment.
@@ -51,14 +55,18 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from poller.app import App, AppBuilder, retire_removed_sinks, sync_watch
 from poller.config import Config
-from poller.errors import ConfigError, CredentialsError, StateError
+from poller.errors import ConfigError, StateError, StateUnavailableError
 from poller.observe import metrics
 from poller.observe.health import HealthServer, HealthState
 from poller.observe.logs import configure_logging
+from poller.observe.outage import Outage
 from poller.observe.sdnotify import Notifier
+from poller.replicas.base import Ownership, SoleOwner
+from poller.replicas.open import watched_services
 from poller.state.base import StateStore
 from poller.watch.clockwatch import ClockWatch
 from poller.watch.cycle import ServiceCycle
+from poller.watch.job import CycleJob
 
 log = structlog.get_logger(__name__)
 
@@ -81,12 +89,14 @@ class Daemon:
         build: AppBuilder,
         reload: Callable[[], Config],
         notifier: Notifier | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         """``store``: the open state, kept across reloads (its owner closes it).
 
         ``build`` makes the App from a config on ``store``, at the start and again after each
         reload or failed delivery loop; ``reload`` reads the config again on SIGHUP (raising
-        ``ConfigError``); ``notifier``: systemd's socket (None: systemd is not listening).
+        ``ConfigError``); ``notifier``: systemd's socket (None: systemd is not listening);
+        ``ownership``: which Services this replica polls and delivers (None: all of them).
         """
         self.config = config
         self._store = store
@@ -100,6 +110,10 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier(None)
         self.clock_watch = ClockWatch()
         self._scheduler: AsyncIOScheduler | None = None
+        self._ownership = ownership if ownership is not None else SoleOwner()
+        self._app: App | None = None
+        self._outage = Outage(config.poll.interval_seconds)
+        self._cycles = CycleJob(self._outage)
 
     async def run(self) -> int:
         # Its "skipped: maximum number of running instances" warning becomes cycle_skipped.
@@ -112,6 +126,9 @@ class Daemon:
         self._install_signals()
         watch = asyncio.create_task(self._watch(store))
         try:
+            # One round of leases before the first schedule: what is owned is polled at once.
+            await self._ownership.start(watched_services(self.config), self._ownership_changed)
+            self._copy_ownership()
             while True:
                 app = await self._build(self.config, store)
                 await self._serve(app)
@@ -126,10 +143,14 @@ class Daemon:
                     if self.stop.is_set():
                         break
                 self._reload.clear()
+                await self._set_services()
         finally:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+            # After the drain: what was in flight is committed or acked, so the next owner
+            # starts from there (released now rather than when the leases expire).
+            await self._stop_ownership()
             self.notifier.notify("STOPPING=1")
             if server is not None:
                 await server.stop()
@@ -168,6 +189,10 @@ class Daemon:
             metrics.CONFIG_ERRORS.inc()
             log.error("reload_rejected", error="state.path cannot change without a restart")
             return
+        if _url(new) != _url(self.config):
+            metrics.CONFIG_ERRORS.inc()
+            log.error("reload_rejected", error="state.url cannot change without a restart")
+            return
         if new.http != self.config.http:
             log.warning("reload_ignored_key", key="http.listen", reason="needs a restart")
         configure_logging(new.log.format, new.log.level)
@@ -177,10 +202,16 @@ class Daemon:
 
     async def _serve(self, app: App) -> None:
         """Run polls and deliveries until a stop or a reload is asked for."""
-        await retire_removed_sinks(app, time.time())
-        retired, revived = await sync_watch(app, time.time())
-        if retired or revived:
-            log.info("watch_synced", unwatched=retired, revived=revived)
+        try:
+            await retire_removed_sinks(app, time.time())
+            retired, revived = await sync_watch(app, time.time())
+        except StateUnavailableError as exc:
+            # The database is down: serve anyway (cycles wait for it); the next reload syncs.
+            self._outage.report(exc, step="watch_sync")
+        else:
+            if retired or revived:
+                log.info("watch_synced", unwatched=retired, revived=revived)
+        self._app = app
         scheduler = self._schedule(app)
         delivery_stop = asyncio.Event()
         delivery = asyncio.create_task(app.dispatcher.run_forever(delivery_stop, app.wake))
@@ -197,6 +228,7 @@ class Daemon:
         scheduler.pause()
         await self._drain(delivery, delivery_stop)
         self._scheduler = None
+        self._app = None
         scheduler.shutdown(wait=False)
         if delivery.done() and not delivery.cancelled() and delivery.exception() is not None:
             # Retrieved here, so asyncio never prints "Task exception was never retrieved".
@@ -248,46 +280,48 @@ class Daemon:
     async def _cycle_job(self, cycle: ServiceCycle, app: App) -> None:
         if self.stop.is_set():
             return
+        sid = cycle.watch.service_sid
+        if not self._ownership.owns(sid):
+            log.debug("cycle_not_owned", service_sid=sid, replica=self._ownership.replica)
+            return
         task = asyncio.current_task()
         assert task is not None
         self._inflight.add(task)
-        started = time.monotonic()
         try:
-            result = await asyncio.wait_for(
-                cycle.run(), timeout=max(self.config.poll.timeout_seconds, 1.0) * 2
-            )
-        except CredentialsError as exc:
-            log.error("credentials_rejected", error=str(exc))
-            self._fatal = exc
-            self.stop.set()
-            return
-        except TimeoutError:
-            self.health.poll_failed()
-            log.warning("cycle_timed_out", service_sid=cycle.watch.service_sid)
-            return
-        except Exception as exc:  # one cycle's boundary: the state file failed, or a bug
-            self.health.poll_failed()
-            log.error(
-                "cycle_failed",
-                service_sid=cycle.watch.service_sid,
-                error=str(exc),
-                error_type=type(exc).__name__,
-            )
-            return
+            timeout = max(self.config.poll.timeout_seconds, 1.0) * 2
+            fatal = await self._cycles.run(cycle, self.health, seconds=timeout)
         finally:
             self._inflight.discard(task)
-        if result.succeeded:
-            self.health.poll_succeeded()
-        else:
-            self.health.poll_failed()
-        log.debug(
-            "cycle_done",
-            service_sid=result.service_sid,
-            planned=result.planned,
-            failed=result.failed,
-            events=result.events,
-            seconds=round(time.monotonic() - started, 3),
-        )
+        if fatal is not None:
+            self._fatal = fatal
+            self.stop.set()
+
+    def _ownership_changed(self, service_sid: str, owned: bool) -> None:
+        """A Service gained is polled now and its pending events delivered; a loss waits."""
+        if not owned:
+            return  # the next cycle and every send ask ``owns`` first
+        scheduler = self._scheduler
+        job = None if scheduler is None else scheduler.get_job(f"cycle:{service_sid}")
+        if job is not None:
+            job.modify(next_run_time=_now_dt())
+        if self._app is not None:
+            self._app.wake.set()
+
+    def _copy_ownership(self) -> None:
+        owning = any(self._ownership.owns(sid) for sid in watched_services(self.config))
+        self.health.set_ownership(reachable=self._ownership.reachable, owning=owning)
+
+    async def _set_services(self) -> None:
+        try:
+            await self._ownership.set_services(watched_services(self.config))
+        except StateUnavailableError as exc:  # the lease keeper settles it when it answers
+            self._outage.report(exc, step="set_services")
+
+    async def _stop_ownership(self) -> None:
+        try:
+            await self._ownership.stop()
+        except StateError as exc:  # the leases then expire on their own
+            log.error("ownership_stop_failed", error=str(exc), error_type=type(exc).__name__)
 
     async def _heartbeat_job(self, app: App) -> None:
         # Run by the scheduler: proves that it runs jobs (the watch task keeps the ages).
@@ -308,6 +342,7 @@ class Daemon:
 
     async def watch_once(self, store: StateStore) -> None:
         """Correct a step of the wall clock; stop on a lost state; record the outbox's age."""
+        self._copy_ownership()
         step = self.clock_watch.check()
         if step is not None:
             await self._clock_stepped(store, step)
@@ -317,6 +352,8 @@ class Daemon:
             return
         try:
             self.health.set_outbox_oldest(await store.oldest_pending_enqueued_at())
+        except StateUnavailableError as exc:
+            self._outage.report(exc, step="outbox_age")
         except StateError as exc:
             log.error("outbox_age_unknown", error=str(exc))
 
@@ -352,7 +389,11 @@ class Daemon:
         self.stop.set()
 
     async def _prune_job(self, app: App) -> None:
-        pruned = await app.store.prune(time.time(), self.config.state.prune_after_seconds)
+        try:
+            pruned = await app.store.prune(time.time(), self.config.state.prune_after_seconds)
+        except StateUnavailableError as exc:
+            self._outage.report(exc, step="prune")
+            return
         if pruned:
             log.info("sessions_pruned", sessions=pruned)
 
@@ -399,3 +440,8 @@ def _on_missed(event: JobEvent) -> None:
 
 def _now_dt() -> datetime:
     return datetime.now().astimezone()
+
+
+def _url(config: Config) -> str | None:
+    url = config.state.url
+    return None if url is None else url.get_secret_value()

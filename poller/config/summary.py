@@ -74,6 +74,15 @@ def _sink_lines(sink: SinkConfig) -> list[str]:
     ]
 
 
+def _state(config: Config) -> str:
+    """The state file, or the database without its password and the replicas' lease."""
+    state = config.state
+    prune = f"prune gone sessions after {state.prune_after_seconds:g}s"
+    if state.url is None:
+        return f"state: {state.path} ({prune})"
+    return f"state: {state.where} (PostgreSQL, leases of {state.lease_seconds:g}s; {prune})"
+
+
 def summarize(config: Config) -> str:
     """A human summary for ``poller check-config``; secrets masked."""
     tw, poll, dl = config.twilio, config.poll, config.delivery
@@ -92,8 +101,7 @@ def summarize(config: Config) -> str:
         f"  page_size {tw.page_size}, {rate}, "
         f"concurrency {tw.max_concurrency}, timeout {tw.timeout_seconds:g}s, "
         f"retry deadline {tw.retry_deadline_seconds:g}s",
-        f"state: {config.state.path} (prune gone sessions after "
-        f"{config.state.prune_after_seconds:g}s)",
+        _state(config),
         f"poll: every {poll.interval_seconds:g}s, first_run {poll.first_run}, "
         f"settle {poll.settle_seconds:g}s, full sweep {poll.full_sweep_seconds:g}s, "
         f"timeout {poll.timeout_seconds:g}s",

@@ -18,6 +18,12 @@ least once either way, and one transaction per event cost more than the sending.
                                  is noted for ``poller outbox list`` (``poller.delivery.disabled``)
     any other exception       -> treated as retryable (a bug in a sink must not lose events)
 
+Replicas on a shared state deliver only the Services they own: ``owns(service_sid)`` is
+asked right before each send (and each digest); a delivery of another's Service is neither
+sent nor settled, it stays pending for its owner. An ack, retry or dead letter the outbox
+refuses because the lease was lost meanwhile (``FencedError``) leaves the rows as they are for
+the new owner, and they are dropped from memory (``poller.delivery.fenced``).
+
 When the outbox itself cannot be written (``StateError``: a full disk), the deliveries whose
 outcome it could not record are held back in memory with their backoff
 (``poller.delivery.holds``) and the pass fails; ``run_forever`` logs ``delivery_loop_failed``
@@ -41,10 +47,11 @@ import structlog
 from poller.backoff import Backoff
 from poller.delivery.disabled import DisabledSinks
 from poller.delivery.failures import Failures
+from poller.delivery.fenced import drop_fenced
 from poller.delivery.holds import Holds
 from poller.delivery.policy import DeliveryPolicy
 from poller.delivery.results import OutboxStore, RunResult, SinkResult, Tally
-from poller.errors import StateError
+from poller.errors import FencedError, StateError
 from poller.lab.crashpoints import NO_CRASH, CrashPoints
 from poller.observe.metrics import DEAD_LETTERS, DELIVERIES, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
 from poller.sinks import Sink
@@ -94,8 +101,11 @@ class Dispatcher:
         batch_size: int = BATCH_SIZE,
         idle_poll_seconds: float = IDLE_POLL_SECONDS,
         crash: CrashPoints = NO_CRASH,
+        owns: Callable[[str], bool] = lambda _service_sid: True,
     ) -> None:
+        """``owns``: whether this replica may deliver a Service's events now (cheap, local)."""
         self._store = store
+        self._owns = owns
         self._sinks = list(sinks)
         self._policy = policy
         self._clock = clock
@@ -182,6 +192,7 @@ class Dispatcher:
                     dead=tally.dead,
                     pending_left=pending.get(name, 0),
                     disabled=name in self._disabled,
+                    not_owned=len(tally.not_owned),
                 )
                 for name, tally in tallies.items()
             }
@@ -197,9 +208,12 @@ class Dispatcher:
         refresh_gauges_at = self._monotonic() + GAUGE_REFRESH_SECONDS
         while sink.name not in self._disabled and not self._stopping(run):
             threshold = sink.digest_threshold
+            left = len(tally.not_owned)
             backlog = await self._backlog(sink.name, run, attempted, threshold)
-            due = backlog or await self._due(sink.name, run, attempted)
+            due = backlog or await self._due(sink.name, run, attempted, tally)
             if not due:
+                if len(tally.not_owned) > left:
+                    continue  # only other replicas' rows so far: look past them
                 if await self._wait_for_retry(sink.name, tally, attempted, run):
                     continue
                 return
@@ -254,19 +268,40 @@ class Dispatcher:
         # A held row, or one already tried in this pass (its retry still to come), holds its
         # whole queue back: the rows behind it must not overtake it.
         waiting = {d.event.session_sid for d in rows if self._holds.held(d.id) or d.id in attempted}
-        rows = [d for d in rows if d.event.session_sid not in waiting]
+        rows = [
+            d
+            for d in rows
+            if d.event.session_sid not in waiting and self._owns(d.event.service_sid)
+        ]
         rows = rows[:DIGEST_MAX_EVENTS]
         return rows if len(rows) > threshold else []
 
-    async def _due(self, sink: str, run: _Run, attempted: set[int]) -> list[Delivery]:
+    async def _due(self, sink: str, run: _Run, attempted: set[int], tally: Tally) -> list[Delivery]:
+        """Queue heads to send now; heads of Services not owned are left (``tally.not_owned``)."""
+        left = tally.not_owned
         if not run.ignore_timers:
-            if not self._holds:
-                return await self._store.due(sink, self._clock(), self._batch_size)
-            rows = await self._store.due(sink, self._clock(), self._batch_size + len(self._holds))
-            return [d for d in rows if not self._holds.held(d.id)][: self._batch_size]
-        # Timers ignored: failed heads stay due, so look past the ones already tried.
-        rows = await self._store.due(sink, None, self._batch_size + len(attempted))
-        return [d for d in rows if d.id not in attempted][: self._batch_size]
+            if not self._holds and not left:
+                rows = await self._store.due(sink, self._clock(), self._batch_size)
+            else:
+                limit = self._batch_size + len(self._holds) + len(left)
+                rows = await self._store.due(sink, self._clock(), limit)
+                rows = [d for d in rows if not self._holds.held(d.id) and d.id not in left]
+        else:
+            # Timers ignored: failed heads stay due, so look past the ones already tried.
+            limit = self._batch_size + len(attempted) + len(left)
+            rows = await self._store.due(sink, None, limit)
+            rows = [d for d in rows if d.id not in attempted and d.id not in left]
+        return self._owned(rows, tally)[: self._batch_size]
+
+    def _owned(self, rows: Sequence[Delivery], tally: Tally) -> list[Delivery]:
+        """The rows of Services this replica owns now; the others go to ``tally.not_owned``."""
+        mine: list[Delivery] = []
+        for delivery in rows:
+            if self._owns(delivery.event.service_sid):
+                mine.append(delivery)
+            else:
+                tally.not_owned.add(delivery.id)
+        return mine
 
     async def _deliver_batch(
         self, sink: Sink, due: Sequence[Delivery], tally: Tally, run: _Run
@@ -292,6 +327,8 @@ class Dispatcher:
         finally:
             await self._ack(sink, sent, tally)
         for delivery in sent:
+            if delivery.id in tally.not_owned:
+                continue  # fenced: not acked here
             log.debug(
                 "delivery_succeeded",
                 sink=sink.name,
@@ -302,6 +339,10 @@ class Dispatcher:
     async def _send_one(
         self, sink: Sink, delivery: Delivery, tally: Tally, sent: list[Delivery]
     ) -> None:
+        if not self._owned([delivery], tally):
+            # The lease went while the batch was under way: the new owner sends it.
+            log.debug("delivery_not_owned", sink=sink.name, event_id=delivery.event.id)
+            return
         try:
             await sink.send(delivery.event)
         except Exception as exc:  # one delivery's boundary: classify all
@@ -311,6 +352,9 @@ class Dispatcher:
         sent.append(delivery)
 
     async def _deliver_digest(self, sink: Sink, due: Sequence[Delivery], tally: Tally) -> None:
+        due = self._owned(due, tally)  # whole queues: a Service's sessions go with it
+        if not due:
+            return
         try:
             await sink.send_digest([d.event for d in due])
         except Exception as exc:  # one delivery's boundary: classify all
@@ -327,6 +371,12 @@ class Dispatcher:
         ids = [d.id for d in delivered]
         try:
             await self._store.ack(ids)
+        except FencedError as exc:
+            rest = drop_fenced(self._holds, sink.name, delivered, exc.service_sids, "ack")
+            kept = {d.id for d in rest}
+            tally.not_owned.update(i for i in ids if i not in kept)
+            await self._ack(sink, rest, tally)  # the Services still owned
+            return
         except StateError:
             # Sent, but still due in the outbox: not again at once (at least once, not storms).
             for delivery in delivered:

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from poller.delivery.disabled import DisabledSinks
+from poller.delivery.fenced import drop_fenced
 from poller.delivery.holds import Holds
 from poller.delivery.policy import DeadLetter, DeliveryPolicy, Retry
 from poller.delivery.results import OutboxStore, Tally
 from poller.errors import (
     DeliveryError,
+    FencedError,
     PermanentDeliveryError,
     RetryableDeliveryError,
     SinkDisabledError,
@@ -89,11 +91,20 @@ class Failures:
             return
         failure = Failure.of(sink, exc)
         unstored: StateError | None = None
+        lost: dict[str, _Fenced] = {}  # Service -> the first write its lost lease refused
         for delivery in deliveries:  # every one of a digest is held, even if the first failed
+            if delivery.event.service_sid in lost:
+                continue  # dropped below, with the one that found the lease lost
             try:
                 await self._settle_one(sink, delivery, failure, tally)
+            except _Fenced as refused:
+                lost[delivery.event.service_sid] = refused
             except StateError as error:
                 unstored = unstored or error
+        for service_sid, first in lost.items():
+            gone = [d for d in deliveries if d.event.service_sid == service_sid]
+            drop_fenced(self._holds, sink, gone, [service_sid], first.action)
+            tally.not_owned.update(d.id for d in gone)
         if unstored is not None:
             raise unstored
         # Last: a state that cannot clear the note must not keep the failures from settling.
@@ -149,10 +160,24 @@ class Failures:
         write: Callable[..., Awaitable[None]],
         **fields: Any,
     ) -> None:
-        """Record a failed attempt with ``write``; if the outbox cannot, hold it in memory."""
+        """Record a failed attempt with ``write``; if the outbox cannot, hold it in memory.
+
+        A lease lost meanwhile (``FencedError``: nothing written) is no reason to hold it:
+        the delivery is the new owner's now (``_Fenced``, for :meth:`settle` to drop).
+        """
         try:
             await write(delivery.id, error=failure.error, status=failure.status, **fields)
+        except FencedError as exc:
+            raise _Fenced(getattr(write, "__name__", "settle")) from exc
         except StateError:
             self._holds.back_off(delivery, self._policy, failure.retry_after, self._rng)
             raise
         self._holds.release([delivery.id])
+
+
+class _Fenced(Exception):
+    """A write the outbox refused because this replica lost the lease (``action``: which)."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(action)
+        self.action = action

@@ -50,6 +50,8 @@ class Tally:
     dead: int = 0
     # Deliveries that failed in this pass -> when (``monotonic``) their retry is due.
     retry_at: dict[int, float] = field(default_factory=dict)
+    # Deliveries left pending for the replica that owns their Service (not sent, not settled).
+    not_owned: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class SinkResult:
     dead: int = 0
     pending_left: int = 0
     disabled: bool = False
+    not_owned: int = 0  # left pending for the replica that owns their Service
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,10 @@ class RunResult:
     @property
     def pending_left(self) -> int:
         return sum(r.pending_left for r in self.sinks.values())
+
+    @property
+    def not_owned(self) -> int:
+        return sum(r.not_owned for r in self.sinks.values())
 
     @property
     def ok(self) -> bool:

@@ -25,9 +25,10 @@ class HealthState:
     """What the probes report; every age is measured on ``clock``, a monotonic clock.
 
     Alive: the scheduler's heartbeat is at most ``liveness_timeout`` old (the construction
-    counts as the first heartbeat). Ready: a poll succeeded at most ``ready_max_poll_age`` ago,
-    the oldest pending delivery is at most ``max_outbox_age`` old, and the state file is still
-    the one the daemon opened. A step of the wall clock moves no age: only the outbox's
+    counts as the first heartbeat). Ready: a poll succeeded at most ``ready_max_poll_age`` ago
+    (or the replica owns no Service: a standby), the oldest pending delivery is at most
+    ``max_outbox_age`` old, and the state is still the file the daemon opened, or a database
+    that answers. A step of the wall clock moves no age: only the outbox's
     enqueue time is a wall time (``wall_clock``), turned into an age when it is recorded.
     """
 
@@ -51,6 +52,8 @@ class HealthState:
         self._consecutive_failures = 0
         self._outbox_oldest: float | None = None
         self._state_lost: str | None = None
+        self._reachable = True
+        self._standby = False
 
     @classmethod
     def for_interval(
@@ -95,6 +98,15 @@ class HealthState:
         """Record that the state file vanished or was replaced: never ready again."""
         self._state_lost = reason
 
+    def set_ownership(self, *, reachable: bool, owning: bool) -> None:
+        """Record whether the shared state answers, and whether this replica owns a Service.
+
+        A replica that owns nothing is a standby: ready without polling (while it can reach
+        the database, to take over). A poller alone on its state always owns everything.
+        """
+        self._reachable = reachable
+        self._standby = not owning
+
     def alive(self) -> tuple[bool, dict[str, Any]]:
         """Tell whether the heartbeat is recent, with the JSON body for ``/healthz``."""
         age = self._clock() - self._last_heartbeat
@@ -110,9 +122,10 @@ class HealthState:
         now = self._clock()
         poll_age = None if self._last_success is None else now - self._last_success
         outbox_age = None if self._outbox_oldest is None else max(0.0, now - self._outbox_oldest)
+        polled = poll_age is not None and poll_age <= self.ready_max_poll_age
         checks: dict[str, dict[str, object]] = {
             "poll": {
-                "ok": poll_age is not None and poll_age <= self.ready_max_poll_age,
+                "ok": polled or self._standby,
                 "last_success_age_seconds": _rounded(poll_age),
                 "max_age_seconds": self.ready_max_poll_age,
                 "consecutive_failures": self._consecutive_failures,
@@ -123,11 +136,17 @@ class HealthState:
                 "max_age_seconds": self.max_outbox_age,
             },
         }
+        if self._standby:
+            checks["poll"]["standby"] = True  # another replica owns every Service
         if self._state_lost is not None:
             checks["state"] = {"ok": False, "lost": self._state_lost}
+        elif not self._reachable:
+            checks["state"] = {"ok": False, "reason": "the state's database does not answer"}
         failed = [name for name, check in checks.items() if not check["ok"]]
         status = "unavailable" if failed else "ok"
-        if self._last_success is None:
+        if self._standby and not failed:
+            status = "standby"
+        elif self._last_success is None and not self._standby:
             status = "starting"
         return not failed, {"status": status, "failed": failed, "checks": checks}
 

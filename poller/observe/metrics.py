@@ -98,3 +98,14 @@ TEMPLATE_FAILURES = Counter(
     ["sink", "reason"],
     registry=REGISTRY,
 )
+LEASES_HELD = Gauge(
+    "poller_leases_held",
+    "Leases of Services this replica holds and trusts now (several replicas on PostgreSQL).",
+    registry=REGISTRY,
+)
+LEASE_CHANGES = Counter(
+    "poller_lease_changes",
+    "Leases this replica acquired, released or lost, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)

@@ -132,12 +132,36 @@ class OutboxSummary:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """Who owns a Service (several replicas): ``expires_in`` seconds by the database's clock.
+
+    ``owner`` None (released, or never taken) or ``expires_in`` <= 0 (expired): any replica
+    may take it. ``expires_in`` None: a watched Service no replica has taken yet.
+    """
+
+    service_sid: str
+    owner: str | None
+    epoch: int
+    expires_in: float | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "service_sid": self.service_sid,
+            "owner": self.owner,
+            "epoch": self.epoch,
+            "expires_in": self.expires_in,
+        }
+
+
+@dataclass(frozen=True)
 class Summary:
     """What ``poller state show`` prints, whatever the backend.
 
     ``backend`` names it (``sqlite``, ``memory``, ...), ``location`` is where it keeps the
     state (a path, a URL without its password) and ``schema_version`` is the backend's own
-    numbering of its layout.
+    numbering of its layout. ``leases``: one per Service, for a backend shared by several
+    replicas (PostgreSQL); None for one whose owner is the one process that opened it, and
+    then left out of the JSON (a SQLite state prints as it always did).
     """
 
     backend: str
@@ -147,10 +171,11 @@ class Summary:
     interactions_tracked: int
     outbox: OutboxSummary
     watches: tuple[tuple[str, float], ...]  # (service_sid, started_at), by SID
+    leases: tuple[Lease, ...] | None = None  # by SID
 
     def to_json(self) -> dict[str, object]:
         """Return the JSON-able mapping ``poller state show`` prints."""
-        return {
+        shown: dict[str, object] = {
             "backend": self.backend,
             "path": self.location,
             "schema_version": self.schema_version,
@@ -166,3 +191,6 @@ class Summary:
                 {"service_sid": sid, "started_at": started} for sid, started in self.watches
             ],
         }
+        if self.leases is not None:
+            shown["leases"] = [lease.to_json() for lease in self.leases]
+        return shown

@@ -1,7 +1,8 @@
 """The state contract: ``due()`` agrees with its definition after any run of operations.
 
 Hypothesis drives each backend and a model of the outbox side by side; every example starts
-from an empty store of the backend under test.
+from an empty store of the backend under test (on PostgreSQL, the test's one database with
+every table emptied, which is much cheaper than a database per example).
 """
 
 from __future__ import annotations
@@ -53,11 +54,49 @@ def test_due_matches_its_definition_after_any_operations(
         folder.mkdir()
 
         async def one() -> None:
-            await run_against_model(await open_backend(backend, folder, request), operations)
+            await run_against_model(await empty_store(backend, folder, request), operations)
 
         asyncio.run(one())
 
     check()
+
+
+async def empty_store(backend: str, folder: Path, request: pytest.FixtureRequest) -> StateStore:
+    """A store of ``backend`` holding nothing, whatever the examples before this one left."""
+    store = await open_backend(backend, folder, request)
+    if backend == "postgres":
+        from poller.state.postgres.store import PostgresStore
+
+        assert isinstance(store, PostgresStore)
+        # DELETE, not TRUNCATE: on tables this small it is ~15 times faster.
+        async with store.db.transaction() as cur:
+            await cur.execute(_TABLES_AND_REFERENCES)
+            for table in referencing_first(await cur.fetchall()):
+                await cur.execute(f'DELETE FROM "{table}"'.encode())  # noqa: S608 (catalog names)
+    return store
+
+
+# Every table of the state but the schema's own, and the tables each one references.
+_TABLES_AND_REFERENCES = """
+SELECT t.relname, array_remove(array_agg(r.relname::text), NULL) FROM pg_class t
+LEFT JOIN pg_constraint f ON f.conrelid = t.oid AND f.contype = 'f'
+LEFT JOIN pg_class r ON r.oid = f.confrelid
+WHERE t.relkind = 'r' AND t.relnamespace = current_schema()::regnamespace
+AND t.relname NOT IN ('poller_schema', 'meta') GROUP BY t.relname
+"""
+
+
+def referencing_first(rows: list[tuple[str, list[str]]]) -> list[str]:
+    """The tables in an order that deletes each before any table it references."""
+    references = {table: set(refs) - {table} for table, refs in rows}
+    order: list[str] = []
+    while references:
+        free = sorted(t for t in references if not any(t in r for r in references.values()))
+        assert free, f"tables that reference each other: {sorted(references)}"
+        order += free
+        for table in free:
+            del references[table]
+    return order
 
 
 async def run_against_model(store: StateStore, operations: list[tuple[object, ...]]) -> None:

@@ -1,10 +1,49 @@
-"""The outbox in PostgreSQL: one row per (event, sink), queues per (sink, session)."""
+"""The outbox in PostgreSQL: one row per (event, sink), queues per (sink, session).
+
+Each (sink, session) pair is a queue delivered strictly in id order; ``queues.py`` finds the
+heads. With a fence (a daemon's store), only the owned Services' rows are handed out or moved,
+and a write for a row (ack, retry, dead letter) checks in its own transaction that this
+replica still holds the row's Service at its epoch. An operator's store (no fence) sees and
+changes every row; its writes (requeue, purge, the sinks' bookkeeping) are never fenced.
+
+Every call is one transaction (or one statement). A row a write depends on is locked before it
+is read (``FOR UPDATE``), so an operator's requeue or purge beside a running daemon is either
+wholly before or wholly after the daemon's write.
+"""
 
 from __future__ import annotations
 
-from poller.state.base import Outbox
-from poller.state.postgres.db import Database
-from poller.state.postgres.fence import Fence
+from collections.abc import Sequence
+from typing import Any
+
+from poller.events import Event
+from poller.state.base import Outbox, RowState
+from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, short_error
+from poller.state.postgres import queues
+from poller.state.postgres.db import Cursor, Database
+from poller.state.postgres.fence import Fence, check
+
+_GONE_SINK = "the sink is no longer configured"
+_DISABLED_COLUMNS = "sink, since, last_at, status, reason"
+# The dead rows chosen: ``ids`` None means every one (of ``sink`` when given).
+_DEAD_CHOSEN = (
+    "state = 'dead' AND (%(sink)s::text IS NULL OR sink = %(sink)s) "
+    "AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))"
+)
+# Fixed text only, hence the S608 exceptions.
+_REQUEUE = (
+    "UPDATE deliveries SET state = 'pending', attempts = 0, dead_at = NULL, "  # noqa: S608
+    "next_attempt_at = %(now)s WHERE " + _DEAD_CHOSEN
+)
+_PURGE = "DELETE FROM deliveries WHERE " + _DEAD_CHOSEN + " RETURNING event_id"  # noqa: S608
+_CLEAR_DISABLED = (
+    "DELETE FROM disabled_sinks WHERE %(sink)s::text IS NULL OR sink = %(sink)s "
+    "RETURNING sink, since, last_at, status, reason"
+)
+_ORPHANS = (
+    "DELETE FROM events e WHERE e.id = ANY(%s::text[]) "
+    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)"
+)
 
 
 class PgOutbox(Outbox):
@@ -12,3 +51,284 @@ class PgOutbox(Outbox):
 
     _db: Database
     _fence: Fence | None
+
+    def _owned(self) -> list[str] | None:
+        """The Services this store may hand out (None: every one, an operator's store)."""
+        return None if self._fence is None else sorted(self._fence.owned())
+
+    async def due(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
+        """Return up to ``limit`` deliveries of ``sink`` ready now, in enqueue order.
+
+        Only the first pending row of each session's queue can be due (its ``next_attempt_at``
+        <= ``now``; ``now=None`` ignores timers). Dead rows never block a queue. With a fence,
+        only the owned Services' queues.
+        """
+        return await self._heads(sink, now, limit, whole_queues=False)
+
+    async def backlog(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
+        """Return up to ``limit`` pending deliveries of ``sink``, whole queues, in enqueue order.
+
+        Every pending row of each session whose queue head is due (``now=None``: all), for
+        sinks that send a backlog as one digest. With a fence, only the owned Services' queues.
+        """
+        return await self._heads(sink, now, limit, whole_queues=True)
+
+    async def _heads(
+        self, sink: str, now: float | None, limit: int, *, whole_queues: bool
+    ) -> list[Delivery]:
+        owned = self._owned()
+        if limit <= 0 or owned == []:
+            return []
+        sql = queues.heads_query(owned=owned is not None, whole_queues=whole_queues)
+        params = {"sink": sink, "now": now, "limit": limit, "owned": owned}
+        return [_delivery(row) for row in await self._db.read(sql, params)]
+
+    async def ack(self, delivery_ids: Sequence[int]) -> None:
+        """Delete delivered rows, and each event no other row still needs; ONE transaction.
+
+        With a fence, raises FencedError (deleting nothing) unless every row's Service is
+        still held.
+        """
+        ids = list(delivery_ids)
+        if not ids:
+            return
+        async with self._db.transaction() as cur:
+            if self._fence is not None:
+                await cur.execute(
+                    "SELECT DISTINCT service_sid FROM deliveries WHERE id = ANY(%s::bigint[])",
+                    (ids,),
+                )
+                await check(cur, self._fence, [str(row[0]) for row in await cur.fetchall()])
+            await cur.execute(
+                "DELETE FROM deliveries WHERE id = ANY(%s::bigint[]) RETURNING event_id", (ids,)
+            )
+            await _forget_orphans(cur, [str(row[0]) for row in await cur.fetchall()])
+
+    async def retry_later(
+        self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+    ) -> None:
+        """Count one failed attempt and hold the row (and its queue) until ``next_attempt_at``.
+
+        A row that is not pending is left as it is. With a fence, raises FencedError
+        (changing nothing) unless the row's Service is still held.
+        """
+        async with self._db.transaction() as cur:
+            if not await self._lock_pending(cur, delivery_id):
+                return
+            await cur.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = %s, "
+                "last_error = %s, last_status = %s WHERE id = %s AND state = 'pending'",
+                (next_attempt_at, short_error(error), status, delivery_id),
+            )
+
+    async def dead_letter(
+        self, delivery_id: int, *, error: str, status: int | None, now: float
+    ) -> None:
+        """Count one failed attempt and give up: the row stops blocking its queue.
+
+        A row that is not pending is left as it is. With a fence, raises FencedError
+        (changing nothing) unless the row's Service is still held.
+        """
+        async with self._db.transaction() as cur:
+            if not await self._lock_pending(cur, delivery_id):
+                return
+            await cur.execute(
+                "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, dead_at = %s, "
+                "last_error = %s, last_status = %s WHERE id = %s AND state = 'pending'",
+                (now, short_error(error), status, delivery_id),
+            )
+
+    async def _lock_pending(self, cur: Cursor, delivery_id: int) -> bool:
+        """Lock the row if it is pending (and fenced to us); False: leave it as it is."""
+        await cur.execute(
+            "SELECT service_sid FROM deliveries WHERE id = %s AND state = 'pending' FOR UPDATE",
+            (delivery_id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return False
+        await check(cur, self._fence, [str(row[0])])
+        return True
+
+    async def dead_letter_other_sinks(self, sinks: Sequence[str], *, now: float) -> int:
+        """Dead-letter what is pending for sinks not in ``sinks``; return how many rows.
+
+        ONE transaction, which also forgets that those sinks were disabled. A sink removed
+        from the config can take nothing: its events are kept, visible in ``poller outbox
+        list``, and ``poller outbox retry --sink NAME`` requeues them if the sink comes back.
+        """
+        names = list(sinks)
+        async with self._db.transaction() as cur:
+            # A sink that is gone is not "disabled" any more: its events are dead letters now.
+            await cur.execute("DELETE FROM disabled_sinks WHERE sink <> ALL(%s::text[])", (names,))
+            await cur.execute(
+                "UPDATE deliveries SET state = 'dead', dead_at = %s, last_error = %s "
+                "WHERE state = 'pending' AND sink <> ALL(%s::text[])",
+                (now, _GONE_SINK, names),
+            )
+            return cur.rowcount
+
+    async def record_sink_disabled(
+        self, sink: str, *, status: int | None, reason: str, now: float
+    ) -> None:
+        """Note that ``sink`` was disabled by an answer; a noted sink keeps its ``since``."""
+        await self._db.read(
+            "INSERT INTO disabled_sinks (sink, since, last_at, status, reason) "
+            "VALUES (%(sink)s, %(now)s, %(now)s, %(status)s, %(reason)s) "
+            "ON CONFLICT (sink) DO UPDATE SET last_at = excluded.last_at, "
+            "status = excluded.status, reason = excluded.reason",
+            {"sink": sink, "now": now, "status": status, "reason": short_error(reason)},
+        )
+
+    async def disabled_sinks(self, sink: str | None = None) -> list[DisabledSink]:
+        """Return the sinks noted as disabled (one, or all), by name."""
+        rows = await self._db.read(
+            f"SELECT {_DISABLED_COLUMNS} FROM disabled_sinks "  # noqa: S608 (fixed text)
+            "WHERE %(sink)s::text IS NULL OR sink = %(sink)s ORDER BY sink",
+            {"sink": sink},
+        )
+        return [_disabled_sink(row) for row in rows]
+
+    async def clear_sink_disabled(self, sink: str | None = None) -> list[DisabledSink]:
+        """Forget that ``sink`` (``None``: every sink) was disabled; return what was noted."""
+        rows = await self._db.read(_CLEAR_DISABLED, {"sink": sink})
+        return sorted((_disabled_sink(row) for row in rows), key=lambda d: d.sink)
+
+    async def dead_letters(self, sink: str | None = None) -> list[DeadLetter]:
+        """Return dead-lettered deliveries (of one sink, or all), oldest first."""
+        rows = await self._db.read(
+            f"SELECT {queues.COLUMNS} FROM deliveries d "  # noqa: S608 (fixed text)
+            "JOIN events e ON e.id = d.event_id "
+            "WHERE d.state = 'dead' AND (%(sink)s::text IS NULL OR d.sink = %(sink)s) "
+            "ORDER BY d.id",
+            {"sink": sink},
+        )
+        return [_dead_letter(row) for row in rows]
+
+    async def requeue(
+        self, ids: Sequence[int] | None = None, *, sink: str | None = None, now: float
+    ) -> int:
+        """Make dead rows pending again, due at ``now`` with no attempts; return how many.
+
+        ``ids=None`` means every dead row (of ``sink`` when given); ONE statement.
+        """
+        async with self._db.transaction() as cur:
+            await cur.execute(_REQUEUE, {"now": now, **_selection(ids, sink)})
+            return cur.rowcount
+
+    async def purge(self, ids: Sequence[int] | None = None, *, sink: str | None = None) -> int:
+        """Delete dead rows (and the events nothing needs any more); return how many."""
+        async with self._db.transaction() as cur:
+            await cur.execute(_PURGE, _selection(ids, sink))
+            event_ids = [str(row[0]) for row in await cur.fetchall()]
+            await _forget_orphans(cur, event_ids)
+            return len(event_ids)
+
+    async def failing_sinks(self, sink: str | None = None) -> list[FailingSink]:
+        """Return, per sink, its pending deliveries that failed and wait for a retry.
+
+        The status and error are the most tried row's (the first of them by id).
+        """
+        rows = await self._db.read(
+            "SELECT DISTINCT ON (sink) sink, count(*) OVER w, max(attempts) OVER w, "
+            "min(next_attempt_at) OVER w, last_status, last_error FROM deliveries "
+            "WHERE state = 'pending' AND attempts > 0 "
+            "AND (%(sink)s::text IS NULL OR sink = %(sink)s) "
+            "WINDOW w AS (PARTITION BY sink) ORDER BY sink, attempts DESC, id",
+            {"sink": sink},
+        )
+        return [
+            FailingSink(str(name), int(n), int(most), float(soonest), status, error)
+            for name, n, most, soonest, status, error in rows
+        ]
+
+    async def pending_count(self, sink: str | None = None) -> int:
+        rows = await self._db.read(
+            "SELECT count(*) FROM deliveries "
+            "WHERE state = 'pending' AND (%(sink)s::text IS NULL OR sink = %(sink)s)",
+            {"sink": sink},
+        )
+        return int(rows[0][0])
+
+    async def oldest_pending_enqueued_at(self) -> float | None:
+        rows = await self._db.read(
+            "SELECT min(enqueued_at) FROM deliveries WHERE state = 'pending'"
+        )
+        value = rows[0][0]
+        return None if value is None else float(value)
+
+    async def counts_by_sink(self, state: RowState) -> dict[str, int]:
+        rows = await self._db.read(
+            "SELECT sink, count(*) FROM deliveries WHERE state = %s GROUP BY sink ORDER BY sink",
+            (state,),
+        )
+        return {str(sink): int(n) for sink, n in rows}
+
+    async def shift_due_times(self, seconds: float) -> int:
+        """Move every pending row's due and enqueue times by ``seconds`` (a wall-clock step).
+
+        What waited keeps waiting what was left of its wait, and what was young stays young.
+        With a fence, only the owned Services' rows (each replica moves its own). Returns the
+        rows moved.
+        """
+        owned = self._owned()
+        if owned == []:
+            return 0
+        async with self._db.transaction() as cur:
+            await cur.execute(
+                "UPDATE deliveries SET next_attempt_at = next_attempt_at + %(s)s, "
+                "enqueued_at = enqueued_at + %(s)s WHERE state = 'pending' "
+                "AND (%(owned)s::text[] IS NULL OR service_sid = ANY(%(owned)s::text[]))",
+                {"s": seconds, "owned": owned},
+            )
+            return cur.rowcount
+
+
+async def _forget_orphans(cur: Cursor, event_ids: list[str]) -> None:
+    """Delete the events of ``event_ids`` that no delivery needs any more."""
+    if event_ids:
+        await cur.execute(_ORPHANS, (sorted(set(event_ids)),))
+
+
+def _selection(ids: Sequence[int] | None, sink: str | None) -> dict[str, Any]:
+    return {"sink": sink, "ids": None if ids is None else [int(i) for i in ids]}
+
+
+def _delivery(row: Sequence[Any]) -> Delivery:
+    rid, sink, body, attempts, enqueued_at, next_attempt_at, error, status, _dead = row
+    return Delivery(
+        id=int(rid),
+        sink=str(sink),
+        event=Event.from_json(body),
+        attempts=int(attempts),
+        enqueued_at=float(enqueued_at),
+        next_attempt_at=float(next_attempt_at),
+        last_error=error,
+        last_status=status,
+    )
+
+
+def _dead_letter(row: Sequence[Any]) -> DeadLetter:
+    base = _delivery(row)
+    return DeadLetter(
+        id=base.id,
+        sink=base.sink,
+        event=base.event,
+        attempts=base.attempts,
+        enqueued_at=base.enqueued_at,
+        next_attempt_at=base.next_attempt_at,
+        last_error=base.last_error,
+        last_status=base.last_status,
+        dead_at=float(row[-1]),
+    )
+
+
+def _disabled_sink(row: Sequence[Any]) -> DisabledSink:
+    sink, since, last_at, status, reason = row
+    return DisabledSink(
+        sink=str(sink),
+        since=float(since),
+        last_at=float(last_at),
+        status=None if status is None else int(status),
+        reason=str(reason),
+    )

@@ -95,6 +95,9 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_by_state ON deliveries (sink, state, id);
 CREATE INDEX deliveries_by_queue ON deliveries (session_sid, sink, state, id);
 CREATE INDEX deliveries_by_age ON deliveries (state, enqueued_at);
+-- Each (sink, session) queue's head, one probe per queue (poller/state/postgres/queues.py).
+CREATE INDEX deliveries_queue_heads ON deliveries (sink, service_sid, session_sid, id)
+    WHERE state = 'pending';
 
 CREATE TABLE slack_threads (
     sink text NOT NULL,

@@ -6,7 +6,7 @@ import time
 
 from poller.errors import StateError
 from poller.state.base import StateStore
-from poller.state.models import SessionCounts, Summary
+from poller.state.models import Lease, SessionCounts, Summary
 from poller.state.postgres import schema
 from poller.state.postgres.db import Database, Settings, connect, translate
 from poller.state.postgres.fence import Fence
@@ -77,8 +77,8 @@ class PostgresStore(PgSessions, PgOutbox, StateStore):
                 "FROM sessions"
             )
         )[0]
-        watches = await self._db.read(
-            "SELECT service_sid, started_at FROM watches ORDER BY service_sid"
+        watches = await self._db.read(  # by SID byte for byte, as SQLite orders them
+            'SELECT service_sid, started_at FROM watches ORDER BY service_sid COLLATE "C"'
         )
         interactions = (await self._db.read("SELECT COUNT(*) FROM interactions"))[0][0]
         version = (await self._db.read("SELECT max(version) FROM poller_schema"))[0][0]
@@ -90,4 +90,28 @@ class PostgresStore(PgSessions, PgOutbox, StateStore):
             interactions_tracked=int(interactions),
             outbox=await self.outbox_summary(now),
             watches=tuple((str(sid), float(started)) for sid, started in watches),
+            leases=await read_leases(self._db),
         )
+
+
+async def read_leases(db: Database) -> tuple[Lease, ...]:
+    """Every Service leased or watched, by SID: its owner, epoch and the lease's time left.
+
+    The time left is the database's (``expires_at - now()``), never this host's clock; a
+    watched Service without a lease row yet has none.
+    """
+    rows = await db.read(
+        "SELECT service_sid, l.owner, coalesce(l.epoch, 0), "
+        "extract(epoch FROM l.expires_at - now()) "
+        "FROM leases AS l FULL JOIN watches AS w USING (service_sid) "
+        'ORDER BY service_sid COLLATE "C"'  # by SID byte for byte, as the watches
+    )
+    return tuple(
+        Lease(
+            service_sid=str(sid),
+            owner=None if owner is None else str(owner),
+            epoch=int(epoch),
+            expires_in=None if left is None else round(float(left), 3),
+        )
+        for sid, owner, epoch, left in rows
+    )

@@ -1,0 +1,82 @@
+"""The cycle job: one cycle of one Service under its timeout, its outcome told to the health.
+
+A cycle's failure stays in that cycle: it becomes one log line and a failed poll in the health
+(refused credentials are returned, for the daemon to stop). Two failures of the shared state
+are told apart: a write fenced because this replica lost the Service's lease (``cycle_fenced``:
+another replica owns it now, nothing is wrong here) and a database that does not answer
+(``state_unavailable``, once per interval however many cycles fail).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+import structlog
+
+from poller.errors import CredentialsError, FencedError, StateUnavailableError
+from poller.observe.health import HealthState
+from poller.observe.outage import Outage
+from poller.watch.cycle import CycleResult, WatchLike
+
+log = structlog.get_logger(__name__)
+
+
+class CycleLike(Protocol):
+    @property
+    def watch(self) -> WatchLike: ...
+
+    async def run(self) -> CycleResult: ...
+
+
+class CycleJob:
+    """Run cycles and settle their outcome into the health and the log."""
+
+    def __init__(self, outage: Outage) -> None:
+        self._outage = outage
+
+    async def run(
+        self, cycle: CycleLike, health: HealthState, *, seconds: float
+    ) -> CredentialsError | None:
+        """Run ``cycle`` within ``seconds``; return refused credentials, else None."""
+        sid = cycle.watch.service_sid
+        started = time.monotonic()
+        try:
+            result = await asyncio.wait_for(cycle.run(), timeout=seconds)
+        except CredentialsError as exc:
+            log.error("credentials_rejected", error=str(exc))
+            return exc
+        except TimeoutError:
+            health.poll_failed()
+            log.warning("cycle_timed_out", service_sid=sid)
+            return None
+        except FencedError as exc:
+            # Not a failure of this replica: the Service is another's now (the lease keeper
+            # hears of it too), and what this cycle would have written was not.
+            log.warning("cycle_fenced", service_sid=sid, error=str(exc))
+            return None
+        except StateUnavailableError as exc:
+            health.poll_failed()
+            self._outage.report(exc, service_sid=sid)
+            return None
+        except Exception as exc:  # one cycle's boundary: the state file failed, or a bug
+            health.poll_failed()
+            log.error(
+                "cycle_failed", service_sid=sid, error=str(exc), error_type=type(exc).__name__
+            )
+            return None
+        self._outage.over()
+        if result.succeeded:
+            health.poll_succeeded()
+        else:
+            health.poll_failed()
+        log.debug(
+            "cycle_done",
+            service_sid=result.service_sid,
+            planned=result.planned,
+            failed=result.failed,
+            events=result.events,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return None
