@@ -66,7 +66,7 @@ class ReplicaSoakReport:
     seed: int
     seconds: float = 0.0
     kills: Counter[str] = field(default_factory=Counter)
-    takeovers: list[float] = field(default_factory=list)  # kill -> first poll by another
+    takeovers: list[float] = field(default_factory=list)  # kill -> the next poll by anyone
     exit_codes: dict[str, int | None] = field(default_factory=dict)
     leases_left: int = -1  # live leases after every replica stopped
     pending_left: int = -1
@@ -265,8 +265,9 @@ class ReplicaSoak:
         self.report.delivery = world.report()
         self.report.problems_found = world.problems()
         visits = world.doorways.visits()
-        for sid, victim, killed_at in self.held:
-            visit = first_visit(visits, sid, killed_at, not_by=victim)
+        for sid, _victim, killed_at in self.held:
+            # By whoever comes first: another replica, or the victim's own restart.
+            visit = first_visit(visits, sid, killed_at)
             if visit is not None:
                 self.report.takeovers.append(visit.started - killed_at)
 
