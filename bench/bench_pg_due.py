@@ -131,11 +131,21 @@ def server(url: str | None) -> Iterator[str]:
         cluster.remove()
 
 
+CREATED: list[str] = []  # the databases made, dropped at the end
+
+
 def database(base: str) -> str:
     name = f"bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"'.encode())
+    CREATED.append(name)
     return base.rpartition("/")[0] + "/" + name
+
+
+def drop_created(base: str) -> None:
+    with psycopg.connect(base, autocommit=True) as conn:
+        for name in CREATED:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
 
 async def fill(url: str, *, heads_table: bool, queues: int, depth: int, failing: int) -> float:
@@ -258,7 +268,10 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=50, help="rows per queue (50)")
     args = parser.parse_args()
     with server(args.url) as base:
-        asyncio.run(measure(base, args.quick, args.depth))
+        try:
+            asyncio.run(measure(base, args.quick, args.depth))
+        finally:
+            drop_created(base)
 
 
 if __name__ == "__main__":

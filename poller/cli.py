@@ -21,6 +21,7 @@ from poller.errors import ConfigError, CredentialsError, PollerError, StateError
 if TYPE_CHECKING:
     from poller.config import Config
     from poller.lab.crashpoints import CrashPoints
+    from poller.observe.outage import Outage
     from poller.observe.sdnotify import Notifier
     from poller.replicas.base import Ownership
     from poller.state.base import StateStore
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate the config without calling anyone")
     _add_config(p)
 
-    state = sub.add_parser("state", help="inspect the state file")
+    state = sub.add_parser("state", help="inspect the state, or migrate it to PostgreSQL")
     state_sub = state.add_subparsers(dest="state_command", required=True, parser_class=_Parser)
     p = state_sub.add_parser("show", help="JSON summary of the state")
     _add_config(p)
@@ -156,8 +157,11 @@ def _replica() -> str:
     return replica_id(configured, hostname=socket.gethostname(), pid=os.getpid())
 
 
-async def _open_owned(config: Config) -> tuple[StateStore, Ownership]:
-    """Open the state as this replica writes it (fenced, on PostgreSQL), and its ownership."""
+async def _open_owned(config: Config, outage: Outage | None = None) -> tuple[StateStore, Ownership]:
+    """Open the state as this replica writes it (fenced, on PostgreSQL), and its ownership.
+
+    ``outage``: the daemon's, which the lease keeper reports to as well.
+    """
     from poller.replicas.open import make_ownership
     from poller.state.open import open_store
 
@@ -170,7 +174,7 @@ async def _open_owned(config: Config) -> tuple[StateStore, Ownership]:
         fence = Fence(replica)
     store = await open_store(config.state, fence=fence, application_name=f"poller:{replica}")
     try:
-        return store, make_ownership(config, store, fence, replica)
+        return store, make_ownership(config, store, fence, replica, outage=outage)
     except BaseException:
         await store.close()
         raise
@@ -193,8 +197,10 @@ async def _run_daemon(config: Config, path: str, crash: CrashPoints, notifier: N
     from poller.app import build_app
     from poller.config import load_config
     from poller.daemon import Daemon
+    from poller.observe.outage import Outage
 
-    store, ownership = await _open_owned(config)
+    outage = Outage(config.poll.interval_seconds)
+    store, ownership = await _open_owned(config, outage)
     try:
         daemon = Daemon(
             config,
@@ -203,6 +209,7 @@ async def _run_daemon(config: Config, path: str, crash: CrashPoints, notifier: N
             reload=functools.partial(load_config, path),
             notifier=notifier,
             ownership=ownership,
+            outage=outage,
         )
         return await daemon.run()
     finally:

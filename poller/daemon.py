@@ -90,13 +90,15 @@ class Daemon:
         reload: Callable[[], Config],
         notifier: Notifier | None = None,
         ownership: Ownership | None = None,
+        outage: Outage | None = None,
     ) -> None:
         """``store``: the open state, kept across reloads (its owner closes it).
 
         ``build`` makes the App from a config on ``store``, at the start and again after each
         reload or failed delivery loop; ``reload`` reads the config again on SIGHUP (raising
         ``ConfigError``); ``notifier``: systemd's socket (None: systemd is not listening);
-        ``ownership``: which Services this replica polls and delivers (None: all of them).
+        ``ownership``: which Services this replica polls and delivers (None: all of them);
+        ``outage``: where a database outage is said (shared with the lease keeper).
         """
         self.config = config
         self._store = store
@@ -112,7 +114,7 @@ class Daemon:
         self._scheduler: AsyncIOScheduler | None = None
         self._ownership = ownership if ownership is not None else SoleOwner()
         self._app: App | None = None
-        self._outage = Outage(config.poll.interval_seconds)
+        self._outage = outage if outage is not None else Outage(config.poll.interval_seconds)
         self._cycles = CycleJob(self._outage)
 
     async def run(self) -> int:

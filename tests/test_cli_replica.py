@@ -56,7 +56,7 @@ async def test_a_postgres_replica_opens_its_store_under_its_fence_and_its_id(
     opened = Opened()
     made: dict[str, Any] = {}
 
-    def make(config: Config, store: StateStore, fence: Any, replica: str) -> Ownership:
+    def make(config: Config, store: StateStore, fence: Any, replica: str, **_: Any) -> Ownership:
         made.update(store=store, fence=fence, replica=replica)
         return FakeOwnership(replica=replica)
 
@@ -73,7 +73,7 @@ async def test_a_postgres_replica_opens_its_store_under_its_fence_and_its_id(
 async def test_the_store_is_closed_when_no_ownership_can_be_made(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def refuse(*_args: Any) -> Ownership:
+    def refuse(*_args: Any, **_kwargs: Any) -> Ownership:
         raise ConfigError("several replicas need the lease keeper")
 
     opened = Opened()

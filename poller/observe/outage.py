@@ -30,8 +30,12 @@ class Outage:
     def ongoing(self) -> bool:
         return self._said_at is not None
 
-    def report(self, exc: StateUnavailableError, **fields: object) -> None:
-        """One more call failed on the database; log it unless a line said so lately."""
+    def report(self, exc: StateUnavailableError | str, **fields: object) -> None:
+        """One more call failed on the database; log it unless a line said so lately.
+
+        ``exc``: the error, or its one line (no password). The daemon and the lease keeper
+        share one Outage, so an outage is one line per interval whoever meets it.
+        """
         now = self._monotonic()
         if self._said_at is not None and now - self._said_at < self.interval:
             self._unsaid += 1
@@ -40,10 +44,10 @@ class Outage:
         self._said_at = now
         self._unsaid = 0
 
-    def over(self) -> None:
+    def over(self, **fields: object) -> None:
         """A call on the database succeeded: an outage, if one was said, is over."""
         if self._said_at is None:
             return
-        log.info("state_available", failures=self._unsaid)
+        log.info("state_available", failures=self._unsaid, **fields)
         self._said_at = None
         self._unsaid = 0

@@ -25,8 +25,8 @@ import structlog
 
 from poller.errors import StateError
 from poller.observe.metrics import LEASE_CHANGES, LEASES_HELD
+from poller.observe.outage import Outage
 from poller.replicas.base import OnChange, Ownership
-from poller.replicas.outage import Outage
 from poller.replicas.share import plan
 from poller.state.postgres.db import describe
 from poller.state.postgres.fence import Fence
@@ -50,15 +50,21 @@ class Leaser(Ownership):
         interval_seconds: float,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        outage: Outage | None = None,
     ) -> None:
+        """``outage``: the one the daemon reports to (an outage is one line, whoever sees it)."""
         if fence.replica != replica:
             raise ValueError(f"the fence is replica {fence.replica}'s, not {replica}'s")
         self.replica = replica
         self.table = table
         self.fence = fence
         self.lease_seconds = float(lease_seconds)
+        self._period = self.lease_seconds / ROUNDS_PER_LEASE
+        self._next_round = 0.0  # on the event loop's clock
         self._monotonic = monotonic
-        self._outage = Outage(replica, table.location, interval_seconds, monotonic)
+        self._outage = (
+            outage if outage is not None else Outage(interval_seconds, monotonic=monotonic)
+        )
         self._services: frozenset[str] = frozenset()
         self._on_change: OnChange = _ignore
         self._owned: set[str] = set()  # what on_change was last told is owned
@@ -68,6 +74,7 @@ class Leaser(Ownership):
         self._reachable = False
         self._wake = asyncio.Event()
         self._stopping = False
+        self._first: asyncio.Future[None] | None = None  # start()'s round
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0  # rounds done (tests wait on it)
 
@@ -79,12 +86,15 @@ class Leaser(Ownership):
         return self._reachable
 
     async def start(self, services: Sequence[str], on_change: OnChange) -> None:
-        if self._task is not None or self._stopping:
+        if self._first is not None or self._stopping:
             return
         self._services = frozenset(services)
         self._on_change = on_change
-        await self._safe_round()
-        self._task = asyncio.create_task(self._run(), name=f"leaser-{self.replica}")
+        self._next_round = asyncio.get_running_loop().time() + self._period
+        self._first = asyncio.ensure_future(self._safe_round())
+        await self._first
+        if not self._stopping:  # stop() may have come during the first round
+            self._task = asyncio.create_task(self._run(), name=f"leaser-{self.replica}")
 
     async def set_services(self, services: Sequence[str]) -> None:
         self._services = frozenset(services)
@@ -100,10 +110,10 @@ class Leaser(Ownership):
             return
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            await self._task  # a round ends within its timeout; the pause at once
+        # A round ends within its timeout, the pause at once.
+        await asyncio.gather(*(t for t in (self._first, self._task) if t), return_exceptions=True)
         try:
-            async with asyncio.timeout(self.lease_seconds / ROUNDS_PER_LEASE):
+            async with asyncio.timeout(self._period):
                 await self._release_all()
         except (StateError, TimeoutError) as exc:
             # Not released: the leases expire on their own (the fence no longer trusts them).
@@ -116,26 +126,36 @@ class Leaser(Ownership):
         await self.table.close()
 
     async def _run(self) -> None:
+        """A round every third of the lease, counted from the start of the previous one."""
         loop = asyncio.get_running_loop()
         while not self._stopping:
-            started = loop.time()
-            await self._pause(started + self.lease_seconds / ROUNDS_PER_LEASE - loop.time())
+            await self._pause(self._next_round - loop.time())
             if not self._stopping:
+                self._next_round = loop.time() + self._period
                 await self._safe_round()
 
     async def _safe_round(self) -> None:
         """One round within a third of the lease; failures are said, never raised."""
         try:
-            async with asyncio.timeout(self.lease_seconds / ROUNDS_PER_LEASE):
+            async with asyncio.timeout(self._period):
                 await self._round()
         except (StateError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):
                 await self.table.reset()  # a statement may be left running on it
             self._reachable = False
-            self._outage.failed(_error(exc))
+            self._outage.report(_error(exc), replica=self.replica, location=self.table.location)
+        except Exception as exc:  # a bug: said, and the next round runs (leases lapse safely)
+            await self.table.reset()
+            self._reachable = False
+            log.error(
+                "lease_round_failed",
+                replica=self.replica,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
         else:
             self._reachable = True
-            self._outage.answered()
+            self._outage.over(replica=self.replica)
         finally:
             self._lapse()
             self.rounds += 1
@@ -165,8 +185,9 @@ class Leaser(Ownership):
         t0 = self._monotonic()
         renewed = await self.table.renew(self.replica, held, self.lease_seconds)
         lost = {sid: epoch for sid, epoch in held.items() if sid not in renewed}
+        now_held = self.fence.held()
         for sid in sorted(renewed):
-            if self.fence.held().get(sid) == held[sid]:  # not dropped meanwhile (unwatched)
+            if now_held.get(sid) == held[sid]:  # not dropped meanwhile (unwatched)
                 self.fence.hold(sid, held[sid], t0 + TRUST * self.lease_seconds)
                 self._gain(sid, held[sid], resumed=True)
         if lost:
@@ -177,13 +198,13 @@ class Leaser(Ownership):
                 self._lose(sid, epoch, "expired" if row is None or row.epoch == epoch else "taken")
 
     async def _acquire(self, candidates: Sequence[str], take: int, left: set[str]) -> None:
-        for sid in candidates:
-            if take <= 0:
-                return
-            t0 = self._monotonic()
-            epoch = await self.table.acquire(sid, self.replica, self.lease_seconds)
-            if epoch is None:
-                continue  # another replica was quicker
+        wanted = candidates[:take]
+        if not wanted:
+            return
+        t0 = self._monotonic()
+        got = await self.table.acquire_many(wanted, self.replica, self.lease_seconds)
+        for sid in sorted(got):
+            epoch = got[sid]
             self._free_since.pop(sid, None)
             if sid not in self._services:  # unwatched while we asked
                 self._unwatched[sid] = epoch
@@ -192,7 +213,8 @@ class Leaser(Ownership):
             if sid in left:
                 self._kept.add(sid)
             self._gain(sid, epoch)
-            take -= 1
+        if len(got) < len(wanted) < len(candidates):
+            self._wake.set()  # others were quicker to some: try the rest at once
 
     async def _release_unwatched(self) -> None:
         if self._unwatched:
@@ -204,9 +226,9 @@ class Leaser(Ownership):
     async def _release(self, epochs: dict[str, int], reason: str) -> None:
         for sid in epochs:
             self.fence.drop(sid)  # no longer trusted from before the release is sent
+            self._lose(sid, epochs[sid], None)
         released = await self.table.release(self.replica, epochs)
         for sid in sorted(released):
-            self._lose(sid, epochs[sid], None)
             LEASE_CHANGES.labels(reason="released").inc()
             log.info(
                 "lease_released",
@@ -226,14 +248,15 @@ class Leaser(Ownership):
         now = self._monotonic()
         self._free_since = {sid: self._free_since.get(sid, now) for sid in free}
         # Half a round: a round woken by an announcement just after another does not count.
-        wait = self.lease_seconds / ROUNDS_PER_LEASE / 2
+        wait = self._period / 2
         return {sid for sid, since in self._free_since.items() if now - since >= wait}
 
     def _lapse(self) -> None:
         """Lose what the fence stopped trusting without a renewal's answer (kept, to renew)."""
+        held, trusted = self.fence.held(), self.fence.owned()
         for sid in sorted(self._owned):
-            epoch = self.fence.held().get(sid)
-            if epoch is not None and not self.fence.owns(sid):
+            epoch = held.get(sid)
+            if epoch is not None and sid not in trusted:
                 self._lose(sid, epoch, "unavailable" if not self._reachable else "expired")
 
     def _gain(self, sid: str, epoch: int, *, resumed: bool = False) -> None:
@@ -243,7 +266,7 @@ class Leaser(Ownership):
         LEASE_CHANGES.labels(reason="acquired").inc()
         fields = {"resumed": True} if resumed else {}
         log.info("lease_acquired", service_sid=sid, replica=self.replica, epoch=epoch, **fields)
-        self._on_change(sid, True)
+        self._tell(sid, True)
 
     def _lose(self, sid: str, epoch: int, reason: str | None) -> None:
         """Tell on_change a Service is no longer owned; ``reason``: log ``lease_lost``."""
@@ -255,7 +278,20 @@ class Leaser(Ownership):
             log.warning(
                 "lease_lost", service_sid=sid, replica=self.replica, epoch=epoch, reason=reason
             )
-        self._on_change(sid, False)
+        self._tell(sid, False)
+
+    def _tell(self, sid: str, owned: bool) -> None:
+        """Hand a gain or loss to ``on_change``; its failure is said, never the round's."""
+        try:
+            self._on_change(sid, owned)
+        except Exception as exc:  # the daemon's callback: a bug there must not stop the leases
+            log.error(
+                "ownership_callback_failed",
+                service_sid=sid,
+                owned=owned,
+                error=str(exc),
+                error_type=type(exc).__name__,
+            )
 
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, less when a lease is released elsewhere or ``_wake`` is set."""
@@ -272,7 +308,7 @@ class Leaser(Ownership):
                     break
             except StateError as exc:
                 self._reachable = False
-                self._outage.failed(_error(exc))
+                self._outage.report(_error(exc), replica=self.replica, location=self.table.location)
                 listen = False
         self._wake.clear()
 

@@ -13,6 +13,7 @@ from poller.replicas.base import Ownership, SoleOwner
 
 if TYPE_CHECKING:
     from poller.config import Config
+    from poller.observe.outage import Outage
     from poller.state.base import StateStore
     from poller.state.postgres.fence import Fence
 
@@ -30,9 +31,16 @@ def watched_services(config: Config) -> list[str]:
 
 
 def make_ownership(
-    config: Config, store: StateStore, fence: Fence | None, replica: str
+    config: Config,
+    store: StateStore,
+    fence: Fence | None,
+    replica: str,
+    *,
+    outage: Outage | None = None,
 ) -> Ownership:
     """How ``replica`` owns the config's Services on ``store`` (opened with ``fence``).
+
+    ``outage``: the daemon's, so that a database outage is said once, whoever meets it.
 
     Raises ``ConfigError`` when the state needs a lease keeper this build cannot make.
     """
@@ -54,4 +62,5 @@ def make_ownership(
         replica,
         lease_seconds=config.state.lease_seconds,
         interval_seconds=config.poll.interval_seconds,
+        outage=outage,
     )

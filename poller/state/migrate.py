@@ -18,7 +18,7 @@ async def migrate_sqlite_to_postgres(
 ) -> dict[str, int]:
     """Copy the state file at ``path`` into the empty PostgreSQL database at ``url``.
 
-    Return the rows copied per table (``Snapshot.counts``). Raises StateError (and its
+    Return the rows copied per table (see ``load``). Raises StateError (and its
     subclasses): the file missing, locked by a poller, foreign or newer; the database not
     empty, unreachable, or refusing the copy; then nothing is written to it.
     """
@@ -27,5 +27,4 @@ async def migrate_sqlite_to_postgres(
     from poller.state.postgres.load import load
 
     with held_snapshot(path) as snapshot:
-        await load(Settings(url, application_name=application_name), snapshot)
-    return snapshot.counts()
+        return await load(Settings(url, application_name=application_name), snapshot)

@@ -2,14 +2,16 @@
 
 One backend dumps every row it keeps into a ``Snapshot`` (``poller.state.sqlite.dump``);
 another loads it (``poller.state.postgres.load``). The rows say what the state means, not how
-a backend lays it out: a delivery keeps its position in its queue (``id`` orders the rows; the
-target numbers them anew), its attempts and times, and whether it is pending or dead.
+a backend lays it out: a delivery keeps its position in its queue (the deliveries come in
+queue order; the target numbers them anew), its attempts and times, whether it is pending or
+dead, and the Service whose owner delivers it. Each table is any iterable of rows, so a
+backend may read them as the loader writes them instead of holding them all in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from poller.state.models import DisabledSink
 
@@ -79,6 +81,7 @@ class DeliveryRow:
     id: int
     event_id: str
     sink: str
+    service_sid: str  # the event's
     session_sid: str
     state: str  # "pending" | "dead"
     attempts: int
@@ -105,32 +108,16 @@ class SinkPaceRow:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Every row of one state, each table in a stable order (deliveries by ``id``)."""
+    """Every row of one state, each table in a stable order (deliveries in queue order)."""
 
-    source: str  # where it was read from (a path), for messages
+    source: str  # what it was read from (``sqlite PATH``), kept by the target
     schema_version: int  # the source backend's own numbering
-    watches: Sequence[WatchRow] = ()
-    sessions: Sequence[SessionRow] = ()
-    interactions: Sequence[InteractionRow] = ()
-    session_fingerprints: Sequence[SessionFingerprintRow] = ()
-    events: Sequence[EventRow] = ()
-    deliveries: Sequence[DeliveryRow] = ()
-    slack_threads: Sequence[SlackThreadRow] = ()
-    sink_pacing: Sequence[SinkPaceRow] = ()
-    disabled_sinks: Sequence[DisabledSink] = field(default=())
-
-    def counts(self) -> dict[str, int]:
-        """Rows per table, in load order; deliveries also split into pending and dead."""
-        dead = sum(1 for d in self.deliveries if d.state == "dead")
-        return {
-            "watches": len(self.watches),
-            "sessions": len(self.sessions),
-            "interactions": len(self.interactions),
-            "session_fingerprints": len(self.session_fingerprints),
-            "events": len(self.events),
-            "deliveries_pending": len(self.deliveries) - dead,
-            "deliveries_dead": dead,
-            "slack_threads": len(self.slack_threads),
-            "sink_pacing": len(self.sink_pacing),
-            "disabled_sinks": len(self.disabled_sinks),
-        }
+    watches: Iterable[WatchRow] = ()
+    sessions: Iterable[SessionRow] = ()
+    interactions: Iterable[InteractionRow] = ()
+    session_fingerprints: Iterable[SessionFingerprintRow] = ()
+    events: Iterable[EventRow] = ()
+    deliveries: Iterable[DeliveryRow] = ()
+    slack_threads: Iterable[SlackThreadRow] = ()
+    sink_pacing: Iterable[SinkPaceRow] = ()
+    disabled_sinks: Iterable[DisabledSink] = ()

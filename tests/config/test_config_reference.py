@@ -35,8 +35,7 @@ def model_key_paths(model: type, prefix: str = "") -> set[str]:
         path = f"{prefix}{name}"
         paths.add(path)
         annotation = hints[field.name]
-        # Every Secret has its _file (state.url too, though "url" is no secret key elsewhere).
-        if name in SECRET_KEYS or Secret in (annotation, *get_args(annotation)):
+        if name in SECRET_KEYS or Secret in get_args(annotation):  # state.url: a Secret too
             paths.add(f"{path}_file")
         subs = _models_in(annotation)
         inner = f"{path}[]." if _is_sequence(annotation) else f"{path}."

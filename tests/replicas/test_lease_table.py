@@ -169,3 +169,31 @@ async def test_an_unreachable_database_is_unavailable_without_its_password() -> 
     with pytest.raises(StateUnavailableError):
         await table.wait(0.1)
     await table.close()
+
+
+async def test_acquire_many_takes_the_free_and_expired_ones_and_leaves_the_held(
+    tables: Tables, migrated: str
+) -> None:
+    table = tables()
+    assert await table.acquire("KS1", "b", TTL) == 1
+    assert await table.acquire("KS2", "b", TTL) == 1
+    expire(migrated, "KS2")
+    got = await table.acquire_many(["KS3", "KS2", "KS1"], "a", TTL)
+    assert got == {"KS2": 2, "KS3": 1}
+    assert await table.acquire_many([], "a", TTL) == {}
+    owners = {lease.service_sid: lease.owner for lease in await table.list()}
+    assert owners == {"KS1": "b", "KS2": "a", "KS3": "a"}
+
+
+async def test_two_replicas_taking_overlapping_sets_at_once_share_them_out(
+    tables: Tables,
+) -> None:
+    a, b = tables(), tables()
+    services = [f"KS{i:03}" for i in range(200)]
+    for _ in range(5):  # no deadlock, no Service twice, none left
+        got_a, got_b = await asyncio.gather(
+            a.acquire_many(services, "a", TTL), b.acquire_many(services[::-1], "b", TTL)
+        )
+        assert set(got_a).isdisjoint(got_b) and set(got_a) | set(got_b) == set(services)
+        await a.release("a", got_a)
+        await b.release("b", got_b)

@@ -310,3 +310,37 @@ async def test_an_unwatched_service_is_released_to_a_replica_that_watches_it(
     assert took < 2.0
     assert events(logs, "lease_released", reason="unwatched", service_sid=mine, replica="a")
     assert db_leases(migrated)[mine] == ("b", 2)
+
+
+async def test_a_failing_on_change_is_said_and_the_leases_go_on(make: Make) -> None:
+    def broken(sid: str, owned: bool) -> None:
+        raise RuntimeError("a bug in the daemon")
+
+    leaser = make("a")
+    with capture_logs() as logs:
+        await leaser.start(["KS1", "KS2"], broken)
+        await round_done(leaser)
+    assert owned(leaser, ["KS1", "KS2"]) == {"KS1", "KS2"} and leaser.reachable
+    failed = events(logs, "ownership_callback_failed", error_type="RuntimeError")
+    assert sorted(entry["service_sid"] for entry in failed) == ["KS1", "KS2"]
+
+
+async def test_four_thousand_services_are_taken_at_once_and_kept(make: Make) -> None:
+    services = [f"KS{i:05}" for i in range(4000)]
+    leaser = make("a")
+    with capture_logs() as logs:
+        await leaser.start(services, lambda *_: None)
+        assert len(owned(leaser, services)) == 4000  # one round, one statement
+        rounds = leaser.rounds
+        await eventually(lambda: leaser.rounds >= rounds + 3, within=30, what="three renewals")
+    assert len(owned(leaser, services)) == 4000 and leaser.reachable
+    assert events(logs, "lease_lost") == [] and events(logs, "state_unavailable") == []
+
+
+async def test_a_stop_during_the_first_round_leaves_nothing_running_or_held(
+    make: Make, migrated: str
+) -> None:
+    leaser = make("a")
+    await asyncio.gather(leaser.start(SERVICES, lambda *_: None), leaser.stop())
+    assert leaser._task is None and owned(leaser) == set()
+    assert db_leases(migrated) == {}

@@ -1,8 +1,8 @@
 """The state contract: ``due()`` agrees with its definition after any run of operations.
 
 Hypothesis drives each backend and a model of the outbox side by side; every example starts
-from an empty store of the backend under test (on PostgreSQL, the test's one database with
-every table emptied, which is much cheaper than a database per example).
+from an empty store of the backend under test (on PostgreSQL, one store on the test's one
+database with every table emptied: much cheaper than a database, or a store, per example).
 """
 
 from __future__ import annotations
@@ -46,34 +46,49 @@ def test_due_matches_its_definition_after_any_operations(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     folders = (tmp_path / str(n) for n in itertools.count())
+    with asyncio.Runner() as runner:
+        # PostgreSQL: one store on the test's one database, emptied before each example
+        # (opening a store per example costs more than the example itself).
+        shared = (
+            runner.run(open_backend(backend, tmp_path, request)) if backend == "postgres" else None
+        )
 
-    @settings(max_examples=80, deadline=None)
-    @given(st.lists(_operation, max_size=30))
-    def check(operations: list[tuple[object, ...]]) -> None:
-        folder = next(folders)
-        folder.mkdir()
+        @settings(max_examples=80, deadline=None)
+        @given(st.lists(_operation, max_size=30))
+        def check(operations: list[tuple[object, ...]]) -> None:
+            folder = next(folders)
+            folder.mkdir()
 
-        async def one() -> None:
-            await run_against_model(await empty_store(backend, folder, request), operations)
+            async def one() -> None:
+                if shared is not None:
+                    await empty_postgres(shared)
+                    await run_against_model(shared, operations)
+                    return
+                store = await open_backend(backend, folder, request)
+                try:
+                    await run_against_model(store, operations)
+                finally:
+                    await store.close()
 
-        asyncio.run(one())
+            runner.run(one())
 
-    check()
+        try:
+            check()
+        finally:
+            if shared is not None:
+                runner.run(shared.close())
 
 
-async def empty_store(backend: str, folder: Path, request: pytest.FixtureRequest) -> StateStore:
-    """A store of ``backend`` holding nothing, whatever the examples before this one left."""
-    store = await open_backend(backend, folder, request)
-    if backend == "postgres":
-        from poller.state.postgres.store import PostgresStore
+async def empty_postgres(store: StateStore) -> None:
+    """Empty every table of a PostgreSQL store, whatever the examples before left in it."""
+    from poller.state.postgres.store import PostgresStore
 
-        assert isinstance(store, PostgresStore)
-        # DELETE, not TRUNCATE: on tables this small it is ~15 times faster.
-        async with store.db.transaction() as cur:
-            await cur.execute(_TABLES_AND_REFERENCES)
-            for table in referencing_first(await cur.fetchall()):
-                await cur.execute(f'DELETE FROM "{table}"'.encode())  # noqa: S608 (catalog names)
-    return store
+    assert isinstance(store, PostgresStore)
+    # DELETE, not TRUNCATE: on tables this small it is ~15 times faster.
+    async with store.db.transaction() as cur:
+        await cur.execute(_TABLES_AND_REFERENCES)
+        for table in referencing_first(await cur.fetchall()):
+            await cur.execute(f'DELETE FROM "{table}"'.encode())  # noqa: S608 (catalog names)
 
 
 # Every table of the state but the schema's own, and the tables each one references.
@@ -101,17 +116,14 @@ def referencing_first(rows: list[tuple[str, list[str]]]) -> list[str]:
 
 async def run_against_model(store: StateStore, operations: list[tuple[object, ...]]) -> None:
     rows: Model = {}
-    try:
-        for number, (kind, *args) in enumerate(operations):
-            if kind == "enqueue":
-                await enqueue_into_model(store, rows, number, args)
-            elif rows:
-                await apply_to_model(store, rows, str(kind), args)
-            for sink in ("x", "y"):
-                for now in (None, 0.0, 1.0, 5.0):
-                    assert ids_of(await store.due(sink, now, 100)) == expected_due(rows, sink, now)
-    finally:
-        await store.close()
+    for number, (kind, *args) in enumerate(operations):
+        if kind == "enqueue":
+            await enqueue_into_model(store, rows, number, args)
+        elif rows:
+            await apply_to_model(store, rows, str(kind), args)
+        for sink in ("x", "y"):
+            for now in (None, 0.0, 1.0, 5.0):
+                assert ids_of(await store.due(sink, now, 100)) == expected_due(rows, sink, now)
 
 
 async def every_row(store: StateStore) -> dict[int, str]:

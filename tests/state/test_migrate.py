@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import yaml
 
-from poller.errors import StateError
+from poller.errors import StateError, StateLockedError
 from poller.state.base import StateStore
 from poller.state.postgres import schema
 from poller.state.postgres.db import Settings, connect
@@ -286,13 +286,27 @@ async def test_dump_reads_sqlite_booleans_and_whole_reals_as_their_types(tmp_pat
     await build_state(tmp_path / "state.db")
     with held_snapshot(tmp_path / "state.db") as snapshot:
         sessions = {s.session_sid: s for s in snapshot.sessions}
+        watches = [w.service_sid for w in snapshot.watches]
+        deliveries = list(snapshot.deliveries)
     assert sessions[SESSION_A].baselined is True and sessions[SESSION_C].new_traffic is True
     assert sessions[SESSION_A].watch_listed is True and sessions[SESSION_C].watch_listed is False
     assert isinstance(sessions[SESSION_C].added_at, float)
-    assert [w.service_sid for w in snapshot.watches] == sorted([SERVICE, OTHER_SERVICE])
-    ids = [d.id for d in snapshot.deliveries]
+    assert watches == sorted([SERVICE, OTHER_SERVICE])
+    ids = [d.id for d in deliveries]
     assert ids == sorted(ids) and len(ids) == 8
-    assert snapshot.counts()["deliveries_dead"] == 1
+    assert [d.state for d in deliveries].count("dead") == 1
+    assert {d.service_sid for d in deliveries} == {SERVICE}
+
+
+async def test_the_dump_is_read_as_it_is_iterated_under_the_files_lock(tmp_path: Path) -> None:
+    await build_state(tmp_path / "state.db")
+    with held_snapshot(tmp_path / "state.db") as snapshot:
+        with pytest.raises(StateLockedError):
+            SqliteStore.open(tmp_path / "state.db")
+        # Each iteration reads the table again: a loader may walk it once, lazily.
+        assert list(snapshot.interactions) == list(snapshot.interactions)
+    async with SqliteStore.open(tmp_path / "state.db"):  # the lock went with the block
+        pass
 
 
 async def answers(store: StateStore) -> dict[str, object]:

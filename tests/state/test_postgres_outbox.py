@@ -63,9 +63,11 @@ async def replica(pg_url: str, operator: PostgresStore) -> AsyncIterator[Postgre
     await store.close()
 
 
-async def put(store: PostgresStore, *events: Event, sinks: tuple[str, ...] = ("hook",)) -> None:
+async def put(
+    store: PostgresStore, *events: Event, sinks: tuple[str, ...] = ("hook",), now: float = 1.0
+) -> None:
     async with store.db.transaction() as cur:
-        await enqueue(cur, [(event, list(sinks)) for event in events], now=1.0)
+        await enqueue(cur, [(event, list(sinks)) for event in events], now=now)
 
 
 async def test_a_fenced_store_hands_out_only_its_services_rows(
@@ -80,6 +82,20 @@ async def test_a_fenced_store_hands_out_only_its_services_rows(
     everything = [mine[0].id, theirs[0].id, mine[1].id, theirs[1].id]
     assert [d.event.id for d in await operator.backlog("hook", None, 10)] == everything
     assert [d.event.id for d in await operator.due("hook", None, 10)] == everything[:2]
+
+
+async def test_a_fenced_store_counts_only_its_services_rows(
+    replica: PostgresStore, operator: PostgresStore
+) -> None:
+    await put(operator, event_of(THEIRS, SESSION_B, 3), event_of(THEIRS, SESSION_B, 4))
+    await put(operator, event_of(MINE, SESSION_A, 1), now=5.0)
+    # A replica's gauges, readiness and `once` count its own Services; an operator, all.
+    assert (await replica.pending_count(), await operator.pending_count()) == (1, 3)
+    assert await replica.pending_count("hook") == 1
+    assert await replica.counts_by_sink("pending") == {"hook": 1}
+    assert await operator.counts_by_sink("pending") == {"hook": 3}
+    assert await replica.oldest_pending_enqueued_at() == 5.0
+    assert await operator.oldest_pending_enqueued_at() == 1.0
 
 
 async def test_a_fence_holding_nothing_sees_nothing(

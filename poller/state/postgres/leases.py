@@ -108,6 +108,27 @@ class LeaseTable:
         )
         return int(rows[0][0]) if rows else None
 
+    async def acquire_many(
+        self, services: Collection[str], replica: str, ttl: float
+    ) -> dict[str, int]:
+        """:meth:`acquire` each of ``services`` in one statement; return those taken, with
+        their epochs. Rows are locked in the order of their Service (no deadlock between two
+        replicas taking overlapping sets)."""
+        if not services:
+            return {}
+        rows = await self._run(
+            "INSERT INTO leases AS l (service_sid, owner, epoch, acquired_at, expires_at) "
+            "SELECT s.sid, %s, 1, now(), now() + make_interval(secs => %s) "
+            "FROM unnest(%s::text[]) AS s (sid) ORDER BY s.sid "
+            "ON CONFLICT (service_sid) DO UPDATE SET owner = EXCLUDED.owner, "
+            "epoch = l.epoch + 1, acquired_at = EXCLUDED.acquired_at, "
+            "expires_at = EXCLUDED.expires_at "
+            "WHERE l.owner IS NULL OR l.expires_at <= now() "
+            "RETURNING l.service_sid, l.epoch",
+            (replica, ttl, sorted(set(services))),
+        )
+        return {str(sid): int(epoch) for sid, epoch in rows}
+
     async def renew(self, replica: str, epochs: Mapping[str, int], ttl: float) -> set[str]:
         """Extend the leases ``replica`` still holds at these epochs, unexpired; return them."""
         if not epochs:

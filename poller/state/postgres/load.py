@@ -5,22 +5,35 @@ replica would at start), then ONE transaction locks the state tables against any
 started too early, refuses a database that already holds a watch, a session or an event
 (nothing is written), and copies every table with ``COPY``. Deliveries are copied in their
 order, so the identity column numbers them anew in the same order: each (sink, session) queue
-keeps its order, its attempts and its times, and no event is detected again.
+keeps its order, its attempts and its times, and no event is detected again. The tables are
+read as they are copied (``COPY``): nothing needs the whole state in memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
 
 from poller.errors import StateError
+from poller.state.models import DisabledSink
 from poller.state.postgres import schema
 from poller.state.postgres.db import Cursor, Settings, connect, translate
-from poller.state.snapshot import Snapshot
+from poller.state.snapshot import (
+    DeliveryRow,
+    EventRow,
+    InteractionRow,
+    SessionFingerprintRow,
+    SessionRow,
+    SinkPaceRow,
+    SlackThreadRow,
+    Snapshot,
+    WatchRow,
+)
 
 # Written by the load; locked so that a replica started on the database waits (or fails on
 # its own statement timeout) instead of writing beside the copy.
@@ -35,16 +48,20 @@ TABLES = (
     "sink_pacing",
     "disabled_sinks",
 )
-# A copy of a large state takes longer than the poller's own statement timeout allows.
-LOAD_STATEMENT_TIMEOUT = "10min"
+# A copy of a large state takes longer than the poller's own statement timeout allows: one
+# COPY of millions of interactions takes minutes. The operator who runs it can interrupt it
+# (nothing is written then); only waiting for a lock is bounded.
+LOAD_STATEMENT_TIMEOUT = "0"
 LOCK_TIMEOUT = "10s"
 
 
-async def load(settings: Settings, snapshot: Snapshot) -> None:
+async def load(settings: Settings, snapshot: Snapshot) -> dict[str, int]:
     """Migrate the database at ``settings`` and copy ``snapshot`` into it, all or nothing.
 
-    Raises StateError when the database is not empty (nothing written), is newer than this
-    poller, or refuses a statement; StateUnavailableError when it cannot be reached.
+    Return the rows copied per table, deliveries counted as ``deliveries_pending`` and
+    ``deliveries_dead``. Raises StateError when the database is not empty (nothing written),
+    is newer than this poller, or refuses a statement; StateUnavailableError when it cannot
+    be reached.
     """
     conn = await connect(settings)
     try:
@@ -54,16 +71,17 @@ async def load(settings: Settings, snapshot: Snapshot) -> None:
             await cur.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
             await cur.execute(f"LOCK TABLE {', '.join(TABLES)} IN SHARE ROW EXCLUSIVE MODE")
             await _refuse_non_empty(cur, settings.location)
-            await _copy_all(cur, snapshot)
+            counts = await _copy_all(cur, snapshot)
             await cur.execute(
                 "INSERT INTO meta (key, value) VALUES ('migrated_from', %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                (f"sqlite {snapshot.source} (schema {snapshot.schema_version})",),
+                (f"{snapshot.source} (schema {snapshot.schema_version})",),
             )
     except psycopg.Error as exc:
         raise translate(exc, settings.location) from None
     finally:
         await conn.close()
+    return counts
 
 
 async def _refuse_non_empty(cur: Cursor, location: str) -> None:
@@ -81,52 +99,47 @@ async def _refuse_non_empty(cur: Cursor, location: str) -> None:
         )
 
 
-async def _copy_all(cur: Cursor, s: Snapshot) -> None:
-    # Each row's fields are named as the table's columns; deliveries add their Service (whose
-    # owner delivers them) and leave their id to the identity column.
-    tables: Sequence[tuple[str, Sequence[Any]]] = (
-        ("watches", s.watches),
-        ("sessions", s.sessions),
-        ("interactions", s.interactions),
-        ("session_fingerprints", s.session_fingerprints),
-        ("events", s.events),
-        ("slack_threads", s.slack_threads),
-        ("sink_pacing", s.sink_pacing),
-        ("disabled_sinks", s.disabled_sinks),
+async def _copy_all(cur: Cursor, s: Snapshot) -> dict[str, int]:
+    """Copy every table in an order the foreign keys allow; return the rows per table."""
+    states: Counter[str] = Counter()
+    tables: Sequence[tuple[str, type, Iterable[Any]]] = (
+        ("watches", WatchRow, s.watches),
+        ("sessions", SessionRow, s.sessions),
+        ("interactions", InteractionRow, s.interactions),
+        ("session_fingerprints", SessionFingerprintRow, s.session_fingerprints),
+        ("events", EventRow, s.events),
+        ("deliveries", DeliveryRow, _tally(s.deliveries, states)),
+        ("slack_threads", SlackThreadRow, s.slack_threads),
+        ("sink_pacing", SinkPaceRow, s.sink_pacing),
+        ("disabled_sinks", DisabledSink, s.disabled_sinks),
     )
-    for table, rows in tables:
-        if rows:
-            columns = [f.name for f in dataclasses.fields(rows[0])]
-            await _copy(cur, table, columns, map(operator.attrgetter(*columns), rows))
-    service_of = {event.id: event.service_sid for event in s.events}
-    fields = operator.attrgetter(*(c for c in _DELIVERY_COLUMNS if c != "service_sid"))
-    await _copy(
-        cur,
-        "deliveries",
-        _DELIVERY_COLUMNS,
-        ((service_of[d.event_id], *fields(d)) for d in sorted(s.deliveries, key=lambda d: d.id)),
-    )
+    counts: dict[str, int] = {}
+    for table, row_type, rows in tables:
+        # Each row's fields are named as its table's columns; a delivery's id only orders the
+        # rows: the identity column numbers them anew, in the order they are copied.
+        columns = [f.name for f in dataclasses.fields(row_type) if (table, f.name) != _RENUMBERED]
+        counts[table] = await _copy(cur, table, columns, map(operator.attrgetter(*columns), rows))
+    del counts["deliveries"]
+    counts["deliveries_pending"], counts["deliveries_dead"] = states["pending"], states["dead"]
+    return counts
 
 
-_DELIVERY_COLUMNS = (
-    "service_sid",
-    "event_id",
-    "sink",
-    "session_sid",
-    "state",
-    "attempts",
-    "enqueued_at",
-    "next_attempt_at",
-    "last_error",
-    "last_status",
-    "dead_at",
-)
+_RENUMBERED = ("deliveries", "id")
+
+
+def _tally(rows: Iterable[DeliveryRow], states: Counter[str]) -> Iterator[DeliveryRow]:
+    for row in rows:
+        states[row.state] += 1
+        yield row
 
 
 async def _copy(
     cur: Cursor, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
-) -> None:
-    """``COPY table (columns) FROM STDIN`` with ``rows``, in their order."""
+) -> int:
+    """``COPY table (columns) FROM STDIN`` with ``rows``, in their order; return how many."""
+    copied = 0
     async with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         for row in rows:
             await copy.write_row(row)
+            copied += 1
+    return copied

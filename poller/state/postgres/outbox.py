@@ -242,25 +242,33 @@ class PgOutbox(Outbox):
             for name, n, most, soonest, status, error in rows
         ]
 
+    # The counts below are this replica's with a fence (its gauges, its readiness, what its
+    # ``once`` waits for: the owners of the other Services count theirs), every row without.
+
     async def pending_count(self, sink: str | None = None) -> int:
         rows = await self._db.read(
             "SELECT count(*) FROM deliveries "
-            "WHERE state = 'pending' AND (%(sink)s::text IS NULL OR sink = %(sink)s)",
-            {"sink": sink},
+            "WHERE state = 'pending' AND (%(sink)s::text IS NULL OR sink = %(sink)s) AND "
+            "(%(owned)s::text[] IS NULL OR service_sid = ANY(%(owned)s::text[]))",
+            {"sink": sink, "owned": self._owned()},
         )
         return int(rows[0][0])
 
     async def oldest_pending_enqueued_at(self) -> float | None:
         rows = await self._db.read(
-            "SELECT min(enqueued_at) FROM deliveries WHERE state = 'pending'"
+            "SELECT min(enqueued_at) FROM deliveries WHERE state = 'pending' AND "
+            "(%(owned)s::text[] IS NULL OR service_sid = ANY(%(owned)s::text[]))",
+            {"owned": self._owned()},
         )
         value = rows[0][0]
         return None if value is None else float(value)
 
     async def counts_by_sink(self, state: RowState) -> dict[str, int]:
         rows = await self._db.read(
-            "SELECT sink, count(*) FROM deliveries WHERE state = %s GROUP BY sink ORDER BY sink",
-            (state,),
+            "SELECT sink, count(*) FROM deliveries WHERE state = %(state)s AND "
+            "(%(owned)s::text[] IS NULL OR service_sid = ANY(%(owned)s::text[])) "
+            "GROUP BY sink ORDER BY sink",
+            {"state": state, "owned": self._owned()},
         )
         return {str(sink): int(n) for sink, n in rows}
 

@@ -68,13 +68,14 @@ SELECT {COLUMNS} FROM ({_DUE_HEADS}) d JOIN events e ON e.id = d.event_id
 ORDER BY d.id"""  # noqa: S608 (fixed text)
 
 _BACKLOG = f"""
-SELECT {COLUMNS} FROM ({_DUE_HEADS}) h
-CROSS JOIN LATERAL (
-    SELECT * FROM deliveries x WHERE x.sink = %(sink)s AND x.state = 'pending'
-    AND x.service_sid = h.service_sid AND x.session_sid = h.session_sid
-    ORDER BY x.id LIMIT %(limit)s) d
+SELECT {COLUMNS} FROM (
+    SELECT d.* FROM ({_DUE_HEADS}) h CROSS JOIN LATERAL (
+        SELECT * FROM deliveries x WHERE x.sink = %(sink)s AND x.state = 'pending'
+        AND x.service_sid = h.service_sid AND x.session_sid = h.session_sid
+        ORDER BY x.id LIMIT %(limit)s) d
+    ORDER BY d.id LIMIT %(limit)s) d
 JOIN events e ON e.id = d.event_id
-ORDER BY d.id LIMIT %(limit)s"""  # noqa: S608 (fixed text)
+ORDER BY d.id"""  # noqa: S608 (fixed text)
 
 
 def heads_query(*, owned: bool, whole_queues: bool) -> str:

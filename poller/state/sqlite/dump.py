@@ -1,18 +1,19 @@
-"""Every row of a state file, read into a backend-neutral ``Snapshot`` (``state migrate``).
+"""Every row of a state file, read as a backend-neutral ``Snapshot`` (``state migrate``).
 
 The file is opened as the daemon opens it, exclusively: a file a running poller holds is
 refused (``StateLockedError``), and the lock is kept while the caller copies the snapshot, so
 no poller can start on the file and write what the copy would miss. Every table is read in one
-read transaction: one consistent picture even beside an operator's command.
+read transaction (one consistent picture, even beside an operator's command), row by row as
+the caller iterates: a state of millions of interactions is never all in memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from poller.errors import StateError
 from poller.state.models import DisabledSink
@@ -30,94 +31,99 @@ from poller.state.snapshot import (
 from poller.state.sqlite.db import open_database
 from poller.state.sqlite.schema import user_version
 
+T = TypeVar("T")
 Row = tuple[Any, ...]  # one row as sqlite3 gives it: each reader below converts its columns
 
-_SESSION_COLUMNS = (
-    "session_sid, service_sid, baselined, new_traffic, last_success_at, consecutive_failures, "
-    "last_error, last_failure_at, activity_marker, status, unsettled_until, added_at, gone_at, "
-    "watch_listed, watch_last_interaction"
-)
-_DELIVERY_COLUMNS = (
-    "id, event_id, sink, session_sid, state, attempts, enqueued_at, next_attempt_at, "
-    "last_error, last_status, dead_at"
-)
+
+class Rows(Generic[T]):
+    """A table read on demand: each iteration runs ``select`` and converts each row."""
+
+    def __init__(self, conn: sqlite3.Connection, select: str, make: Callable[[Row], T]) -> None:
+        self._conn = conn
+        self._select = select
+        self._make = make
+
+    def __iter__(self) -> Iterator[T]:
+        for row in self._conn.execute(self._select):
+            yield self._make(tuple(row))
 
 
 @contextlib.contextmanager
 def held_snapshot(path: Path) -> Iterator[Snapshot]:
     """Yield every row of the state file at ``path``, holding its lock until the block ends.
 
-    Raises StateError for a missing file, StateLockedError when a poller holds it, and the
-    other ``open_database`` errors (a foreign or newer file, left untouched).
+    The rows are read when the block iterates them, all in one read transaction. Raises
+    StateError for a missing file or a failed read, StateLockedError when a poller holds the
+    file, and the other ``open_database`` errors (a foreign or newer file, left untouched).
     """
     path = Path(path)
     if not path.is_file():
         raise StateError(f"state file {path} does not exist: there is nothing to migrate")
     db = open_database(path)
     try:
-        try:
-            snapshot = dump(db.conn, str(path))
-        except sqlite3.Error as exc:
-            raise db.error(exc) from exc
-        yield snapshot
+        db.conn.execute("BEGIN")
+        yield snapshot(db.conn, f"sqlite {path}")
+        db.conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise db.error(exc) from exc
     finally:
-        db.close()
+        db.close()  # a read transaction left open ends with the connection
 
 
-def dump(conn: sqlite3.Connection, source: str) -> Snapshot:
-    """Read every table of the open state file ``conn`` in one read transaction."""
-    conn.execute("BEGIN")
-    try:
-        return Snapshot(
-            source=source,
-            schema_version=user_version(conn),
-            watches=[
-                WatchRow(str(sid), float(started))
-                for sid, started in _rows(conn, "service_sid, started_at", "watches", "1")
-            ],
-            sessions=[_session(row) for row in _rows(conn, _SESSION_COLUMNS, "sessions", "1")],
-            interactions=[
-                InteractionRow(*row)
-                for row in _rows(
-                    conn,
-                    "session_sid, sid, date_updated, inbound_status, outbound_status",
-                    "interactions",
-                    "1, 2",
-                )
-            ],
-            session_fingerprints=_fingerprints(conn),
-            events=[
-                EventRow(*row)
-                for row in _rows(conn, "id, service_sid, session_sid, body", "events", "1")
-            ],
-            deliveries=[
-                _delivery(row) for row in _rows(conn, _DELIVERY_COLUMNS, "deliveries", "1")
-            ],
-            slack_threads=[
-                SlackThreadRow(*row)
-                for row in _rows(conn, "sink, session_sid, ts", "slack_threads", "1, 2")
-            ],
-            sink_pacing=[
-                SinkPaceRow(str(sink), float(not_before), float(set_at))
-                for sink, not_before, set_at in _rows(
-                    conn, "sink, not_before, set_at", "sink_pacing", "1"
-                )
-            ],
-            disabled_sinks=[
-                DisabledSink(str(sink), float(since), float(last_at), status, str(reason))
-                for sink, since, last_at, status, reason in _rows(
-                    conn, "sink, since, last_at, status, reason", "disabled_sinks", "1"
-                )
-            ],
-        )
-    finally:
-        conn.execute("COMMIT")
+def snapshot(conn: sqlite3.Connection, source: str) -> Snapshot:
+    """Every table of the open state file ``conn``, each read when iterated."""
+
+    def rows(make: Callable[[Row], T], columns: str, table: str, order: str = "1") -> Rows[T]:
+        # Every part is one of this module's constants, never input.
+        return Rows(conn, f"SELECT {columns} FROM {table} ORDER BY {order}", make)  # noqa: S608
+
+    return Snapshot(
+        source=source,
+        schema_version=user_version(conn),
+        watches=rows(
+            lambda r: WatchRow(str(r[0]), float(r[1])), "service_sid, started_at", "watches"
+        ),
+        sessions=rows(_session, _SESSION_COLUMNS, "sessions"),
+        interactions=rows(
+            lambda r: InteractionRow(*r),
+            "session_sid, sid, date_updated, inbound_status, outbound_status",
+            "interactions",
+            "1, 2",
+        ),
+        session_fingerprints=rows(
+            lambda r: SessionFingerprintRow(r[0], r[1], r[2], r[3], r[4], float(r[5])),
+            "session_sid, status, closed_reason, date_expiry, date_ended, checked_at",
+            "session_fingerprints",
+        ),
+        events=rows(lambda r: EventRow(*r), "id, service_sid, session_sid, body", "events"),
+        deliveries=rows(_delivery, _DELIVERY_COLUMNS, _DELIVERY_TABLE, "d.id"),
+        slack_threads=rows(
+            lambda r: SlackThreadRow(*r), "sink, session_sid, ts", "slack_threads", "1, 2"
+        ),
+        sink_pacing=rows(
+            lambda r: SinkPaceRow(str(r[0]), float(r[1]), float(r[2])),
+            "sink, not_before, set_at",
+            "sink_pacing",
+        ),
+        disabled_sinks=rows(
+            lambda r: DisabledSink(str(r[0]), float(r[1]), float(r[2]), r[3], str(r[4])),
+            "sink, since, last_at, status, reason",
+            "disabled_sinks",
+        ),
+    )
 
 
-def _rows(conn: sqlite3.Connection, columns: str, table: str, order: str) -> list[Row]:
-    # Every part is one of this module's constants, never input.
-    select = f"SELECT {columns} FROM {table} ORDER BY {order}"  # noqa: S608
-    return [tuple(row) for row in conn.execute(select)]
+_SESSION_COLUMNS = (
+    "session_sid, service_sid, baselined, new_traffic, last_success_at, consecutive_failures, "
+    "last_error, last_failure_at, activity_marker, status, unsettled_until, added_at, gone_at, "
+    "watch_listed, watch_last_interaction"
+)
+# A delivery's Service is its event's: the one whose owner delivers it.
+_DELIVERY_TABLE = "deliveries AS d JOIN events AS e ON e.id = d.event_id"
+_DELIVERY_COLUMNS = (
+    "d.id, d.event_id, d.sink, e.service_sid, d.session_sid, d.state, d.attempts, "
+    "d.enqueued_at, d.next_attempt_at, d.last_error, d.last_status, d.dead_at"
+)
 
 
 def _real(value: Any) -> float | None:
@@ -145,27 +151,18 @@ def _session(row: Row) -> SessionRow:
     )
 
 
-def _fingerprints(conn: sqlite3.Connection) -> list[SessionFingerprintRow]:
-    columns = "session_sid, status, closed_reason, date_expiry, date_ended, checked_at"
-    return [
-        SessionFingerprintRow(session, status, reason, expiry, ended, float(checked))
-        for session, status, reason, expiry, ended, checked in _rows(
-            conn, columns, "session_fingerprints", "1"
-        )
-    ]
-
-
 def _delivery(row: Row) -> DeliveryRow:
     return DeliveryRow(
         id=int(row[0]),
         event_id=str(row[1]),
         sink=str(row[2]),
-        session_sid=str(row[3]),
-        state=str(row[4]),
-        attempts=int(row[5]),
-        enqueued_at=float(row[6]),
-        next_attempt_at=float(row[7]),
-        last_error=row[8],
-        last_status=None if row[9] is None else int(row[9]),
-        dead_at=_real(row[10]),
+        service_sid=str(row[3]),
+        session_sid=str(row[4]),
+        state=str(row[5]),
+        attempts=int(row[6]),
+        enqueued_at=float(row[7]),
+        next_attempt_at=float(row[8]),
+        last_error=row[9],
+        last_status=None if row[10] is None else int(row[10]),
+        dead_at=_real(row[11]),
     )
