@@ -190,9 +190,10 @@ class LabOptions:
     receiver: bool = False
     rate_limit: float | None = 30.0
     burst: float = 150.0
-    sessions: int = 0
+    sessions: int = 0  # per Service
     interactions_per_session: int = 0
     history_seconds: int = 86400
+    services: int = 1
     seed: int = 7
     receiver_secret: str | None = WEBHOOK_SECRET
 
@@ -202,9 +203,10 @@ class LabInfo:
     base_url: str = ""
     account_sid: str = ""
     auth_token: str = ""
-    service_sid: str = ""
-    sessions: list[str] = field(default_factory=list)
+    service_sid: str = ""  # the first Service
+    sessions: list[str] = field(default_factory=list)  # of every Service
     receiver_url: str = ""
+    service_sids: list[str] = field(default_factory=list)
 
 
 class Lab:
@@ -276,12 +278,15 @@ class _Lab:
             self.sim = sim
             info.base_url = sim.base_url
             info.account_sid, info.auth_token = sim.credentials
-            if self.options.sessions:
-                info.service_sid, info.sessions = simulator.seed_data(
+            for _ in range(self.options.services if self.options.sessions else 0):
+                service_sid, sessions = simulator.seed_data(
                     self.options.sessions,
                     self.options.interactions_per_session,
                     history_seconds=self.options.history_seconds,
                 )
+                info.service_sids.append(service_sid)
+                info.sessions += sessions
+            info.service_sid = info.service_sids[0] if info.service_sids else ""
         if self.options.receiver:
             state = ReceiverState(secret=self.options.receiver_secret, on_event=self._received)
             receiver = await start_receiver(state=state)
@@ -366,20 +371,25 @@ class _Lab:
         seen = {sid for kind, sid, _, _ in self.delivered.values() if kind.endswith("created")}
         return sum(1 for sid in self.created_at if sid not in seen)
 
-    async def cmd_latencies(self) -> dict[str, Any]:
-        """Creation -> delivery seconds of each created interaction; same for updates."""
+    async def cmd_latencies(self, since: float = 0.0) -> dict[str, Any]:
+        """Creation -> delivery seconds of each created interaction; same for updates.
+
+        ``since``: only what was created or changed at or after that wall time.
+        """
         created: list[float] = []
         updated: list[float] = []
         for kind, sid, date_updated, at in self.delivered.values():
-            if kind.endswith("created") and sid in self.created_at:
+            if kind.endswith("created") and self.created_at.get(sid, -1.0) >= since:
                 created.append(at - self.created_at[sid])
-            elif kind.endswith("updated") and (sid, date_updated) in self.changed_at:
+            elif (
+                kind.endswith("updated") and self.changed_at.get((sid, date_updated), -1.0) >= since
+            ):
                 updated.append(at - self.changed_at[(sid, date_updated)])
         return {
             "created": created,
             "updated": updated,
-            "created_total": len(self.created_at),
-            "updates_total": len(self.changed_at),
+            "created_total": sum(at >= since for at in self.created_at.values()),
+            "updates_total": sum(at >= since for at in self.changed_at.values()),
             "missing_created": self._created_missing(),
         }
 

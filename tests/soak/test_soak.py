@@ -9,6 +9,7 @@ import pytest
 
 from poller.lab.receiver import Received
 from poller.twilio.records import Fingerprint
+from tests.soak.replicas import ReplicaSoakReport, ReplicaSoakSettings, run_replica_soak
 from tests.soak.soak import CREATED, UPDATED, SoakReport, SoakSettings, judge, run_soak
 
 SHORT = SoakSettings(traffic_seconds=40.0, seed=20261127)
@@ -33,6 +34,45 @@ def test_soak_loses_nothing_through_kills_faults_and_receiver_outages(tmp_path: 
     assert injected.get("429", 0) > 0, text
     assert sum(n for k, n in injected.items() if k.startswith("malformed")) > 0, text
     assert injected.get("slow", 0) > 0, text
+
+
+REPLICAS_SHORT = ReplicaSoakSettings(
+    traffic_seconds=30.0,
+    seed=20261202,
+    kill_gap_seconds=(2.0, 5.0),
+    kill_kinds=("anywhere", "sigterm", "mid_delivery"),
+)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_replica_soak_on_postgresql_loses_nothing_through_kills_clean_restarts_and_faults(
+    tmp_path: Path, pg_url: str
+) -> None:
+    report = run_replica_soak(REPLICAS_SHORT, tmp_path, pg_url)
+    text = report.render()
+    print(text)
+    assert report.problems() == [], text
+    assert report.delivery.lost == 0, text
+    assert report.kills["anywhere"] >= 1 and report.kills["sigterm"] >= 1, text
+    assert report.delivery.interactions_created >= 30, text
+    assert report.faults.get("429", 0) > 0, text
+
+
+def test_replica_soak_report_names_leases_left_pending_rows_and_a_bad_exit() -> None:
+    report = ReplicaSoakReport(seed=0, caught_up=True, leases_left=0, pending_left=0)
+    report.exit_codes = {"r1": 0, "r2": 0}
+    assert report.problems() == []
+    report.exit_codes["r2"] = -9
+    report.leases_left, report.pending_left = 2, 1
+    report.problems_found = ["polled at once: ..."]
+    assert report.problems() == [
+        "polled at once: ...",
+        "a replica did not exit 0 on SIGTERM: {'r1': 0, 'r2': -9}",
+        "2 leases still held after every replica stopped",
+        "1 deliveries pending at the end",
+    ]
+    assert "problem: 2 leases still held" in report.render()
 
 
 # -- the judge: a soak that loses or mislabels events must fail ------------------------------

@@ -197,14 +197,15 @@ def _int_param(raw: str, name: str, low: int, high: int | None) -> int:
 
 
 def _list_body(
-    simulator: Simulator,
     request: web.Request,
     key: str,
     records: list[dict[str, Any]],
     page: PageSlice[Any],
     paging: Paging,
 ) -> web.Response:
-    base = f"{simulator.base_url}{request.path}"
+    # The origin the client asked (as Twilio answers): one simulator may listen on several
+    # ports, and a client pins its credentials to the one it was given.
+    base = f"{request.url.origin()}{request.path}"
 
     def url(number: int, token: str | None = None) -> str:
         suffix = f"&PageToken={token}" if token else ""
@@ -239,7 +240,7 @@ async def list_sessions(request: web.Request) -> web.Response:
         older_than=paging.older_than,
         newer_than=paging.newer_than,
     )
-    return _list_body(simulator, request, "sessions", records, page, paging)
+    return _list_body(request, "sessions", records, page, paging)
 
 
 async def list_interactions(request: web.Request) -> web.Response:
@@ -253,7 +254,7 @@ async def list_interactions(request: web.Request) -> web.Response:
         older_than=paging.older_than,
         newer_than=paging.newer_than,
     )
-    return _list_body(simulator, request, "interactions", records, page, paging)
+    return _list_body(request, "interactions", records, page, paging)
 
 
 async def fetch_session(request: web.Request) -> web.Response:
