@@ -67,7 +67,8 @@ class Leaser(Ownership):
         self._outage = (
             outage if outage is not None else Outage(interval_seconds, monotonic=monotonic)
         )
-        self._services: frozenset[str] = frozenset()
+        self._services: frozenset[str] = frozenset()  # what is leased: watched + orphans
+        self._watched: frozenset[str] = frozenset()  # the config's
         self._on_change: OnChange = _ignore
         self._settle: Settle | None = None
         self._owned: set[str] = set()  # what on_change was last told is owned
@@ -93,7 +94,7 @@ class Leaser(Ownership):
     ) -> None:
         if self._first is not None or self._stopping:
             return
-        self._services = frozenset(services)
+        self._watched = self._services = frozenset(services)
         self._on_change = on_change
         self._settle = settle
         self._next_round = asyncio.get_running_loop().time() + self._period
@@ -103,13 +104,27 @@ class Leaser(Ownership):
             self._task = asyncio.create_task(self._run(), name=f"leaser-{self.replica}")
 
     async def set_services(self, services: Sequence[str]) -> None:
-        self._services = frozenset(services)
+        self._watched = frozenset(services)
+        self._give_up_all_but(self._watched)
+        self._wake.set()  # release those and take the new ones now
+
+    def _give_up_all_but(self, services: frozenset[str]) -> None:
+        """Lease only ``services`` from now on: the others held are released next round."""
+        self._services = services
         for sid, epoch in self.fence.held().items():
             if sid not in self._services:
                 self.fence.drop(sid)
                 self._unwatched[sid] = epoch
                 self._lose(sid, epoch, None)
-        self._wake.set()  # release those and take the new ones now
+
+    async def _with_orphans(self) -> None:
+        """Lease the watched Services and any other with deliveries pending.
+
+        A Service removed from the config keeps its pending deliveries (they still go out, as
+        on SQLite): somebody must own it until they have, then it is released as unwatched.
+        """
+        orphans = await self.table.pending_elsewhere(self._watched)
+        self._give_up_all_but(self._watched | frozenset(orphans))
 
     async def stop(self) -> None:
         if self._stopping:
@@ -170,6 +185,7 @@ class Leaser(Ownership):
     async def _round(self) -> None:
         ttl = self.lease_seconds
         await self.table.heartbeat(self.replica, ttl)
+        await self._with_orphans()
         await self._release_unwatched()
         await self._renew()
         live = await self.table.live_replicas()

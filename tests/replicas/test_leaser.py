@@ -368,3 +368,25 @@ async def test_a_stop_during_the_first_round_leaves_nothing_running_or_held(
     await asyncio.gather(leaser.start(SERVICES, lambda *_: None), leaser.stop())
     assert leaser._task is None and owned(leaser) == set()
     assert db_leases(migrated) == {}
+
+
+async def test_a_service_no_longer_watched_is_owned_until_its_pending_deliveries_went(
+    make: Make, migrated: str
+) -> None:
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("INSERT INTO events VALUES ('ev1', 'KS9', 'KC1', '{}')")
+        conn.execute(
+            "INSERT INTO deliveries (event_id, sink, service_sid, session_sid, enqueued_at, "
+            "next_attempt_at) VALUES ('ev1', 'ops', 'KS9', 'KC1', 1, 1)"
+        )
+    a = make("a")
+    with capture_logs() as logs:
+        await a.start(SERVICES, lambda *_: None)
+        await eventually(lambda: a.owns("KS9"), what="a owns the unwatched KS9")
+        with psycopg.connect(migrated, autocommit=True) as conn:
+            conn.execute("DELETE FROM deliveries")  # delivered: nothing keeps KS9 any more
+        a._wake.set()
+        await eventually(lambda: not a.owns("KS9"), what="a gives KS9 up")
+        await eventually(lambda: "KS9" not in db_leases(migrated), what="KS9 released")
+    assert events(logs, "lease_released", service_sid="KS9", reason="unwatched")
+    assert owned(a) == set(SERVICES)

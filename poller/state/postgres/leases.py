@@ -94,6 +94,15 @@ class LeaseTable:
         )
         return [str(row[0]) for row in rows]
 
+    async def pending_elsewhere(self, services: Collection[str]) -> Names:
+        """Services not in ``services`` that still have deliveries pending (unwatched now)."""
+        rows = await self._run(
+            "SELECT DISTINCT service_sid FROM deliveries "
+            "WHERE state = 'pending' AND service_sid <> ALL(%s::text[]) ORDER BY service_sid",
+            (sorted(set(services)),),
+        )
+        return [str(row[0]) for row in rows]
+
     async def acquire(self, service_sid: str, replica: str, ttl: float) -> int | None:
         """Take the lease of a free or expired Service; return its new epoch, or None (held)."""
         rows = await self._run(
