@@ -61,3 +61,22 @@ async def test_the_fence_lets_the_owner_write_and_stops_anyone_else(pg_url: str)
                 await check(cur, untrusted, ["KS1"])
     finally:
         await store.close()
+
+
+async def test_every_connection_cancels_long_statements_and_idle_transactions(
+    pg_url: str,
+) -> None:
+    settings = Settings(pg_url, statement_timeout_ms=200, idle_in_transaction_timeout_ms=700)
+    store = await PostgresStore.open(settings)
+    try:
+        shown = await store.db.read(
+            "SELECT current_setting('statement_timeout'), "
+            "current_setting('idle_in_transaction_session_timeout'), "
+            "current_setting('application_name')"
+        )
+        assert shown == [("200ms", "700ms", "poller")]
+        with pytest.raises(StateUnavailableError, match="statement timeout"):
+            await store.db.read("SELECT pg_sleep(2)")
+        assert await store.db.read("SELECT 1") == [(1,)]  # the pool goes on
+    finally:
+        await store.close()
