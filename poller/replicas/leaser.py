@@ -35,8 +35,8 @@ from poller.state.postgres.leases import LeaseTable
 log = structlog.get_logger(__name__)
 
 TRUST = 2 / 3  # of lease_seconds after the renewal was sent
-# A hand-over waits at most this long (and half a round) for our work on the Service to end.
-SETTLE_SECONDS = 2.0
+# A hand-over waits at most this long (and half a lease) for our work on the Service to end.
+SETTLE_SECONDS = 5.0
 ROUNDS_PER_LEASE = 3
 
 
@@ -71,6 +71,7 @@ class Leaser(Ownership):
         self._watched: frozenset[str] = frozenset()  # the config's
         self._on_change: OnChange = _ignore
         self._settle: Settle | None = None
+        self._handovers: set[asyncio.Future[None]] = set()
         self._owned: set[str] = set()  # what on_change was last told is owned
         self._unwatched: dict[str, int] = {}  # leases to release: no longer watched
         self._free_since: dict[str, float] = {}
@@ -131,8 +132,9 @@ class Leaser(Ownership):
             return
         self._stopping = True
         self._wake.set()
-        # A round ends within its timeout, the pause at once.
+        # A round ends within its timeout, the pause at once, a hand-over within half a lease.
         await asyncio.gather(*(t for t in (self._first, self._task) if t), return_exceptions=True)
+        await asyncio.gather(*self._handovers, return_exceptions=True)
         try:
             async with asyncio.timeout(self._period):
                 await self._release_all()
@@ -244,7 +246,7 @@ class Leaser(Ownership):
         if settle is None or not services:
             return
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(SETTLE_SECONDS, self._period / 2)):
+            async with asyncio.timeout(min(SETTLE_SECONDS, self.lease_seconds / 2)):
                 await asyncio.gather(*(settle(sid) for sid in services))
 
     async def _release_unwatched(self) -> None:
@@ -257,8 +259,25 @@ class Leaser(Ownership):
     async def _release(self, epochs: dict[str, int], reason: str) -> None:
         for sid in epochs:
             self.fence.drop(sid)  # no longer trusted from before the release is sent
+        if reason != "stop" and self._settle is not None:
+            # A hand-over: our cycle of each ends at its next request (the fence said no), and
+            # only then is the lease released; the round goes on meanwhile.
+            handing = asyncio.ensure_future(self._hand_over(dict(epochs), reason))
+            self._handovers.add(handing)
+            handing.add_done_callback(self._handovers.discard)
+            return
+        await self._release_now(epochs, reason)
+
+    async def _hand_over(self, epochs: dict[str, int], reason: str) -> None:
+        try:
+            await self._settled(list(epochs))
+            await self._release_now(epochs, reason)
+        except (StateError, TimeoutError) as exc:  # not released: the leases expire
+            log.warning("lease_release_failed", replica=self.replica, error=_error(exc))
+
+    async def _release_now(self, epochs: dict[str, int], reason: str) -> None:
+        for sid in epochs:
             self._lose(sid, epochs[sid], None)
-        await self._settled(list(epochs))
         released = await self.table.release(self.replica, epochs)
         for sid in sorted(released):
             LEASE_CHANGES.labels(reason="released").inc()
