@@ -8,7 +8,7 @@ them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from poller.events import Event
 from poller.twilio.records import SessionFingerprint
@@ -59,6 +59,11 @@ class DeadLetter(Delivery):
     """A delivery given up on; kept until requeued or purged."""
 
     dead_at: float
+
+    @classmethod
+    def of(cls, delivery: Delivery, dead_at: float) -> DeadLetter:
+        """The dead letter of ``delivery``, given up on at ``dead_at``."""
+        return cls(**{f.name: getattr(delivery, f.name) for f in fields(Delivery)}, dead_at=dead_at)
 
 
 def short_error(error: str) -> str:

@@ -317,18 +317,7 @@ def _delivery(row: Sequence[Any]) -> Delivery:
 
 
 def _dead_letter(row: Sequence[Any]) -> DeadLetter:
-    base = _delivery(row)
-    return DeadLetter(
-        id=base.id,
-        sink=base.sink,
-        event=base.event,
-        attempts=base.attempts,
-        enqueued_at=base.enqueued_at,
-        next_attempt_at=base.next_attempt_at,
-        last_error=base.last_error,
-        last_status=base.last_status,
-        dead_at=float(row[-1]),
-    )
+    return DeadLetter.of(_delivery(row), float(row[-1]))
 
 
 def _disabled_sink(row: Sequence[Any]) -> DisabledSink:

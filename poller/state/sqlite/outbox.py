@@ -296,18 +296,7 @@ def _delivery(row: sqlite3.Row) -> Delivery:
 
 
 def _dead_letter(row: sqlite3.Row) -> DeadLetter:
-    base = _delivery(row)
-    return DeadLetter(
-        id=base.id,
-        sink=base.sink,
-        event=base.event,
-        attempts=base.attempts,
-        enqueued_at=base.enqueued_at,
-        next_attempt_at=base.next_attempt_at,
-        last_error=base.last_error,
-        last_status=base.last_status,
-        dead_at=float(row["dead_at"]),
-    )
+    return DeadLetter.of(_delivery(row), float(row["dead_at"]))
 
 
 def _disabled_sink(row: sqlite3.Row) -> DisabledSink:
