@@ -48,6 +48,7 @@ from poller.config.validators import (
     _template,
     _text,
     _webhook_secret,
+    is_loopback,
     redact_url,
 )
 from poller.events import INTERACTION_EVENT_TYPES
@@ -63,6 +64,7 @@ RESOURCE_STATUSES = frozenset(
     }
 )  # fmt: skip
 _SINK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_USERNAME = re.compile(r"[^:\s]{1,128}")
 # Twilio Proxy allows 30 requests/s per Service; a private proxy or the simulator can take more,
 # so the config accepts up to MAX_REQUESTS_PER_SECOND and warns above PROXY_RATE_LIMIT.
 PROXY_RATE_LIMIT = 30.0
@@ -186,6 +188,8 @@ class DeliveryConfig(Model):
     concurrency: int = setting(_integer(1, 256), default=4)
     shutdown_timeout_seconds: float = setting(_seconds, default=10.0)
     once_deadline_seconds: float = setting(_seconds, default=60.0)
+    # Events and their delivery attempts are kept this long after delivery (0: not at all).
+    history_seconds: float = setting(_seconds, default=7 * 24 * 3600.0)
 
     def _check(self) -> None:
         if self.initial_backoff_seconds > self.max_backoff_seconds:
@@ -359,10 +363,24 @@ _SINK_TYPES: dict[str, type[Model]] = {
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
+class HttpAuthConfig(Model):
+    """Basic auth in front of the status page and ``/api/status`` (probes stay open)."""
+
+    username: str = setting(_text("a user name without ':'", _USERNAME))
+    password: Secret = setting(_secret)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class HttpConfig(Model):
-    """The /healthz, /readyz and /metrics listener."""
+    """The listener of the status page, /api/status, /healthz, /readyz and /metrics."""
 
     listen: str = setting(_listen)
+    auth: HttpAuthConfig | None = setting(optional(model(HttpAuthConfig)), default=None)
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the listener is reachable from this machine only."""
+        return is_loopback(self.host)
 
     @property
     def host(self) -> str:

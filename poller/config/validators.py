@@ -313,6 +313,16 @@ def _split_listen(value: str) -> tuple[str, int] | None:
     return (host, port) if 0 <= port <= 65535 else None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a listen address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _listen(value: object) -> str:
     if not isinstance(value, str) or _split_listen(value) is None:
         raise _invalid(

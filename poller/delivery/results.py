@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from poller.state.base import RowState
+    from poller.state.history import Attempt
     from poller.state.models import Delivery, DisabledSink
 
 
@@ -18,15 +19,31 @@ class OutboxStore(Protocol):
 
     async def backlog(self, sink: str, now: float | None, limit: int) -> list[Delivery]: ...
 
-    async def ack(self, delivery_ids: Sequence[int]) -> None: ...
+    async def ack(
+        self, delivery_ids: Sequence[int], *, history: Sequence[Attempt] | None = None
+    ) -> None: ...
 
     async def retry_later(
-        self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+        self,
+        delivery_id: int,
+        *,
+        next_attempt_at: float,
+        error: str,
+        status: int | None,
+        attempt: Attempt | None = None,
     ) -> None: ...
 
     async def dead_letter(
-        self, delivery_id: int, *, error: str, status: int | None, now: float
+        self,
+        delivery_id: int,
+        *,
+        error: str,
+        status: int | None,
+        now: float,
+        attempt: Attempt | None = None,
     ) -> None: ...
+
+    async def record_attempts(self, attempts: Sequence[Attempt]) -> None: ...
 
     async def oldest_pending_enqueued_at(self) -> float | None: ...
 

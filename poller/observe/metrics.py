@@ -1,7 +1,8 @@
 """Prometheus metrics of the poller, on a registry of its own.
 
 Every module records through these objects; ``observe.py`` serves them on ``/metrics``.
-Label values are bounded sets (outcomes, status classes, sink names from the config), never SIDs.
+Label values are bounded sets (outcomes, status classes, sink names from the config), never
+session or interaction SIDs; the Service SIDs of the config are the one kind of SID a label takes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,17 @@ TWILIO_BAD_RESPONSES = Counter(
     "poller_twilio_bad_responses",
     "Twilio answers that were not the JSON the spec describes, by kind.",
     ["kind"],
+    registry=REGISTRY,
+)
+LAST_SERVICE_SUCCESS = Gauge(
+    "poller_service_last_success_timestamp_seconds",
+    "Unix time of the last cycle of a Service that succeeded, by Service (SIDs from the config).",
+    ["service_sid"],
+    registry=REGISTRY,
+)
+POLL_INTERVAL = Gauge(
+    "poller_poll_interval_seconds",
+    "The configured poll.interval_seconds (for alerts counted in intervals).",
     registry=REGISTRY,
 )
 EVENTS = Counter("poller_events", "Events produced, by type.", ["type"], registry=REGISTRY)

@@ -1,9 +1,10 @@
 """The state interface every backend implements (as APScheduler 3's ``BaseJobStore``).
 
-Two sides: :class:`SessionStore` (watches, sessions, the interactions known in each, their
-session fingerprints, Slack threads, sink pacing) and :class:`Outbox` (one row per (event, sink)
-until the sink accepts it). :class:`StateStore` is both, plus the lifecycle (``close``,
-``lost``, ``shift_due_times``, ``summary``); ``poller.state.open.open_store`` opens one.
+Three sides: :class:`SessionStore` (watches, sessions, the interactions known in each, their
+session fingerprints, Slack threads, sink pacing), :class:`Outbox` (one row per (event, sink)
+until the sink accepts it) and ``poller.state.history.History`` (events and attempts kept after
+delivery, replay). :class:`StateStore` is all three, plus the lifecycle (``close``, ``lost``,
+``shift_due_times``, ``summary``); ``poller.state.open.open_store`` opens one.
 
 Every method is a coroutine: a backend may do real I/O (a network database) in any of them.
 A backend guarantees what each docstring says and nothing more; "one transaction" means
@@ -23,6 +24,7 @@ from types import TracebackType
 from typing import Literal, Self
 
 from poller.events import Event
+from poller.state.history import Attempt, History
 from poller.state.models import (
     DeadLetter,
     Delivery,
@@ -229,25 +231,46 @@ class Outbox(ABC):
         """
 
     @abstractmethod
-    async def ack(self, delivery_ids: Sequence[int]) -> None:
-        """Delete delivered rows, and each event no other row still needs; ONE transaction."""
+    async def ack(
+        self, delivery_ids: Sequence[int], *, history: Sequence[Attempt] | None = None
+    ) -> None:
+        """Delete delivered rows; ONE transaction.
+
+        ``history`` None: each event no other row still needs is deleted with them (nothing
+        is kept). Otherwise these attempts (of the acked rows) are kept, and an event no other
+        row still needs stays, done at the latest ``at`` among them (``History``).
+        """
 
     @abstractmethod
     async def retry_later(
-        self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+        self,
+        delivery_id: int,
+        *,
+        next_attempt_at: float,
+        error: str,
+        status: int | None,
+        attempt: Attempt | None = None,
     ) -> None:
         """Count one failed attempt and hold the row (and its queue) until ``next_attempt_at``.
 
-        A row that is not pending (acked, dead) is left as it is.
+        A row that is not pending (acked, dead) is left as it is. ``attempt``: kept in the
+        history, in the same transaction.
         """
 
     @abstractmethod
     async def dead_letter(
-        self, delivery_id: int, *, error: str, status: int | None, now: float
+        self,
+        delivery_id: int,
+        *,
+        error: str,
+        status: int | None,
+        now: float,
+        attempt: Attempt | None = None,
     ) -> None:
         """Count one failed attempt and give up (``dead_at = now``): it stops blocking its queue.
 
-        A row that is not pending is left as it is.
+        A row that is not pending is left as it is. ``attempt``: kept in the history, in the
+        same transaction.
         """
 
     @abstractmethod
@@ -290,7 +313,9 @@ class Outbox(ABC):
     async def purge(self, ids: Sequence[int] | None = None, *, sink: str | None = None) -> int:
         """Delete dead rows (and the events nothing needs any more); return how many.
 
-        ``ids=None`` means every dead row (of ``sink`` when given); ONE transaction.
+        ``ids=None`` means every dead row (of ``sink`` when given); ONE transaction. An event
+        left without rows that has kept attempts stays in the history, done now (wall clock);
+        one without is deleted.
         """
 
     @abstractmethod
@@ -320,8 +345,8 @@ class Outbox(ABC):
         )
 
 
-class StateStore(SessionStore, Outbox):
-    """A whole state backend: both sides, opened by ``open_store`` and closed once."""
+class StateStore(SessionStore, Outbox, History):
+    """A whole state backend: all three sides, opened by ``open_store`` and closed once."""
 
     @property
     @abstractmethod

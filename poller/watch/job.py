@@ -16,6 +16,7 @@ from typing import Protocol
 import structlog
 
 from poller.errors import CredentialsError, FencedError, StateUnavailableError
+from poller.observe.cycles import CycleLog
 from poller.observe.health import HealthState
 from poller.observe.outage import Outage
 from poller.watch.cycle import CycleResult, WatchLike
@@ -33,8 +34,9 @@ class CycleLike(Protocol):
 class CycleJob:
     """Run cycles and settle their outcome into the health and the log."""
 
-    def __init__(self, outage: Outage) -> None:
+    def __init__(self, outage: Outage, cycles: CycleLog | None = None) -> None:
         self._outage = outage
+        self.cycles = cycles if cycles is not None else CycleLog()
         self._running: dict[str, asyncio.Future[CycleResult]] = {}  # by Service
 
     def cancel(self, service_sid: str) -> None:
@@ -66,10 +68,12 @@ class CycleJob:
             log.info("cycle_cancelled", service_sid=sid, reason="lease lost")
             return None
         except CredentialsError as exc:
+            self._failed(sid, "credentials rejected")
             log.error("credentials_rejected", error=str(exc))
             return exc
         except TimeoutError:
             health.poll_failed()
+            self._failed(sid, "timed out")
             log.warning("cycle_timed_out", service_sid=sid)
             return None
         except FencedError as exc:
@@ -79,10 +83,12 @@ class CycleJob:
             return None
         except StateUnavailableError as exc:
             health.poll_failed()
+            self._failed(sid, "the state does not answer")
             self._outage.report(exc, service_sid=sid)
             return None
         except Exception as exc:  # one cycle's boundary: the state file failed, or a bug
             health.poll_failed()
+            self._failed(sid, type(exc).__name__)
             log.error(
                 "cycle_failed", service_sid=sid, error=str(exc), error_type=type(exc).__name__
             )
@@ -91,6 +97,14 @@ class CycleJob:
             if self._running.get(sid) is running:
                 del self._running[sid]
         self._outage.over()
+        self.cycles.record(
+            sid,
+            polled=result.planned,
+            failed=result.failed,
+            events=result.events,
+            succeeded=result.succeeded,
+            error="the Sessions list failed" if result.listing_failed else None,
+        )
         if result.succeeded:
             health.poll_succeeded()
         else:
@@ -104,3 +118,6 @@ class CycleJob:
             seconds=round(time.monotonic() - started, 3),
         )
         return None
+
+    def _failed(self, service_sid: str, error: str) -> None:
+        self.cycles.record(service_sid, polled=0, failed=0, succeeded=False, error=error)

@@ -1,0 +1,173 @@
+"""The history side of the state: kept events, delivery attempts, replay.
+
+An event stays in the state while any of its deliveries is pending or dead (the outbox), and,
+when its deliveries were acked with their attempts (``Outbox.ack(..., history=...)``), for
+``delivery.history_seconds`` after the last of them was acked (``prune_history``). Every
+attempt the dispatcher reports (success, retry, dead letter, a disabling answer) is kept with
+its event and goes with it.
+
+A kept event is in its original order: ``seq`` grows with every event stored, so replaying a
+selection of events queues them again in the order they were first enqueued.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from poller.events import Event
+
+AttemptOutcome = Literal["delivered", "retry", "dead", "disabled"]
+SinkState = Literal["delivered", "pending", "dead"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt at a delivery, as the dispatcher reports it to the state.
+
+    ``at``: when it began (wall clock); ``latency_seconds``: how long the sink took to answer
+    (or to fail); ``status``: the HTTP status (or SMTP code) when the answer had one;
+    ``error``: a short error class (``HTTP 503``, ``ReadTimeout``), None on success. Never a
+    message body, a URL or a secret.
+    """
+
+    delivery_id: int
+    at: float
+    latency_seconds: float
+    outcome: AttemptOutcome
+    status: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """A kept attempt: what ``Attempt`` said, with the event and sink it was for."""
+
+    event_id: str
+    sink: str
+    session_sid: str
+    at: float
+    latency_seconds: float
+    outcome: AttemptOutcome
+    status: int | None
+    error: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "event_id": self.event_id,
+            "sink": self.sink,
+            "session_sid": self.session_sid,
+            "at": self.at,
+            "latency_seconds": self.latency_seconds,
+            "outcome": self.outcome,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SinkOutcome:
+    """Where one kept event stands for one sink it went to.
+
+    ``state``: ``pending`` or ``dead`` while the outbox holds it for the sink (pending again
+    after a replay), else ``delivered``. ``attempts``: the kept attempts for the sink; the
+    ``last_*`` fields are of the latest (None: never attempted yet).
+    """
+
+    sink: str
+    state: SinkState
+    attempts: int
+    last_at: float | None
+    last_status: int | None
+    last_error: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "sink": self.sink,
+            "state": self.state,
+            "attempts": self.attempts,
+            "last_at": self.last_at,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class KeptEvent:
+    """One event the state keeps, where it stands for each sink, and when it was detected.
+
+    ``detected_at``: when it was first enqueued; ``done_at``: when its last delivery was acked
+    (None while any is pending or dead); ``seq``: its place in the original order.
+    """
+
+    seq: int
+    event: Event
+    detected_at: float
+    done_at: float | None
+    sinks: tuple[SinkOutcome, ...]  # by sink name
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """A selection of kept events; every field narrows it, None (or empty) leaves it open.
+
+    ``sink``: events that went to that sink (an attempt or an outbox row for it);
+    ``since``: detected at or after this Unix time; ``event_ids``: exactly these.
+    ``limit``: at most this many, the LATEST ones of the selection (None: all), always
+    returned in the original order (``seq`` ascending).
+    """
+
+    session_sid: str | None = None
+    sink: str | None = None
+    type: str | None = None
+    since: float | None = None
+    event_ids: tuple[str, ...] = ()
+    limit: int | None = None
+
+
+class History(ABC):
+    """Kept events and attempts: ``poller events list/replay`` and the status page read them."""
+
+    @abstractmethod
+    async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
+        """Keep attempts whose outcome changes no outbox row (a disabling answer); ONE transaction.
+
+        An attempt whose delivery row is gone is ignored.
+        """
+
+    @abstractmethod
+    async def history(self, query: HistoryQuery) -> list[KeptEvent]:
+        """Return the kept events ``query`` selects, in their original order."""
+
+    @abstractmethod
+    async def replay(self, sink: str, event_ids: Sequence[str], *, now: float) -> list[str]:
+        """Queue kept events again for ``sink``, under their own ids; return the ids queued.
+
+        ONE transaction. Each event gets a new pending row for ``sink`` (due at ``now``, no
+        attempts), the rows enqueued in the events' original order, whatever the order of
+        ``event_ids``: each (sink, session) queue delivers them in that order, behind what it
+        already holds. An event the outbox already holds for ``sink`` (pending or dead) and an
+        id the state does not keep are skipped (not in the result). A replayed event is no
+        longer done (``done_at`` None) until its new row is acked.
+        """
+
+    @abstractmethod
+    async def prune_history(self, now: float, keep_seconds: float) -> int:
+        """Forget events done over ``keep_seconds`` ago, with their attempts; ONE transaction.
+
+        An event with a pending or dead row is never pruned. Returns how many events went.
+        """
+
+    @abstractmethod
+    async def recent_attempts(self, sink: str, limit: int) -> list[AttemptRecord]:
+        """Return the latest ``limit`` kept attempts for ``sink``, the newest first."""
+
+    @abstractmethod
+    async def oldest_pending_by_sink(self) -> dict[str, float]:
+        """Return ``{sink: enqueue time of its oldest pending row}``, for sinks with one."""
+
+    @abstractmethod
+    async def kept_events(self) -> int:
+        """Return how many events the state keeps (pending, dead and done alike)."""
