@@ -20,6 +20,7 @@ from poller.config.fields import (
     setting,
     tagged,
 )
+from poller.config.http import HttpConfig
 from poller.config.messages import _NO_VALUE, _invalid
 from poller.config.secret import SECRET_KEYS as SECRET_KEYS
 from poller.config.secret import Secret
@@ -33,7 +34,6 @@ from poller.config.validators import (
     _filter_values,
     _headers,
     _integer,
-    _listen,
     _number,
     _one_of,
     _postgres_url,
@@ -41,14 +41,12 @@ from poller.config.validators import (
     _sid,
     _sid_like,
     _slack_webhook_url,
-    _split_listen,
     _state_path,
     _subject_template,
     _target_url,
     _template,
     _text,
     _webhook_secret,
-    is_loopback,
     redact_url,
 )
 from poller.events import INTERACTION_EVENT_TYPES
@@ -64,7 +62,6 @@ RESOURCE_STATUSES = frozenset(
     }
 )  # fmt: skip
 _SINK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_USERNAME = re.compile(r"[^:\s]{1,128}")
 # Twilio Proxy allows 30 requests/s per Service; a private proxy or the simulator can take more,
 # so the config accepts up to MAX_REQUESTS_PER_SECOND and warns above PROXY_RATE_LIMIT.
 PROXY_RATE_LIMIT = 30.0
@@ -360,39 +357,6 @@ _SINK_TYPES: dict[str, type[Model]] = {
     "discord": DiscordSinkConfig,
     "email": EmailSinkConfig,
 }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
-class HttpAuthConfig(Model):
-    """Basic auth in front of the status page and ``/api/status`` (probes stay open)."""
-
-    username: str = setting(_text("a user name without ':'", _USERNAME))
-    password: Secret = setting(_secret)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
-class HttpConfig(Model):
-    """The listener of the status page, /api/status, /healthz, /readyz and /metrics."""
-
-    listen: str = setting(_listen)
-    auth: HttpAuthConfig | None = setting(optional(model(HttpAuthConfig)), default=None)
-
-    @property
-    def loopback(self) -> bool:
-        """Whether the listener is reachable from this machine only."""
-        return is_loopback(self.host)
-
-    @property
-    def host(self) -> str:
-        split = _split_listen(self.listen)
-        assert split is not None  # validated
-        return split[0]
-
-    @property
-    def port(self) -> int:
-        split = _split_listen(self.listen)
-        assert split is not None  # validated
-        return split[1]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)

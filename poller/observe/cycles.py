@@ -9,8 +9,9 @@ leases this replica holds), a bounded set.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from poller.observe.metrics import LAST_SERVICE_SUCCESS, POLL_INTERVAL
@@ -85,6 +86,18 @@ class CycleLog:
         if succeeded:
             LAST_SERVICE_SUCCESS.labels(service_sid=service_sid).set(now)
         return record
+
+    def keep(self, service_sids: Iterable[str]) -> None:
+        """Forget every Service but these (left the config, or owned by another replica now).
+
+        Its gauge goes too: the alert on a Service without a successful cycle then reads the
+        replica that polls it, not the one that stopped.
+        """
+        kept = set(service_sids)
+        for sid in [sid for sid in self._latest if sid not in kept]:
+            del self._latest[sid]
+            with contextlib.suppress(KeyError):  # never succeeded here: no gauge to remove
+                LAST_SERVICE_SUCCESS.remove(sid)
 
     def latest(self) -> dict[str, CycleRecord]:
         """Return the latest cycle of each Service, by SID."""

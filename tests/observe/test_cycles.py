@@ -71,3 +71,12 @@ async def test_the_job_notes_successes_partial_failures_and_rejected_credentials
     assert (latest["KS2"].succeeded, latest["KS2"].error) == (False, "the Sessions list failed")
     assert (latest["KS3"].succeeded, latest["KS3"].error) == (False, "credentials rejected")
     assert gauge("KS1") is not None and gauge("KS3") is None
+
+
+def test_a_service_kept_no_longer_is_forgotten_with_its_gauge() -> None:
+    log = CycleLog()
+    log.record("KS7", polled=1, failed=0, succeeded=True)
+    log.record("KS8", polled=0, failed=0, succeeded=False, error="timed out")
+    log.keep(["KS9"])
+    assert log.latest() == {}
+    assert gauge("KS7") is None
