@@ -63,6 +63,12 @@ SINK_ANSWERS = Counter(
     ["sink", "outcome", "answer"],
     registry=REGISTRY,
 )
+SINK_RATE_LIMITED = Counter(
+    "poller_sink_rate_limited",
+    "Answers of a destination that rate-limit its sink (HTTP 429, Slack's ratelimited), by sink.",
+    ["sink"],
+    registry=REGISTRY,
+)
 OUTBOX_PENDING = Gauge(
     "poller_outbox_pending",
     "Deliveries waiting in the outbox, by sink.",

@@ -25,7 +25,7 @@ from poller.errors import (
     SinkDisabledError,
 )
 from poller.http.status import StatusClass, classify
-from poller.observe.metrics import SINK_ANSWERS
+from poller.observe.metrics import SINK_ANSWERS, SINK_RATE_LIMITED
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +81,8 @@ def failure(
     """
     outcome, reason = verdict
     SINK_ANSWERS.labels(sink=sink, outcome=outcome, answer=answer).inc()
+    if status == 429:
+        SINK_RATE_LIMITED.labels(sink=sink).inc()
     log.warning(
         "sink_delivery_failed",
         sink=sink,

@@ -68,6 +68,7 @@ from poller.http.body import Answer, read_answer
 from poller.http.failures import HttpFailure, TimedOut, answer_within
 from poller.http.status import StatusClass, classify, retry_after
 from poller.http.transport import async_client
+from poller.observe.metrics import SINK_RATE_LIMITED
 
 if TYPE_CHECKING:
     from poller.sinks import PaceStore
@@ -345,6 +346,7 @@ class SlackClient:
         wait = None
         outcome: Outcome
         if status_class is StatusClass.RATE_LIMITED or code == "ratelimited":
+            SINK_RATE_LIMITED.labels(sink=self._sink).inc()
             wait = retry_after(answer.headers, time.time())
             self._pacer.hold_off(MESSAGE_INTERVAL_SECONDS if wait is None else wait)
             outcome, meaning = "retry", "Slack rate-limits this sink; the message waits its turn"

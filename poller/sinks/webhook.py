@@ -44,6 +44,7 @@ from poller.http.body import Answer, read_answer
 from poller.http.failures import HttpFailure, TimedOut, answer_within
 from poller.http.status import StatusClass, classify, retry_after
 from poller.http.transport import USER_AGENT, basic_auth, pooled_transport, timeout_extensions
+from poller.observe.metrics import SINK_RATE_LIMITED
 
 if TYPE_CHECKING:
     import jinja2
@@ -190,6 +191,8 @@ class WebhookSink:
             )
         if meaning is StatusClass.GONE:
             raise SinkDisabledError(f"{what} (Gone: the receiver asked to stop)", status=status)
+        if meaning is StatusClass.RATE_LIMITED:
+            SINK_RATE_LIMITED.labels(sink=self.name).inc()
         if meaning in _RETRYABLE:
             wait = retry_after(answer.headers, now)
             raise RetryableDeliveryError(what, status=status, retry_after=wait)

@@ -19,6 +19,7 @@ from poller.errors import (
     SinkDisabledError,
 )
 from poller.events import Event
+from poller.observe.metrics import REGISTRY
 from poller.sinks import Sink, build_sinks
 from poller.state.sqlite.store import SqliteStore
 from tests.sink_contract_cases import (
@@ -99,6 +100,23 @@ async def test_rate_limit_is_retryable_with_the_receivers_hint(make_sink: MakeSi
     with pytest.raises(RetryableDeliveryError) as info:
         await sink.send(make_event())
     assert info.value.retry_after == pytest.approx(7.0)
+
+
+def _rate_limited(sink: str) -> float:
+    return REGISTRY.get_sample_value("poller_sink_rate_limited_total", {"sink": sink}) or 0.0
+
+
+async def test_rate_limit_is_counted_for_the_sink_and_nothing_else(make_sink: MakeSink) -> None:
+    limited, _ = make_sink(_status(429, {"retry-after": "7"}))
+    failing, _ = make_sink(_status(503))
+    before = _rate_limited(limited.name)
+    with pytest.raises(RetryableDeliveryError):
+        await limited.send(make_event())
+    assert _rate_limited(limited.name) == before + 1
+    before = _rate_limited(failing.name)
+    with pytest.raises(RetryableDeliveryError):
+        await failing.send(make_event())
+    assert _rate_limited(failing.name) == before
 
 
 async def test_gone_receiver_disables_the_sink(case: SinkCase, make_sink: MakeSink) -> None:

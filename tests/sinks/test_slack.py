@@ -634,6 +634,19 @@ async def test_web_api_ok_false_is_a_classified_failure(
     assert threads.threads == {}
 
 
+async def test_web_api_ratelimited_in_a_200_answer_is_counted(
+    fake: FakeSlack, make_sink: MakeSink
+) -> None:
+    sink = make_sink(api=True)
+    sample = {"sink": sink.name}
+    before = REGISTRY.get_sample_value("poller_sink_rate_limited_total", sample) or 0.0
+    fake.fail_api("ratelimited", status=200, retry_after="4")
+    with pytest.raises(RetryableDeliveryError):
+        await sink.send(make_event())
+    after = REGISTRY.get_sample_value("poller_sink_rate_limited_total", sample)
+    assert after == before + 1
+
+
 async def test_web_api_wrong_token_disables_the_sink(fake: FakeSlack, clock: FakeClock) -> None:
     config = slack_config(token="xoxb-wrong", channel="C1", api_base_url=fake.api_base_url)
     sink = SlackSink(config, store=MemoryThreads(), clock=clock.monotonic, sleep=clock.sleep)
