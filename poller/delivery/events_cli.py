@@ -74,7 +74,9 @@ def add_events_parser(
     p.add_argument("--session", metavar="KC", help="only this session's events")
     p.add_argument("--sink", metavar="NAME", help="only events that went to this sink")
     p.add_argument("--type", metavar="T", help="only this event type (interaction.created...)")
-    p.add_argument("--since", metavar="DURATION", type=duration, help="detected within (7d)")
+    p.add_argument(
+        "--since", metavar="DURATION", type=duration, help="detected within: 90s, 15m, 2h, 7d"
+    )
     p.add_argument("--limit", metavar="N", type=_limit, help=f"the latest N (table: {TABLE_LIMIT})")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     p = events_sub.add_parser(
@@ -82,14 +84,18 @@ def add_events_parser(
     )
     add_config(p)
     p.add_argument("--sink", metavar="NAME", required=True, help="the sink to send them to")
-    p.add_argument("--since", metavar="DURATION", type=duration, help="events detected within")
+    p.add_argument(
+        "--since", metavar="DURATION", type=duration, help="events detected within: 2h, 1d"
+    )
     p.add_argument("--session", metavar="KC", help="every kept event of this session")
     p.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="these events")
 
 
-async def run_events(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> int:
-    """Run ``events list`` or ``events replay``; return the exit code."""
+async def run_events(args: argparse.Namespace, config: Config, out: TextIO | None = None) -> int:
+    """Run ``events list`` or ``events replay`` (printing to ``out``, stdout by default)."""
     from poller.state.open import open_store
+
+    out = out if out is not None else sys.stdout
 
     if args.events_command == "replay":
         sink = _sink(config, args.sink)  # before opening anything: a typo costs nothing
