@@ -37,9 +37,8 @@ WITH rows AS (
         t.status, t.error
     FROM {_GIVEN} JOIN rows r ON r.id = t.delivery ORDER BY t.place
 )
-UPDATE events e SET done_at = d.done_at
-FROM unnest(%(done_events)s::text[], %(done_at)s::float8[]) AS d (event_id, done_at)
-WHERE e.id = d.event_id
+UPDATE events e SET done_at = %(done_at)s
+WHERE e.id = ANY(%(done_events)s::text[])
 AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.event_id = e.id)"""  # noqa: S608 (fixed text)
 
 # Attempts at rows that are still there (record_attempts): each takes its row's event.
@@ -66,21 +65,13 @@ async def keep_acked(
 ) -> None:
     """Keep ``history`` for the rows just deleted and mark done each event they leave bare.
 
-    ``gone``: the deleted rows' (id, event_id, sink, service_sid, session_sid). An event is
-    done at the latest ``at`` of its own attempts, else of all of ``history``, else now (an
-    ack without any attempt still ends the event's deliveries).
+    ``gone``: the deleted rows' (id, event_id, sink, service_sid, session_sid). The events
+    are done at the latest ``at`` of ``history``, else now (an ack without any attempt still
+    ends the event's deliveries).
     """
     if not gone:
         return
     ids, events, sinks, services, sessions = (list(column) for column in zip(*gone, strict=True))
-    event_of = dict(zip(ids, events, strict=True))
-    latest: dict[str, float] = {}
-    for attempt in history:
-        event = event_of.get(attempt.delivery_id)
-        if event is not None:
-            latest[event] = max(attempt.at, latest.get(event, attempt.at))
-    fallback = max((a.at for a in history), default=time.time())
-    done = sorted(set(events))
     await cur.execute(
         _KEEP_ACKED,
         {
@@ -89,8 +80,8 @@ async def keep_acked(
             "sinks": sinks,
             "services": services,
             "sessions": sessions,
-            "done_events": done,
-            "done_at": [latest.get(event, fallback) for event in done],
+            "done_events": sorted(set(events)),
+            "done_at": max((a.at for a in history), default=time.time()),
             **_arrays(history),
         },
     )
