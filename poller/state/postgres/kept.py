@@ -4,12 +4,12 @@ The selection is made of fixed fragments, one per field of the ``HistoryQuery`` 
 it (a fragment left out costs the plan nothing, where ``%s IS NULL OR ...`` would leave a
 prepared statement's generic plan guessing). The latest ``limit`` events are picked by
 ``seq``, then each is joined with where it stands for each sink it went to: its outbox row's
-state, if any, and the count and latest of its attempts.
+state, if any, and the count and latest of its attempts, all found set-wise (one index probe
+per event, whatever the selection's size).
 """
 
 from __future__ import annotations
 
-import itertools
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -31,19 +31,26 @@ _PICKED = (
     "SELECT e.id, e.seq, e.body, e.created_at, e.done_at FROM events e WHERE {where} "
     "ORDER BY e.seq DESC LIMIT %(limit)s"
 )
+# One row per event, its sinks in one JSON array (by name, byte for byte as Python sorts):
+# the bodies are neither repeated per sink nor sorted (Python puts the rows in seq order).
 _OUTCOMES = """
-SELECT p.seq, p.body, p.created_at, p.done_at, o.sink, o.state, o.n, o.at, o.status, o.error
-FROM ({picked}) p LEFT JOIN LATERAL (
-    SELECT s.sink, d.state, coalesce(a.n, 0) AS n, a.at, a.status, a.error
-    FROM (SELECT x.sink FROM deliveries x WHERE x.event_id = p.id
-          UNION SELECT y.sink FROM attempts y WHERE y.event_id = p.id) s
-    LEFT JOIN deliveries d ON d.event_id = p.id AND d.sink = s.sink
-    LEFT JOIN LATERAL (
-        SELECT count(*) OVER () AS n, z.at, z.status, z.error FROM attempts z
-        WHERE z.event_id = p.id AND z.sink = s.sink ORDER BY z.id DESC LIMIT 1
-    ) a ON true
-) o ON true
-ORDER BY p.seq, o.sink COLLATE "C\""""
+WITH picked AS MATERIALIZED ({picked}),
+tried AS (
+    SELECT a.event_id, a.sink, count(*) AS n, max(a.id) AS last FROM attempts a
+    WHERE a.event_id IN (SELECT id FROM picked) GROUP BY a.event_id, a.sink
+), held AS (
+    SELECT d.event_id, d.sink, d.state FROM deliveries d
+    WHERE d.event_id IN (SELECT id FROM picked)
+), outcomes AS (
+    SELECT coalesce(t.event_id, h.event_id) AS event_id, json_agg(json_build_array(
+        coalesce(t.sink, h.sink), h.state, coalesce(t.n, 0), l.at, l.status, l.error)
+        ORDER BY coalesce(t.sink, h.sink) COLLATE "C") AS sinks
+    FROM tried t FULL JOIN held h ON h.event_id = t.event_id AND h.sink = t.sink
+    LEFT JOIN attempts l ON l.id = t.last
+    GROUP BY 1
+)
+SELECT p.seq, p.body, p.created_at, p.done_at, o.sinks
+FROM picked p LEFT JOIN outcomes o ON o.event_id = p.id"""
 
 
 def history_query(query: HistoryQuery) -> tuple[str, dict[str, Any]]:
@@ -62,25 +69,21 @@ def history_query(query: HistoryQuery) -> tuple[str, dict[str, Any]]:
 
 
 def fold(rows: Sequence[Sequence[Any]]) -> list[KeptEvent]:
-    """Fold the statement's rows (one per event and sink, by seq) into kept events."""
-    found: list[KeptEvent] = []
-    for seq, group in itertools.groupby(rows, key=operator.itemgetter(0)):
-        rows_of_event = list(group)
-        _, body, created_at, done_at = rows_of_event[0][:4]
-        found.append(
-            KeptEvent(
-                seq=int(seq),
-                event=Event.from_json(body),
-                detected_at=float(created_at),
-                done_at=None if done_at is None else float(done_at),
-                sinks=tuple(_outcome(row[4:]) for row in rows_of_event if row[4] is not None),
-            )
+    """Make the statement's rows (one per event, any order) kept events, by seq."""
+    return [
+        KeptEvent(
+            seq=int(seq),
+            event=Event.from_json(body),
+            detected_at=float(created_at),
+            done_at=None if done_at is None else float(done_at),
+            sinks=tuple(_outcome(item) for item in sinks or ()),
         )
-    return found
+        for seq, body, created_at, done_at, sinks in sorted(rows, key=operator.itemgetter(0))
+    ]
 
 
-def _outcome(row: Sequence[Any]) -> SinkOutcome:
-    sink, state, n, at, status, error = row
+def _outcome(item: Sequence[Any]) -> SinkOutcome:
+    sink, state, n, at, status, error = item
     return SinkOutcome(
         sink=str(sink),
         state="delivered" if state is None else state,
