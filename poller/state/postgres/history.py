@@ -19,7 +19,7 @@ from typing import Any
 from poller.state.history import Attempt, AttemptRecord, History, HistoryQuery, KeptEvent
 from poller.state.postgres.attempts import keep_of_rows, services_of
 from poller.state.postgres.db import Database
-from poller.state.postgres.fence import Fence, check
+from poller.state.postgres.fence import Fence, check, owned_sids
 from poller.state.postgres.kept import fold, history_query
 
 _LOCK_ROWS = (
@@ -67,9 +67,6 @@ class PgHistory(History):
 
     _db: Database
     _fence: Fence | None
-
-    def _owned(self) -> list[str] | None:
-        return None if self._fence is None else sorted(self._fence.owned())
 
     async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
         """Keep attempts whose outcome changes no outbox row; ONE transaction.
@@ -129,7 +126,7 @@ class PgHistory(History):
 
     async def oldest_pending_by_sink(self) -> dict[str, float]:
         """Return ``{sink: enqueue time of its oldest pending row}`` (a fence's rows only)."""
-        owned = self._owned()
+        owned = owned_sids(self._fence)
         if owned == []:
             return {}
         rows = await self._db.read(_OLDEST_PENDING, {"owned": owned})

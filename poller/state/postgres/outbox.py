@@ -20,14 +20,14 @@ from typing import Any
 from poller.events import Event
 from poller.state.base import Outbox, RowState
 from poller.state.history import Attempt
-from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, short_error
+from poller.state.models import DeadLetter, Delivery, FailingSink, short_error
 from poller.state.postgres import queues
 from poller.state.postgres.attempts import keep_acked, keep_of_rows, services_of
 from poller.state.postgres.db import Cursor, Database
-from poller.state.postgres.fence import Fence, check
+from poller.state.postgres.disabled import PgDisabledSinks
+from poller.state.postgres.fence import Fence, check, owned_sids
 
 _GONE_SINK = "the sink is no longer configured"
-_DISABLED_COLUMNS = "sink, since, last_at, status, reason"
 # The dead rows chosen: ``ids`` None means every one (of ``sink`` when given).
 _DEAD_CHOSEN = (
     "state = 'dead' AND (%(sink)s::text IS NULL OR sink = %(sink)s) "
@@ -39,10 +39,6 @@ _REQUEUE = (
     "next_attempt_at = %(now)s WHERE " + _DEAD_CHOSEN
 )
 _PURGE = "DELETE FROM deliveries WHERE " + _DEAD_CHOSEN + " RETURNING event_id"  # noqa: S608
-_CLEAR_DISABLED = (
-    "DELETE FROM disabled_sinks WHERE %(sink)s::text IS NULL OR sink = %(sink)s "
-    "RETURNING sink, since, last_at, status, reason"
-)
 _ORPHANS = (
     "DELETE FROM events e WHERE e.id = ANY(%s::text[]) "
     "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)"
@@ -62,7 +58,7 @@ _ACK = (
 )
 
 
-class PgOutbox(Outbox):
+class PgOutbox(PgDisabledSinks, Outbox):
     """``Outbox`` on the ``Database`` ``_db``; only the owned Services' rows are handed out."""
 
     _db: Database
@@ -70,7 +66,7 @@ class PgOutbox(Outbox):
 
     def _owned(self) -> list[str] | None:
         """The Services this store may hand out (None: every one, an operator's store)."""
-        return None if self._fence is None else sorted(self._fence.owned())
+        return owned_sids(self._fence)
 
     async def due(self, sink: str, now: float | None, limit: int) -> list[Delivery]:
         """Return up to ``limit`` deliveries of ``sink`` ready now, in enqueue order.
@@ -207,32 +203,6 @@ class PgOutbox(Outbox):
                 (now, _GONE_SINK, names),
             )
             return cur.rowcount
-
-    async def record_sink_disabled(
-        self, sink: str, *, status: int | None, reason: str, now: float
-    ) -> None:
-        """Note that ``sink`` was disabled by an answer; a noted sink keeps its ``since``."""
-        await self._db.read(
-            "INSERT INTO disabled_sinks (sink, since, last_at, status, reason) "
-            "VALUES (%(sink)s, %(now)s, %(now)s, %(status)s, %(reason)s) "
-            "ON CONFLICT (sink) DO UPDATE SET last_at = excluded.last_at, "
-            "status = excluded.status, reason = excluded.reason",
-            {"sink": sink, "now": now, "status": status, "reason": short_error(reason)},
-        )
-
-    async def disabled_sinks(self, sink: str | None = None) -> list[DisabledSink]:
-        """Return the sinks noted as disabled (one, or all), by name."""
-        rows = await self._db.read(
-            f"SELECT {_DISABLED_COLUMNS} FROM disabled_sinks "  # noqa: S608 (fixed text)
-            "WHERE %(sink)s::text IS NULL OR sink = %(sink)s ORDER BY sink",
-            {"sink": sink},
-        )
-        return [_disabled_sink(row) for row in rows]
-
-    async def clear_sink_disabled(self, sink: str | None = None) -> list[DisabledSink]:
-        """Forget that ``sink`` (``None``: every sink) was disabled; return what was noted."""
-        rows = await self._db.read(_CLEAR_DISABLED, {"sink": sink})
-        return sorted((_disabled_sink(row) for row in rows), key=lambda d: d.sink)
 
     async def dead_letters(self, sink: str | None = None) -> list[DeadLetter]:
         """Return dead-lettered deliveries (of one sink, or all), oldest first."""
@@ -371,14 +341,3 @@ def _delivery(row: Sequence[Any]) -> Delivery:
 
 def _dead_letter(row: Sequence[Any]) -> DeadLetter:
     return DeadLetter.of(_delivery(row), float(row[-1]))
-
-
-def _disabled_sink(row: Sequence[Any]) -> DisabledSink:
-    sink, since, last_at, status, reason = row
-    return DisabledSink(
-        sink=str(sink),
-        since=float(since),
-        last_at=float(last_at),
-        status=None if status is None else int(status),
-        reason=str(reason),
-    )
