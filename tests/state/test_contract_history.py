@@ -347,3 +347,14 @@ async def test_a_done_event_detected_again_is_queued_again_and_not_done(store: S
     assert (again.detected_at, again.done_at) == (1.0, None)
     assert events_of(await store.due("ops", 3.0, 10)) == [event.id]
     assert await store.kept_events() == 1
+
+
+async def test_ack_with_an_empty_history_still_keeps_the_event_done(store: StateStore) -> None:
+    event = make_event(SESSION_A, 1)
+    await enqueue(store, SESSION_A, [event], ["ops"], now=1.0)
+    row = await head(store, "ops", event)
+    before = time.time()
+    await store.ack([row.id], history=[])
+    done = await kept(store, event)
+    assert done.sinks == () and await store.pending_count() == 0
+    assert done.done_at is not None and before - 1.0 <= done.done_at <= time.time() + 1.0
