@@ -1,11 +1,11 @@
 """`poller events replay` beside a running daemon: a receiver that lost a day gets it again.
 
-The state holds events delivered over the last two days (seeded through the store API at their
-past times, on the simulator's own sessions), then the real daemon runs against the simulator
-and a real receiver, delivers live events too, and `poller events replay` runs beside it (the
-CLI opens the SQLite file the daemon holds, as `poller outbox retry` does). The receiver must
-get exactly the selected events, in their original order, under their own `webhook-id`s,
-signed; nothing else.
+The state (SQLite, and PostgreSQL) holds events delivered over the last two days, seeded
+through the store API at their past times on the simulator's own sessions. Then the real
+daemon runs against the simulator and a real receiver, delivers live events too, and `poller
+events replay` runs beside it (the CLI opens the SQLite file the daemon holds, as `poller outbox
+retry` does; on PostgreSQL it writes without a lease). The receiver must get exactly the
+selected events, in their original order, under their own `webhook-id`s, signed; nothing else.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
+from poller.config import load_config
 from poller.events import Event
 from poller.lab.receiver import Received, ReceiverThread
 from poller.lab.simulator import SimulatorThread
-from poller.state.sqlite.store import SqliteStore
+from poller.state.open import open_store
 from tests.history_seed import Past, seed_delivered
 from tests.sink_contract_cases import make_event
 from tests.support import DaemonProcess, free_port, run_poller, seeded_simulator, wait_for
@@ -41,15 +43,36 @@ def sim() -> Iterator[SimulatorThread]:
         yield running
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The config's ``state``: a SQLite file, or a PostgreSQL database of the test's own."""
+    if request.param == "sqlite":
+        return {"path": str(tmp_path / "state.db")}
+    return {"url": request.getfixturevalue("pg_url")}
+
+
 def _sessions(sim: SimulatorThread) -> tuple[str, str, str]:
     service = sim.simulator.service_sids()[0]
     first, second = sorted(sim.simulator.session_sids(service))
     return service, first, second
 
 
-def _seed(folder: Path, past: list[Past]) -> None:
+def _config(
+    sim: SimulatorThread, receiver: ReceiverThread, folder: Path, state: dict[str, str]
+) -> Path:
+    port = free_port()
+    path = write_base_config(folder, sim, receiver.base_url, http={"listen": f"127.0.0.1:{port}"})
+    config = yaml.safe_load(path.read_text())
+    config["state"] = state
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _seed(config: Path, past: list[Past]) -> None:
+    """Store ``past`` through the store API, as the configured backend keeps it."""
+
     async def seed() -> None:
-        async with SqliteStore.open(folder / "state.db") as store:
+        async with await open_store(load_config(config).state) as store:
             await seed_delivered(store, past)
 
     asyncio.run(seed())
@@ -63,11 +86,11 @@ def _past(service: str, session: str, hours_ago: list[float], now: float) -> lis
     return events
 
 
-def _start(sim: SimulatorThread, receiver: ReceiverThread, folder: Path) -> DaemonProcess:
-    port = free_port()
-    config = write_base_config(folder, sim, receiver.base_url, http={"listen": f"127.0.0.1:{port}"})
-    daemon = DaemonProcess(config, folder).start()
-    wait_for(lambda: _ready(daemon, port), what="the daemon to be ready (baselined)")
+def _start(config: Path) -> DaemonProcess:
+    daemon = DaemonProcess(config, config.parent).start()
+    port = load_config(config).http
+    assert port is not None
+    wait_for(lambda: _ready(daemon, port.port), what="the daemon to be ready (baselined)")
     return daemon
 
 
@@ -109,12 +132,13 @@ def _check_sent(received: list[Received], events: list[Event]) -> None:
 
 
 def test_a_receiver_that_lost_a_day_gets_exactly_that_day_again_in_order(
-    sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path
+    sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path, state: dict[str, str]
 ) -> None:
     service, first, _ = _sessions(sim)
     past = _past(service, first, [40, 30, 25, 20, 6, 1], time.time())
-    _seed(tmp_path, past)
-    daemon = _start(sim, receiver, tmp_path)
+    config = _config(sim, receiver, tmp_path, state)
+    _seed(config, past)
+    daemon = _start(config)
     try:
         # Live events, detected and delivered by this daemon: in the history too.
         live = [sim.simulator.add_interaction(service, first, body=f"live {n}") for n in range(2)]
@@ -141,14 +165,15 @@ def test_a_receiver_that_lost_a_day_gets_exactly_that_day_again_in_order(
 
 
 def test_replay_by_session_and_by_ids_beside_the_daemon_and_a_sink_it_lacks(
-    sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path
+    sim: SimulatorThread, receiver: ReceiverThread, tmp_path: Path, state: dict[str, str]
 ) -> None:
     service, first, second = _sessions(sim)
     now = time.time()
     ones = _past(service, first, [50, 40], now)
     twos = _past(service, second, [45, 30, 2], now)
-    _seed(tmp_path, sorted(ones + twos, key=lambda p: p.at))
-    daemon = _start(sim, receiver, tmp_path)
+    config = _config(sim, receiver, tmp_path, state)
+    _seed(config, sorted(ones + twos, key=lambda p: p.at))
+    daemon = _start(config)
     try:
         assert _replay(daemon.config, "--session", second) == (
             "queued 3 events for sink ops; skipped 0 already queued\n"
