@@ -95,6 +95,26 @@ def test_list_prints_a_table_of_every_kept_event_oldest_first_without_bodies(
     assert BODY not in out
 
 
+def test_the_table_shows_the_latest_hundred_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = time.time()
+    past = [Past(make_event(session_sid=ONE), now - 200 + n) for n in range(101)]
+
+    async def seed() -> None:
+        async with SqliteStore.open(tmp_path / "state.db") as store:
+            await seed_delivered(store, past)
+
+    asyncio.run(seed())
+    config = _write_config(tmp_path)
+    _, out, _ = _run(capsys, "events", "list", "-c", str(config))
+    *rows, footer = out.splitlines()[1:]
+    assert [row.split()[2] for row in rows] == [p.event.id for p in past[1:]]
+    assert footer == "(the latest 100: --limit N or --json for more)"
+    _, out, _ = _run(capsys, "events", "list", "-c", str(config), "--json")
+    assert len(out.splitlines()) == 101
+
+
 def test_list_json_lines_carry_ids_times_and_sinks_and_filter_by_session_since_and_type(
     seeded: tuple[Path, list[Past]], capsys: pytest.CaptureFixture[str]
 ) -> None:

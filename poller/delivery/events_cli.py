@@ -165,6 +165,8 @@ async def _list(store: StateStore, args: argparse.Namespace, out: TextIO) -> int
             print(json.dumps(event_row(item), sort_keys=True), file=out)
     else:
         print_table(kept, out)
+        if args.limit is None and len(kept) == TABLE_LIMIT:
+            print(f"(the latest {TABLE_LIMIT}: --limit N or --json for more)", file=out)
     return 0
 
 
