@@ -361,6 +361,12 @@ class _Lab:
                     await self.progress.wait()
         return {"missing": self._created_missing()}
 
+    async def cmd_add_interactions(self, service_sid: str, sessions: list[str]) -> dict[str, Any]:
+        """Add one message interaction to each of ``sessions`` (new events for a poll)."""
+        for session_sid in sessions:
+            self.sim.simulator.add_interaction(service_sid, session_sid, body="bench message")
+        return {"added": len(sessions)}
+
     async def cmd_count_received(self) -> dict[str, Any]:
         return {"received": len(self.delivered), "attempts": self.receiver_state.attempts}
 

@@ -25,6 +25,12 @@ rounds (3), and each keeps its run with the lowest CPU: the machine is shared.
 Then, in this process and without the network, the state side of the same unchanged polls is
 timed three ways: the known set read twice, read once, and the unchanged shortcut.
 
+Then the history's cost, before/after in the same run: two more ``poller once`` states, with
+``delivery.history_seconds: 0`` and at the default (7 days). Before each round one session in
+ten gets a new interaction, so both polls find, commit and deliver the same events (to a
+receiver in the lab), and the second also keeps them and their attempts; each keeps its
+lowest-CPU round, and the two run in alternating order.
+
     python bench/bench_fullscan.py [--quick] [--sessions N] [--interactions N] [--repeat N]
 """
 
@@ -219,7 +225,9 @@ def main() -> None:
 def run(sessions: int, interactions: int, repeat: int = 3) -> None:
     print(f"bench_fullscan: {sessions} sessions x {interactions} interactions, nothing new")
     print(f"machine: {machine()}")
-    options = LabOptions(rate_limit=None, sessions=sessions, interactions_per_session=interactions)
+    options = LabOptions(
+        rate_limit=None, sessions=sessions, interactions_per_session=interactions, receiver=True
+    )
     with Lab(options) as lab, tempfile.TemporaryDirectory(prefix="bench-fullscan-") as tmp:
         folder = Path(tmp)
         info = lab.info
@@ -250,7 +258,9 @@ def run(sessions: int, interactions: int, repeat: int = 3) -> None:
                 if name not in results or work["cpu"] < results[name][1]["cpu"]:
                     results[name] = (finished, work)
         stats = lab.call("stats")
+        history = _history_before_after(lab, folder, env, repeat)
     _report(results, stats)
+    _report_history(history)
     asyncio.run(_report_commit_paths(sessions, interactions))
 
 
@@ -286,6 +296,63 @@ def _report(results: dict[str, tuple[Finished, dict[str, Any]]], stats: dict[str
         )
     print(ratio_line("poller/floor cpu", poller["cpu"] / floor["cpu"], "<= 2"))
     print(ratio_line("poller/floor wall", poller["wall"] / floor["wall"], "<= 1.5"))
+
+
+# -- the history's cost: the same full scan with new events, history_seconds 0 vs the default -----
+
+HISTORY_OFF = "history_seconds 0"
+HISTORY_ON = "history kept (default, 7 days)"
+
+
+def _history_configs(folder: Path, info: Any) -> dict[str, Path]:
+    import yaml
+
+    configs: dict[str, Path] = {}
+    for name, seconds in ((HISTORY_OFF, 0), (HISTORY_ON, None)):
+        home = folder / ("history-off" if seconds == 0 else "history-on")
+        home.mkdir()
+        path, _ = write_config(
+            home, info, rate=RATE, concurrency=CONCURRENCY, receiver_url=info.receiver_url
+        )
+        if seconds is not None:
+            config = yaml.safe_load(path.read_text())
+            config["delivery"]["history_seconds"] = seconds
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+        configs[name] = path
+    return configs
+
+
+def _history_before_after(
+    lab: Lab, folder: Path, env: dict[str, str], repeat: int
+) -> dict[str, dict[str, Any]]:
+    """Each config's lowest-CPU ``poller once`` over rounds that each bring new events."""
+    info = lab.info
+    configs = _history_configs(folder, info)
+    for config in configs.values():
+        _role("poller", env, "--config", str(config))  # the baseline poll: not measured
+    every_tenth = info.sessions[::10]
+    best: dict[str, dict[str, Any]] = {}
+    for round_ in range(repeat):
+        lab.call("add_interactions", service_sid=info.service_sid, sessions=every_tenth)
+        names = list(configs) if round_ % 2 == 0 else list(reversed(configs))
+        for name in names:
+            _, work = _role("poller", env, "--config", str(configs[name]))
+            if name not in best or work["cpu"] < best[name]["cpu"]:
+                best[name] = {**work, "events": len(every_tenth)}
+    received = lab.call("count_received")["received"]
+    if received != repeat * len(every_tenth):  # both deliver the same ids: counted once
+        sys.exit(f"the receiver has {received} events, not {repeat * len(every_tenth)}")
+    return best
+
+
+def _report_history(best: dict[str, dict[str, Any]]) -> None:
+    off, on = best[HISTORY_OFF], best[HISTORY_ON]
+    print()
+    print(f"the full scan with {off['events']} new events per round, delivered (lowest cpu):")
+    rows = [[name, round(w["wall"], 3), round(w["cpu"], 3)] for name, w in best.items()]
+    print(table(rows, ["poller once", "wall s", "cpu s"]))
+    print(ratio_line("history kept/history_seconds 0 cpu", on["cpu"] / off["cpu"], "<= 1.20"))
+    print(ratio_line("history kept/history_seconds 0 wall", on["wall"] / off["wall"]))
 
 
 # -- what an unchanged session's diff and commit cost, by the path taken ---------------------------

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from poller import __version__
+from poller.delivery.events_cli import add_events_parser
 from poller.errors import ConfigError, CredentialsError, PollerError, StateError
 
 if TYPE_CHECKING:
@@ -52,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"poller {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("run", help="run the daemon in the foreground")
-    _add_config(p)
+    _add_config(sub.add_parser("run", help="run the daemon in the foreground"))
     p = sub.add_parser("once", help="poll every watched session once, deliver, exit")
     _add_config(p)
     p = sub.add_parser("check-config", help="validate the config without calling anyone")
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sink", help="only this sink's deliveries")
         if name != "list":
             p.add_argument("ids", nargs="*", type=int, help="delivery ids (default: all)")
+    add_events_parser(sub, _add_config)  # events list / replay: poller.delivery.events_cli
 
     p = sub.add_parser("test-sink", help="send one sample event to a sink and show the answer")
     p.add_argument("name", help="the sink's name in the config")
@@ -355,6 +356,16 @@ def _dead_letter_row(dead: DeadLetter) -> dict[str, object]:
     }
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    from poller.delivery.events_cli import UsageError, run_events
+
+    try:
+        return asyncio.run(run_events(args, _load(args)))
+    except UsageError as exc:
+        print(f"poller: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def cmd_test_sink(args: argparse.Namespace) -> int:
     from poller.lab.testsink import test_sink
 
@@ -379,6 +390,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check-config": cmd_check_config,
     "state": cmd_state,
     "outbox": cmd_outbox,
+    "events": cmd_events,
     "test-sink": cmd_test_sink,
     "demo": cmd_demo,
     "simulate": cmd_simulate,

@@ -1,6 +1,7 @@
 """Smoke runs of the quick benchmarks: each runs to the end and prints its ratio lines.
 
-Only ``bench_state``, ``bench_delivery`` and ``bench_startup`` run here (seconds each);
+Only ``bench_state``, ``bench_delivery``, ``bench_startup`` and ``bench_history`` run here
+(seconds each);
 ``bench_scale`` and ``bench_fullscan`` take minutes and are run by hand (docs/benchmarks.md).
 """
 
@@ -56,3 +57,11 @@ def test_bench_startup_quick_prints_both_start_up_ratios() -> None:
         "once to first request/bare interpreter cpu",
     } <= set(ratios)
     assert all(value > 1 for value in ratios.values())  # never cheaper than the bare interpreter
+
+
+def test_bench_history_quick_measures_both_sizes_and_the_body_left_out() -> None:
+    ratios = _ratios(_run_quick("bench_history.py"))
+    file_ratio = ratios["include_data false/default file bytes per kept event"]
+    payload_ratio = ratios["include_data false/default payload bytes per event"]
+    assert 0 < file_ratio <= 1.0
+    assert 0.5 < payload_ratio < 1.0  # the body is gone from every stored event

@@ -16,6 +16,7 @@ import yaml
 
 from poller.errors import StateError, StateLockedError
 from poller.state.base import StateStore
+from poller.state.history import Attempt, HistoryQuery
 from poller.state.postgres import schema
 from poller.state.postgres.db import Settings, connect
 from poller.state.postgres.load import load
@@ -81,8 +82,12 @@ async def build_state(path: Path) -> None:
         await enqueue(store, SESSION_A, first, ["ops", "slack"], 4.0)
         await enqueue(store, SESSION_B, [make_event(SESSION_B, 7)], ["ops"], 5.0)
         a1, b7 = await store.due("ops", None, 10)
-        await store.ack([a1.id])  # a gap in the ids: the order is what must survive
-        await store.retry_later(b7.id, next_attempt_at=60.0, error="503", status=503)
+        # A gap in the ids: the order is what must survive. The history keeps a1's attempt.
+        await store.ack([a1.id], history=[Attempt(a1.id, 5.5, 0.25, "delivered", 200)])
+        tried = Attempt(b7.id, 5.6, 1.5, "retry", 503, "HTTP 503")
+        await store.retry_later(b7.id, next_attempt_at=60.0, error="503", status=503, attempt=tried)
+        [s1] = await store.due("slack", None, 10)
+        await store.ack([s1.id], history=[Attempt(s1.id, 6.5, 0.5, "delivered", 200)])  # done
         a2, _ = await store.due("ops", None, 10)
         await store.dead_letter(a2.id, error="410 gone", status=410, now=7.0)
         await store.ensure_session(SERVICE, SESSION_C, new_traffic=True, now=8.0)
@@ -105,7 +110,8 @@ TABLES: dict[str, str] = {
     "session_fingerprints": (
         "session_sid, status, closed_reason, date_expiry, date_ended, checked_at"
     ),
-    "events": "id, service_sid, session_sid, body",
+    "events": "id, service_sid, session_sid, body, type, created_at, done_at",
+    "attempts": "event_id, sink, session_sid, at, latency, outcome, status, error",
     "slack_threads": "sink, session_sid, ts",
     "sink_pacing": "sink, not_before, set_at",
     "disabled_sinks": "sink, since, last_at, status, reason",
@@ -150,9 +156,15 @@ async def test_migrate_copies_every_row_and_the_outbox_in_its_order(
     assert PASSWORD not in result.stdout + result.stderr
     assert "postgres:***@" in result.stdout
     for table, columns in TABLES.items():
-        expected = sqlite_rows(tmp_path / "state.db", table, columns)
+        expected = sqlite_rows(tmp_path / "state.db", table, columns, columns)
         assert expected, f"the source has no {table}: the case does not test it"
-        assert pg_rows(pg_url, table, columns) == expected, table
+        assert pg_rows(pg_url, table, columns, columns) == expected, table
+    # The events in their original order (numbered anew), one of them done.
+    in_order = sqlite_rows(tmp_path / "state.db", "events", "id, done_at", "seq")
+    assert pg_rows(pg_url, "events", "id, done_at", "seq") == in_order
+    assert [done for _, done in in_order].count(None) == len(in_order) - 1
+    same_owner = "attempts a JOIN events e ON (e.id, e.service_sid) = (a.event_id, a.service_sid)"
+    assert pg_count(pg_url, same_owner) == 3
     # Deliveries: every pending and dead row with its attempts and times, in the same order
     # (the target's ids are new but keep it), each tagged with its event's Service.
     source = sqlite_rows(tmp_path / "state.db", "deliveries", DELIVERIES, "id")
@@ -165,7 +177,8 @@ async def test_migrate_copies_every_row_and_the_outbox_in_its_order(
     counts = dict(line.strip().split(": ") for line in result.stdout.splitlines()[1:-1])
     assert counts["sessions"] == "3"
     assert counts["interactions"] == str(pg_count(pg_url, "interactions"))
-    assert (counts["deliveries_pending"], counts["deliveries_dead"]) == ("7", "1")
+    assert (counts["deliveries_pending"], counts["deliveries_dead"]) == ("6", "1")
+    assert (counts["events"], counts["attempts"]) == ("5", "3")
 
 
 async def test_migrate_refuses_a_target_that_is_not_empty_and_writes_nothing(
@@ -192,7 +205,8 @@ async def test_one_watch_session_or_event_makes_a_target_not_empty(
         "watches": "INSERT INTO watches VALUES ('KS1', 1)",
         "sessions": "INSERT INTO sessions (session_sid, service_sid, added_at) "
         "VALUES ('KC1', 'KS1', 1)",
-        "events": "INSERT INTO events VALUES ('e1', 'KS1', 'KC1', '{}')",
+        "events": "INSERT INTO events (id, service_sid, session_sid, body, type, created_at) "
+        "VALUES ('e1', 'KS1', 'KC1', '{}', 'interaction.created', 1)",
     }
     conn = await connect(Settings(pg_url))
     try:
@@ -293,7 +307,7 @@ async def test_dump_reads_sqlite_booleans_and_whole_reals_as_their_types(tmp_pat
     assert isinstance(sessions[SESSION_C].added_at, float)
     assert watches == sorted([SERVICE, OTHER_SERVICE])
     ids = [d.id for d in deliveries]
-    assert ids == sorted(ids) and len(ids) == 8
+    assert ids == sorted(ids) and len(ids) == 7
     assert [d.state for d in deliveries].count("dead") == 1
     assert {d.service_sid for d in deliveries} == {SERVICE}
 
@@ -336,6 +350,8 @@ async def answers(store: StateStore) -> dict[str, object]:
             for d in await store.dead_letters()
         ],
         "pending": await store.pending_count(),
+        "history": await store.history(HistoryQuery()),
+        "attempts": {sink: await store.recent_attempts(sink, 10) for sink in ("ops", "slack")},
     }
 
 

@@ -72,9 +72,9 @@ async def test_every_connection_cancels_long_statements_and_idle_transactions(
         shown = await store.db.read(
             "SELECT current_setting('statement_timeout'), "
             "current_setting('idle_in_transaction_session_timeout'), "
-            "current_setting('application_name')"
+            "current_setting('application_name'), current_setting('jit')"
         )
-        assert shown == [("200ms", "700ms", "poller")]
+        assert shown == [("200ms", "700ms", "poller", "off")]
         with pytest.raises(StateUnavailableError, match="statement timeout"):
             await store.db.read("SELECT pg_sleep(2)")
         assert await store.db.read("SELECT 1") == [(1,)]  # the pool goes on

@@ -2,8 +2,10 @@
 
 Every connection is set up the same way: ``statement_timeout`` (a statement that takes too
 long is cancelled, and the call fails like any other), ``idle_in_transaction_session_timeout``
-(a transaction left open by a stuck process does not hold its locks for ever), and an
-``application_name`` that names the replica in ``pg_stat_activity``.
+(a transaction left open by a stuck process does not hold its locks for ever), an
+``application_name`` that names the replica in ``pg_stat_activity``, and ``jit`` off: every
+statement is short, and the one that reads many kept events (``poller events list``) spent
+more compiling than running (0.7 s of 2.9 s over 100,000 events).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class Settings:
             "application_name": self.application_name[:63],
             "options": (
                 f"-c statement_timeout={self.statement_timeout_ms} "
-                f"-c idle_in_transaction_session_timeout={self.idle_in_transaction_timeout_ms}"
+                f"-c idle_in_transaction_session_timeout={self.idle_in_transaction_timeout_ms} "
+                "-c jit=off"
             ),
         }
 

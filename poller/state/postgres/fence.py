@@ -54,6 +54,11 @@ class Fence:
         return {sid: epoch for sid, (epoch, _) in self._held.items()}
 
 
+def owned_sids(fence: Fence | None) -> list[str] | None:
+    """The Services a store may hand out and counts, by SID (None: every one, no fence)."""
+    return None if fence is None else sorted(fence.owned())
+
+
 async def check(cur: Cursor, fence: Fence | None, service_sids: Iterable[str]) -> None:
     """In the caller's transaction: raise FencedError unless each Service is still ours.
 

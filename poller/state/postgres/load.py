@@ -5,7 +5,9 @@ replica would at start), then ONE transaction locks the state tables against any
 started too early, refuses a database that already holds a watch, a session or an event
 (nothing is written), and copies every table with ``COPY``. Deliveries are copied in their
 order, so the identity column numbers them anew in the same order: each (sink, session) queue
-keeps its order, its attempts and its times, and no event is detected again. The tables are
+keeps its order, its attempts and its times, and no event is detected again. Events come in
+their original order and are numbered anew the same way (``seq``); the kept attempts, which
+the snapshot gives without their Service, take their event's on the way in. The tables are
 read as they are copied (``COPY``): nothing needs the whole state in memory.
 """
 
@@ -24,6 +26,7 @@ from poller.state.models import DisabledSink
 from poller.state.postgres import schema
 from poller.state.postgres.db import Cursor, Settings, connect, translate
 from poller.state.snapshot import (
+    AttemptRow,
     DeliveryRow,
     EventRow,
     InteractionRow,
@@ -47,6 +50,7 @@ TABLES = (
     "slack_threads",
     "sink_pacing",
     "disabled_sinks",
+    "attempts",
 )
 # A copy of a large state takes longer than the poller's own statement timeout allows: one
 # COPY of millions of interactions takes minutes. The operator who runs it can interrupt it
@@ -115,16 +119,48 @@ async def _copy_all(cur: Cursor, s: Snapshot) -> dict[str, int]:
     )
     counts: dict[str, int] = {}
     for table, row_type, rows in tables:
-        # Each row's fields are named as its table's columns; a delivery's id only orders the
-        # rows: the identity column numbers them anew, in the order they are copied.
-        columns = [f.name for f in dataclasses.fields(row_type) if (table, f.name) != _RENUMBERED]
+        # Each row's fields are named as its table's columns; a delivery's id and an event's
+        # seq only order the rows: the target numbers them anew, in the order they are copied.
+        columns = [
+            f.name for f in dataclasses.fields(row_type) if (table, f.name) not in _RENUMBERED
+        ]
         counts[table] = await _copy(cur, table, columns, map(operator.attrgetter(*columns), rows))
+    counts["attempts"] = await _copy_attempts(cur, s.attempts)
     del counts["deliveries"]
     counts["deliveries_pending"], counts["deliveries_dead"] = states["pending"], states["dead"]
     return counts
 
 
-_RENUMBERED = ("deliveries", "id")
+# Numbered anew by the target, in the order copied: a delivery's id, an event's seq.
+_RENUMBERED = {("deliveries", "id"), ("events", "seq")}
+_ATTEMPTS_IN = (
+    "CREATE TEMPORARY TABLE attempts_in (place bigint GENERATED ALWAYS AS IDENTITY, "
+    "event_id text, sink text, session_sid text, at float8, latency float8, outcome text, "
+    "status integer, error text) ON COMMIT DROP"
+)
+_ATTEMPTS_FROM_IN = (
+    "INSERT INTO attempts "
+    "(event_id, sink, service_sid, session_sid, at, latency, outcome, status, error) "
+    "SELECT a.event_id, a.sink, e.service_sid, a.session_sid, a.at, a.latency, a.outcome, "
+    "a.status, a.error FROM attempts_in a JOIN events e ON e.id = a.event_id ORDER BY a.place"
+)
+
+
+async def _copy_attempts(cur: Cursor, rows: Iterable[AttemptRow]) -> int:
+    """Copy the attempts (oldest first) through a temporary table that gives each its Service.
+
+    Raises StateError (nothing written) when an attempt names an event the snapshot lacks.
+    """
+    await cur.execute(_ATTEMPTS_IN)
+    columns = [f.name for f in dataclasses.fields(AttemptRow)]
+    copied = await _copy(cur, "attempts_in", columns, map(operator.attrgetter(*columns), rows))
+    await cur.execute(_ATTEMPTS_FROM_IN)
+    if cur.rowcount != copied:
+        raise StateError(
+            f"{copied - cur.rowcount} of the {copied} attempts to copy name no event of the "
+            "state: nothing was written"
+        )
+    return copied
 
 
 def _tally(rows: Iterable[DeliveryRow], states: Counter[str]) -> Iterator[DeliveryRow]:
