@@ -2,17 +2,20 @@
 
 The rows live in a dict in id order (ids only grow, as SQLite's AUTOINCREMENT gives them), so a
 queue's head is its first pending row met in a scan: what the SQLite backend keeps in
-``queue_heads`` is computed here on every read, which is cheap at a unit test's size.
+``queue_heads`` is computed here on every read, which is cheap at a unit test's size. The
+events and attempts the history keeps live here too (``history.py`` reads them).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from poller.errors import StateError
 from poller.events import Event
 from poller.state.base import Outbox, RowState
+from poller.state.history import Attempt, AttemptRecord
 from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, short_error
 
 _GONE_SINK = "the sink is no longer configured"
@@ -36,14 +39,26 @@ class Row:
 
 
 @dataclass
+class Kept:
+    """What the state knows of a stored event besides its body (see ``History``)."""
+
+    seq: int
+    detected_at: float
+    done_at: float | None = None
+
+
+@dataclass
 class OutboxTables:
-    """Everything the outbox holds: the events by id and the rows by id."""
+    """Everything the outbox holds: the events by id, the rows by id, the kept attempts."""
 
     events: dict[str, str] = field(default_factory=dict)  # id -> the event's JSON
+    kept: dict[str, Kept] = field(default_factory=dict)  # id -> its order and times
     rows: dict[int, Row] = field(default_factory=dict)
     pairs: set[tuple[str, str]] = field(default_factory=set)  # (event id, sink) of every row
     disabled: dict[str, DisabledSink] = field(default_factory=dict)
+    attempts: list[AttemptRecord] = field(default_factory=list)  # oldest first
     last_id: int = 0
+    last_seq: int = 0
 
 
 class MemoryOutbox(Outbox):
@@ -69,13 +84,27 @@ class MemoryOutbox(Outbox):
         rows = [row for row in self._pending(sink) if row.session_sid in ready]
         return [self._delivery(row) for row in rows[: max(limit, 0)]]
 
-    async def ack(self, delivery_ids: Sequence[int]) -> None:
-        """Delete delivered rows, and each event no other delivery still needs."""
+    async def ack(
+        self, delivery_ids: Sequence[int], *, history: Sequence[Attempt] | None = None
+    ) -> None:
+        """Delete delivered rows; keep ``history`` and the events (done), unless it is None."""
         chosen = set(delivery_ids)
-        self._delete([row for row in self._box.rows.values() if row.id in chosen])
+        rows = [row for row in self._box.rows.values() if row.id in chosen]
+        if history is None:
+            self._delete(rows)
+            return
+        self._keep([a for a in history if a.delivery_id in chosen])
+        done_at = max((a.at for a in history), default=time.time())
+        self._delete(rows, done_at=done_at)
 
     async def retry_later(
-        self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+        self,
+        delivery_id: int,
+        *,
+        next_attempt_at: float,
+        error: str,
+        status: int | None,
+        attempt: Attempt | None = None,
     ) -> None:
         """Count one failed attempt and hold the row (and its queue) until ``next_attempt_at``."""
         row = self._box.rows.get(delivery_id)
@@ -83,15 +112,23 @@ class MemoryOutbox(Outbox):
             row.attempts += 1
             row.next_attempt_at = next_attempt_at
             row.last_error, row.last_status = short_error(error), status
+            self._keep([] if attempt is None else [attempt])
 
     async def dead_letter(
-        self, delivery_id: int, *, error: str, status: int | None, now: float
+        self,
+        delivery_id: int,
+        *,
+        error: str,
+        status: int | None,
+        now: float,
+        attempt: Attempt | None = None,
     ) -> None:
         """Count one failed attempt and give up: the row stops blocking its queue."""
         row = self._box.rows.get(delivery_id)
         if row is not None and row.state == "pending":
             row.state, row.attempts, row.dead_at = "dead", row.attempts + 1, now
             row.last_error, row.last_status = short_error(error), status
+            self._keep([] if attempt is None else [attempt])
 
     async def dead_letter_other_sinks(self, sinks: Sequence[str], *, now: float) -> int:
         """Dead-letter what is pending for sinks not in ``sinks``; return how many rows."""
@@ -138,8 +175,8 @@ class MemoryOutbox(Outbox):
         return len(chosen)
 
     async def purge(self, ids: Sequence[int] | None = None, *, sink: str | None = None) -> int:
-        """Delete dead rows (and the events nothing needs any more); return how many."""
-        return self._delete(list(self._chosen(ids, sink, "dead")))
+        """Delete dead rows; an event left without any stays done now if it has attempts."""
+        return self._delete(list(self._chosen(ids, sink, "dead")), done_at=time.time())
 
     async def failing_sinks(self, sink: str | None = None) -> list[FailingSink]:
         """Return, per sink, its pending deliveries that failed and wait for a retry."""
@@ -177,14 +214,28 @@ class MemoryOutbox(Outbox):
         bodies = [(event, list(sinks), event.to_json()) for event, sinks in _checked(events)]
         box = self._box
         for event, sinks, body in bodies:
-            box.events.setdefault(event.id, body)
+            if event.id not in box.events:
+                box.events[event.id] = body
+                box.last_seq += 1
+                box.kept[event.id] = Kept(box.last_seq, now)
             for sink in sinks:
                 box.last_id += 1  # as SQLite's AUTOINCREMENT: a pair already there uses an id up
                 if (event.id, sink) not in box.pairs:
-                    box.rows[box.last_id] = Row(
-                        box.last_id, event.id, sink, event.session_sid, now, now
-                    )
-                    box.pairs.add((event.id, sink))
+                    self._add_row(event.id, sink, event.session_sid, now)
+
+    def _add_row(self, event_id: str, sink: str, session_sid: str, now: float) -> None:
+        """Add a pending row (its id taken already); its event is no longer done."""
+        box = self._box
+        box.rows[box.last_id] = Row(box.last_id, event_id, sink, session_sid, now, now)
+        box.pairs.add((event_id, sink))
+        box.kept[event_id].done_at = None
+
+    def _keep(self, attempts: Sequence[Attempt]) -> None:
+        """Keep the attempts whose row is still there, with its event, sink and session."""
+        rows = self._box.rows
+        self._box.attempts += [
+            _record(rows[a.delivery_id], a) for a in attempts if a.delivery_id in rows
+        ]
 
     def _pending_sessions(self) -> set[str]:
         return {row.session_sid for row in self._pending(None)}
@@ -209,17 +260,33 @@ class MemoryOutbox(Outbox):
             ):
                 yield row
 
-    def _delete(self, rows: Iterable[Row]) -> int:
-        """Delete ``rows``, then the events left without any; return how many rows."""
+    def _delete(self, rows: Iterable[Row], *, done_at: float | None = None) -> int:
+        """Delete ``rows``, then settle the events left without any; return how many rows.
+
+        ``done_at`` None: such an event goes, with its attempts. Otherwise one with attempts
+        stays, done at ``done_at``, and one without goes.
+        """
         box = self._box
         doomed = list(rows)
         for row in doomed:
             del box.rows[row.id]
             box.pairs.discard((row.event_id, row.sink))
         needed = {row.event_id for row in box.rows.values()}
-        for event_id in {row.event_id for row in doomed} - needed:
-            del box.events[event_id]
+        left = {row.event_id for row in doomed} - needed
+        attempted = {a.event_id for a in box.attempts if a.event_id in left}
+        gone = left if done_at is None else left - attempted
+        for event_id in left - gone:
+            box.kept[event_id].done_at = done_at
+        self._forget(gone)
         return len(doomed)
+
+    def _forget(self, event_ids: set[str]) -> None:
+        """Drop these events and their attempts."""
+        box = self._box
+        for event_id in event_ids:
+            del box.events[event_id], box.kept[event_id]
+        if event_ids:
+            box.attempts = [a for a in box.attempts if a.event_id not in event_ids]
 
     def _delivery(self, row: Row) -> Delivery:
         return Delivery(
@@ -260,6 +327,19 @@ def _checked(
         if sinks:
             checked.append((event, sinks))
     return iter(checked)
+
+
+def _record(row: Row, attempt: Attempt) -> AttemptRecord:
+    return AttemptRecord(
+        event_id=row.event_id,
+        sink=row.sink,
+        session_sid=row.session_sid,
+        at=attempt.at,
+        latency_seconds=attempt.latency_seconds,
+        outcome=attempt.outcome,
+        status=attempt.status,
+        error=attempt.error,
+    )
 
 
 def _ready(row: Row, now: float | None) -> bool:

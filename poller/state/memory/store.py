@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from poller.errors import StateError
 from poller.events import Event
 from poller.state.base import StateStore
-from poller.state.memory.outbox import MemoryOutbox
+from poller.state.memory.history import MemoryHistory
 from poller.state.models import SessionCounts, SessionState, StoredSession, Summary, short_error
 from poller.twilio.records import Fingerprint, SessionFingerprint
 
@@ -37,7 +37,7 @@ class SessionTables:
     pacing: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-class MemoryStore(MemoryOutbox, StateStore):
+class MemoryStore(MemoryHistory, StateStore):
     """The poller's state held in this process only: lost when it ends; not for production.
 
     Times are Unix seconds. Every call runs to its end without awaiting, so no other task sees
