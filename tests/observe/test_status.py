@@ -159,9 +159,10 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 
 def refused(reason: str) -> float:
-    return metrics.REGISTRY.get_sample_value(
-        "poller_http_auth_refused_total", {"reason": reason}
-    ) or 0.0
+    return (
+        metrics.REGISTRY.get_sample_value("poller_http_auth_refused_total", {"reason": reason})
+        or 0.0
+    )
 
 
 @pytest.mark.parametrize("path", ["/", "/api/status", "/static/status.css", "/static/status.js"])
