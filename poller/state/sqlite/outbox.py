@@ -2,19 +2,24 @@
 
 Each (sink, session) pair is a queue delivered strictly in enqueue order; ``queue_heads``
 (kept by triggers, see ``schema.py``) holds the first pending row of every queue, so finding
-what is due costs one row per queue however long the queues behind failing heads grow.
+what is due costs one row per queue however long the queues behind failing heads grow. What
+the rows' attempts leave in the history is written here too, in the same transactions
+(``history.py``).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from poller.events import Event
 from poller.state.base import Outbox, RowState
+from poller.state.history import Attempt
 from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, short_error
 from poller.state.sqlite.db import Database
+from poller.state.sqlite.history import keep_attempts
 
 # SQLite's default limit on bound parameters is 999 in older builds.
 _CHUNK = 500
@@ -66,35 +71,63 @@ class SqliteOutbox(Outbox):
         )
         return [_delivery(row) for row in rows]
 
-    async def ack(self, delivery_ids: Sequence[int]) -> None:
-        """Delete delivered rows, and each event no other delivery still needs."""
+    async def ack(
+        self, delivery_ids: Sequence[int], *, history: Sequence[Attempt] | None = None
+    ) -> None:
+        """Delete delivered rows; keep ``history`` and the events (done), unless it is None.
+
+        ``history`` None: each event no other delivery still needs goes with them.
+        """
         if not delivery_ids:
             return
+        keep = None
+        if history is not None:
+            chosen = set(delivery_ids)
+            history = [a for a in history if a.delivery_id in chosen]
+            keep = max((a.at for a in history), default=time.time())
         with self._db.transaction() as conn:
+            if history:
+                keep_attempts(conn, history)  # before the rows they name go
             for chunk in _chunks(delivery_ids):
-                _delete_where(conn, f"id IN ({_marks(chunk)})", chunk)
+                _delete_where(conn, f"id IN ({_marks(chunk)})", chunk, done_at=keep)
 
     async def retry_later(
-        self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+        self,
+        delivery_id: int,
+        *,
+        next_attempt_at: float,
+        error: str,
+        status: int | None,
+        attempt: Attempt | None = None,
     ) -> None:
         """Count one failed attempt and hold the row (and its queue) until ``next_attempt_at``."""
         with self._db.transaction() as conn:
-            conn.execute(
+            held = conn.execute(
                 "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?, "
                 "last_error = ?, last_status = ? WHERE id = ? AND state = 'pending'",
                 (next_attempt_at, short_error(error), status, delivery_id),
-            )
+            ).rowcount
+            if held and attempt is not None:
+                keep_attempts(conn, [attempt])
 
     async def dead_letter(
-        self, delivery_id: int, *, error: str, status: int | None, now: float
+        self,
+        delivery_id: int,
+        *,
+        error: str,
+        status: int | None,
+        now: float,
+        attempt: Attempt | None = None,
     ) -> None:
         """Count one failed attempt and give up: the row stops blocking its queue."""
         with self._db.transaction() as conn:
-            conn.execute(
+            dead = conn.execute(
                 "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, dead_at = ?, "
                 "last_error = ?, last_status = ? WHERE id = ? AND state = 'pending'",
                 (now, short_error(error), status, delivery_id),
-            )
+            ).rowcount
+            if dead and attempt is not None:
+                keep_attempts(conn, [attempt])
 
     async def dead_letter_other_sinks(self, sinks: Sequence[str], *, now: float) -> int:
         """Dead-letter what is pending for sinks not in ``sinks``; return how many rows.
@@ -160,10 +193,11 @@ class SqliteOutbox(Outbox):
         return changed
 
     async def purge(self, ids: Sequence[int] | None = None, *, sink: str | None = None) -> int:
-        """Delete dead rows (and the events nothing needs any more); return how many."""
+        """Delete dead rows; an event left without any stays done now if it has attempts."""
+        now = time.time()
         with self._db.transaction() as conn:
             return sum(
-                _delete_where(conn, where, params)
+                _delete_where(conn, where, params, done_at=now, untried_go=True)
                 for where, params in _selection(ids, sink, state="dead")
             )
 
@@ -208,27 +242,48 @@ class SqliteOutbox(Outbox):
 def enqueue(
     conn: sqlite3.Connection, events: Sequence[tuple[Event, Sequence[str]]], now: float
 ) -> None:
-    """Store each event once and one pending row per sink; a re-detected event adds nothing."""
-    event_rows: list[tuple[str, str, str, str]] = []
+    """Store each event once and one pending row per sink; a re-detected event adds nothing.
+
+    A new event takes the next ``seq``; a kept event that is done and detected again (its
+    session was pruned and came back) gets its rows, and is no longer done.
+    """
+    event_rows: list[tuple[str, str, str, str, str, float]] = []
     delivery_rows: list[tuple[str, str, str, float, float]] = []
     for event, sinks in events:
         if isinstance(sinks, str):
             raise TypeError(f"sinks of event {event.id} must be a sequence of names, not a str")
         if sinks:
-            event_rows.append((event.id, event.service_sid, event.session_sid, event.to_json()))
+            event_rows.append(
+                (
+                    event.id,
+                    event.service_sid,
+                    event.session_sid,
+                    event.to_json(),
+                    event.type.value,
+                    now,
+                )
+            )
             delivery_rows += [(event.id, sink, event.session_sid, now, now) for sink in sinks]
     # ON CONFLICT DO NOTHING (not INSERT OR IGNORE) so that only a duplicate is skipped and
     # any other constraint failure aborts the whole commit.
-    conn.executemany(
-        "INSERT INTO events (id, service_sid, session_sid, body) VALUES (?, ?, ?, ?) "
+    # seq: MAX() reads the last entry of the unique index on it.
+    stored = conn.executemany(
+        "INSERT INTO events (id, service_sid, session_sid, body, type, created_at, seq) "
+        "VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events)) "
         "ON CONFLICT (id) DO NOTHING",
         event_rows,
-    )
+    ).rowcount
     conn.executemany(
         "INSERT INTO deliveries (event_id, sink, session_sid, enqueued_at, next_attempt_at) "
         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (event_id, sink) DO NOTHING",
         delivery_rows,
     )
+    if stored < len(event_rows):  # some were there already: rare, so checked only then
+        conn.executemany(
+            "UPDATE events SET done_at = NULL WHERE id = ?1 AND done_at IS NOT NULL "
+            "AND EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1)",
+            [(row[0],) for row in event_rows],
+        )
 
 
 def shift_pending(conn: sqlite3.Connection, seconds: float) -> int:
@@ -244,19 +299,38 @@ def shift_pending(conn: sqlite3.Connection, seconds: float) -> int:
     ).rowcount
 
 
-def _delete_where(conn: sqlite3.Connection, where: str, params: Sequence[Any]) -> int:
-    """Delete the deliveries matching ``where``, then the events left without any."""
+def _delete_where(
+    conn: sqlite3.Connection,
+    where: str,
+    params: Sequence[Any],
+    *,
+    done_at: float | None = None,
+    untried_go: bool = False,
+) -> int:
+    """Delete the deliveries matching ``where``, then settle the events left without any.
+
+    ``done_at`` None: such an event goes (its attempts with it). Otherwise it stays, done at
+    ``done_at``, unless ``untried_go`` and it has no attempt kept.
+    """
     # ``where`` is built here from fixed text and "?" placeholders only.
     select = f"SELECT DISTINCT event_id FROM deliveries WHERE {where}"  # noqa: S608
     event_ids = [(str(row[0]),) for row in conn.execute(select, params)]
     delete = f"DELETE FROM deliveries WHERE {where}"  # noqa: S608
     deleted = conn.execute(delete, params).rowcount
-    conn.executemany(
-        "DELETE FROM events WHERE id = ?1 "
-        "AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1)",
-        event_ids,
-    )
+    if done_at is None:
+        conn.executemany(_FORGET, event_ids)
+        return deleted
+    if untried_go:
+        conn.executemany(f"{_FORGET} {_UNTRIED}", event_ids)
+    conn.executemany(_DONE, [(event_id, done_at) for (event_id,) in event_ids])
     return deleted
+
+
+# An event (?1) that no delivery needs any more: forgotten (its attempts cascade), or done.
+_UNNEEDED = "id = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1)"
+_FORGET = f"DELETE FROM events WHERE {_UNNEEDED}"  # noqa: S608 (constants only)
+_UNTRIED = "AND NOT EXISTS (SELECT 1 FROM attempts WHERE event_id = ?1)"
+_DONE = f"UPDATE events SET done_at = ?2 WHERE {_UNNEEDED}"  # noqa: S608 (constants only)
 
 
 def _selection(

@@ -170,6 +170,43 @@ CREATE TABLE disabled_sinks (
 ) WITHOUT ROWID;
 """
 
+# The history (``poller.state.history``): an event stays, done at ``done_at``, after its last
+# row is acked with its attempts. ``seq`` is the original order (not the rowid, which VACUUM
+# may renumber): an enqueue gives MAX(seq) + 1 in the order of the events; the events already
+# there keep their rowid order. ``created_at`` is when the event was first enqueued (their
+# oldest row's for the events already there). Each attempt goes with its event.
+_V6_HISTORY = """
+ALTER TABLE events ADD COLUMN type TEXT;
+ALTER TABLE events ADD COLUMN created_at REAL;
+ALTER TABLE events ADD COLUMN done_at REAL;
+ALTER TABLE events ADD COLUMN seq INTEGER;
+UPDATE events SET
+    type = json_extract(body, '$.type'),
+    created_at = COALESCE(
+        (SELECT MIN(d.enqueued_at) FROM deliveries d WHERE d.event_id = events.id),
+        CAST(strftime('%s', 'now') AS REAL)
+    ),
+    seq = rowid;
+CREATE UNIQUE INDEX events_in_order ON events (seq);
+CREATE INDEX events_by_age ON events (created_at);
+CREATE INDEX events_by_session ON events (session_sid, seq);
+CREATE INDEX events_done ON events (done_at) WHERE done_at IS NOT NULL;
+
+CREATE TABLE attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    sink TEXT NOT NULL,
+    session_sid TEXT NOT NULL,
+    at REAL NOT NULL,
+    latency REAL NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('delivered', 'retry', 'dead', 'disabled')),
+    status INTEGER,
+    error TEXT
+);
+CREATE INDEX attempts_by_sink ON attempts (sink, id);
+CREATE INDEX attempts_by_event ON attempts (event_id, sink);
+"""
+
 # Append only: MIGRATIONS[n] takes a file from version n to version n + 1.
 MIGRATIONS: Sequence[str] = (
     _V1,
@@ -177,6 +214,7 @@ MIGRATIONS: Sequence[str] = (
     _V3_SINK_PACING,
     _V4_SESSION_FINGERPRINTS,
     _V5_DISABLED_SINKS,
+    _V6_HISTORY,
 )
 
 

@@ -1,4 +1,4 @@
-"""``SqliteStore``: both sides of the state in one SQLite file, and its lifecycle."""
+"""``SqliteStore``: every side of the state in one SQLite file, and its lifecycle."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from poller.state.base import StateStore
 from poller.state.models import SessionCounts, Summary
 from poller.state.sqlite.db import Database, open_database
+from poller.state.sqlite.history import SqliteHistory
 from poller.state.sqlite.outbox import SqliteOutbox, shift_pending
 from poller.state.sqlite.schema import user_version
 from poller.state.sqlite.sessions import SqliteSessions
@@ -16,7 +17,7 @@ from poller.state.sqlite.sessions import SqliteSessions
 BACKEND = "sqlite"
 
 
-class SqliteStore(SqliteSessions, SqliteOutbox, StateStore):
+class SqliteStore(SqliteSessions, SqliteOutbox, SqliteHistory, StateStore):
     """The poller's SQLite state file, held exclusively by one process (unless ``shared``).
 
     Every call is one short statement or transaction, made from the event loop's thread (see
