@@ -20,7 +20,7 @@ from poller.observe.cycles import CycleLog, CycleRecord
 from poller.replicas.open import watched_services
 from poller.state.base import StateStore
 from poller.state.history import AttemptRecord
-from poller.state.models import DisabledSink, Lease
+from poller.state.models import DisabledSink, FailingSink, Lease
 
 RECENT_ATTEMPTS = 50
 
@@ -54,6 +54,7 @@ class SinkStatus:
     oldest_pending_age_seconds: float | None
     dead: int
     disabled: DisabledSink | None
+    failing: FailingSink | None  # its pending rows that failed and wait for a retry
     attempts: tuple[AttemptRecord, ...]  # the newest first
 
     def to_json(self) -> dict[str, object]:
@@ -67,8 +68,19 @@ class SinkStatus:
             "disabled": None
             if disabled is None
             else {"since": disabled.since, "status": disabled.status, "reason": disabled.reason},
+            "retrying": None if self.failing is None else _failing_json(self.failing),
             "recent_attempts": [attempt.to_json() for attempt in self.attempts],
         }
+
+
+def _failing_json(failing: FailingSink) -> dict[str, object]:
+    return {
+        "deliveries": failing.deliveries,
+        "attempts": failing.attempts,
+        "next_attempt_at": failing.next_attempt_at,
+        "last_status": failing.last_status,
+        "last_error": failing.last_error,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +166,7 @@ class StatusSource:
         dead = await store.counts_by_sink("dead")
         oldest = await store.oldest_pending_by_sink()
         disabled = {entry.sink: entry for entry in await store.disabled_sinks()}
+        failing = {entry.sink: entry for entry in await store.failing_sinks()}
         sinks = []
         for sink in config.sinks:
             enqueued = oldest.get(sink.name)
@@ -167,6 +180,7 @@ class StatusSource:
                     else round(max(0.0, now - enqueued), 3),
                     dead=dead.get(sink.name, 0),
                     disabled=disabled.get(sink.name),
+                    failing=failing.get(sink.name),
                     attempts=tuple(await store.recent_attempts(sink.name, RECENT_ATTEMPTS)),
                 )
             )

@@ -96,6 +96,11 @@ def _sinks_table(sinks: Sequence[SinkStatus], now: float) -> str:
             state = "disabled"
             status = "" if disabled.status is None else f"{disabled.status} "
             note = f"since {_utc(disabled.since)}: {status}{disabled.reason}"
+        elif sink.failing is not None:
+            state = "retrying"
+            failing = sink.failing
+            error = failing.last_error or "failed"
+            note = f"{failing.deliveries} waiting, up to {failing.attempts} attempts: {error}"
         elif sink.dead:
             state = "dead letters"
         cells = [
@@ -105,12 +110,12 @@ def _sinks_table(sinks: Sequence[SinkStatus], now: float) -> str:
             (str(sink.pending), ' data-field="pending"'),
             ("" if age is None else _duration(age), ' data-field="oldest"'),
             (str(sink.dead), ' data-field="dead"'),
-            (note, ' data-field="disabled"'),
+            (note, ' data-field="note"'),
         ]
         body = "".join(f"<td{attrs}>{_e(text)}</td>" for text, attrs in cells)
         css = "ok" if state == "ok" else "failed"
         rows.append(f'<tr data-sink="{_e(sink.name)}" class="{css}">{body}</tr>')
-    header = ["sink", "type", "state", "pending", "oldest pending", "dead letters", "disabled"]
+    header = ["sink", "type", "state", "pending", "oldest pending", "dead letters", "why"]
     return _table(header, rows, empty="no sink is configured")
 
 

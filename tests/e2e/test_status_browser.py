@@ -144,6 +144,7 @@ def test_the_page_shows_pending_and_a_dead_letter_and_updates_itself(
             page.goto(f"http://127.0.0.1:{port}/")
             _wait_cell(page, "refused", "dead", "1")
             _wait_cell(page, "down", "pending", "1")
+            _wait_cell(page, "down", "state", "retrying")
             assert _cell(page, "ops", "pending") == "0"
             assert _cell(page, "ops", "dead") == "0"
             # A mark that a reload would wipe: the update must come from the page's own fetch.

@@ -94,15 +94,15 @@ def source_of(store: MemoryStore, config: Config, cycles: CycleLog | None = None
 
 async def test_snapshot_counts_each_sinks_outbox_dead_letters_and_attempts() -> None:
     store = await seeded_store()
-    data = (await source_of(store, make_config()).snapshot()).to_json()
-    ops, chat = data["sinks"]  # type: ignore[misc]
+    data: Any = (await source_of(store, make_config()).snapshot()).to_json()
+    ops, chat = data["sinks"]
     assert (ops["name"], ops["type"]) == ("ops", "webhook")
     assert (ops["pending"], ops["dead_letters"]) == (0, 1)
     assert [a["outcome"] for a in ops["recent_attempts"]] == ["dead", "delivered"]
     assert ops["recent_attempts"][1]["latency_seconds"] == 0.042
     assert (chat["pending"], chat["oldest_pending_age_seconds"]) == (2, 100.0)
     assert chat["disabled"]["status"] == 404
-    [service] = data["services"]  # type: ignore[misc]
+    [service] = data["services"]
     assert service["sessions"] == 1
     assert service["last_cycle"]["polled"] == 1
     assert data["leases"] is None and data["replica"] is None
@@ -122,6 +122,31 @@ async def test_page_shows_pending_and_dead_letters_per_sink() -> None:
     assert '<td data-field="pending">2</td>' in page
     assert '<meta name="viewport"' in page
     assert "1m 40s" in page  # chat's oldest pending age
+
+
+async def test_a_sink_whose_deliveries_wait_for_a_retry_is_shown_retrying() -> None:
+    store = MemoryStore()
+    await store.begin_watch(SERVICE, [SESSION], NOW - 600)
+    event = make_event(3)
+    await store.commit_poll(
+        SERVICE,
+        SESSION,
+        fetched={event.interaction_sid: Fingerprint(None, None, None)},
+        events=[(event, ["ops"])],
+        now=NOW - 50,
+    )
+    [row] = await store.backlog("ops", None, 10)
+    failed = Attempt(row.id, NOW - 40, 5.0, "retry", None, "ReadTimeout")
+    await store.retry_later(
+        row.id, next_attempt_at=NOW + 60, error="ReadTimeout", status=None, attempt=failed
+    )
+    snapshot = await source_of(store, make_config()).snapshot()
+    data: Any = snapshot.to_json()
+    retrying = data["sinks"][0]["retrying"]
+    assert (retrying["deliveries"], retrying["attempts"]) == (1, 1)
+    page = render_page(snapshot)
+    assert '<td data-field="state">retrying</td>' in page
+    assert "1 waiting, up to 1 attempts: ReadTimeout" in page
 
 
 async def test_text_from_outside_is_escaped_on_the_page() -> None:
