@@ -1,7 +1,8 @@
 """Smoke runs of the quick benchmarks: each runs to the end and prints its ratio lines.
 
-Only ``bench_state``, ``bench_delivery`` and ``bench_startup`` run here (seconds each);
-``bench_scale`` and ``bench_fullscan`` take minutes and are run by hand (docs/benchmarks.md).
+Only ``bench_state``, ``bench_delivery``, ``bench_startup`` and ``bench_status`` run here
+(seconds each); ``bench_scale`` and ``bench_fullscan`` take minutes and are run by hand
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -56,3 +57,11 @@ def test_bench_startup_quick_prints_both_start_up_ratios() -> None:
         "once to first request/bare interpreter cpu",
     } <= set(ratios)
     assert all(value > 1 for value in ratios.values())  # never cheaper than the bare interpreter
+
+
+def test_bench_status_quick_times_the_page_against_the_health_probe() -> None:
+    output = _run_quick("bench_status.py")
+    ratios = _ratios(output)
+    assert {"/api/status p50/healthz p50", "/ p50/healthz p50"} <= set(ratios)
+    assert all(value > 0 for value in ratios.values())
+    assert "p99" in output
