@@ -4,7 +4,9 @@ One backend dumps every row it keeps into a ``Snapshot`` (``poller.state.sqlite.
 another loads it (``poller.state.postgres.load``). The rows say what the state means, not how
 a backend lays it out: a delivery keeps its position in its queue (the deliveries come in
 queue order; the target numbers them anew), its attempts and times, whether it is pending or
-dead, and the Service whose owner delivers it. Each table is any iterable of rows, so a
+dead, and the Service whose owner delivers it. The events are every event kept (pending, dead
+and done alike) in their original order, with their attempts (``attempts``, oldest first).
+Each row's fields are named as the columns they fill. Each table is any iterable of rows, so a
 backend may read them as the loader writes them instead of holding them all in memory.
 """
 
@@ -66,12 +68,36 @@ class SessionFingerprintRow:
 
 @dataclass(frozen=True, slots=True)
 class EventRow:
-    """An event still needed by a delivery; ``body`` is ``Event.to_json()``, kept verbatim."""
+    """A kept event; ``body`` is ``Event.to_json()``, kept verbatim.
+
+    ``type``: the event's type (also in ``body``); ``created_at``: when it was first
+    enqueued; ``done_at``: when its last delivery was acked (None while one is pending or
+    dead); ``seq``: its place in the original order (the events come in ``seq`` order; the
+    target may number them anew in that order).
+    """
 
     id: str
     service_sid: str
     session_sid: str
     body: str
+    type: str
+    created_at: float
+    done_at: float | None
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One kept delivery attempt of an event (see ``poller.state.history.AttemptRecord``)."""
+
+    event_id: str
+    sink: str
+    session_sid: str
+    at: float
+    latency: float  # seconds
+    outcome: str  # "delivered" | "retry" | "dead" | "disabled"
+    status: int | None
+    error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +134,10 @@ class SinkPaceRow:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Every row of one state, each table in a stable order (deliveries in queue order)."""
+    """Every row of one state, each table in a stable order (deliveries in queue order).
+
+    ``attempts`` come after ``events`` and ``deliveries`` (each names an event), oldest first.
+    """
 
     source: str  # what it was read from (``sqlite PATH``), kept by the target
     schema_version: int  # the source backend's own numbering
@@ -121,3 +150,4 @@ class Snapshot:
     slack_threads: Iterable[SlackThreadRow] = ()
     sink_pacing: Iterable[SinkPaceRow] = ()
     disabled_sinks: Iterable[DisabledSink] = ()
+    attempts: Iterable[AttemptRow] = ()

@@ -336,3 +336,25 @@ async def test_oldest_pending_by_sink_and_kept_events_count(store: StateStore) -
     await store.dead_letter(email.id, error="HTTP 400", status=400, now=33.0)
     assert await store.oldest_pending_by_sink() == {"ops": 20.0}
     assert await store.kept_events() == 3  # done, pending and dead alike
+
+
+async def test_a_done_event_detected_again_is_queued_again_and_not_done(store: StateStore) -> None:
+    event = make_event(SESSION_A, 1)
+    await enqueue(store, SESSION_A, [event], ["ops"], now=1.0)
+    await deliver(store, "ops", [event], at=2.0)
+    await enqueue(store, SESSION_A, [event], ["ops"], now=3.0)  # its session was pruned, say
+    again = await kept(store, event)
+    assert (again.detected_at, again.done_at) == (1.0, None)
+    assert events_of(await store.due("ops", 3.0, 10)) == [event.id]
+    assert await store.kept_events() == 1
+
+
+async def test_ack_with_an_empty_history_still_keeps_the_event_done(store: StateStore) -> None:
+    event = make_event(SESSION_A, 1)
+    await enqueue(store, SESSION_A, [event], ["ops"], now=1.0)
+    row = await head(store, "ops", event)
+    before = time.time()
+    await store.ack([row.id], history=[])
+    done = await kept(store, event)
+    assert done.sinks == () and await store.pending_count() == 0
+    assert done.done_at is not None and before - 1.0 <= done.done_at <= time.time() + 1.0

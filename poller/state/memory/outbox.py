@@ -176,7 +176,8 @@ class MemoryOutbox(Outbox):
 
     async def purge(self, ids: Sequence[int] | None = None, *, sink: str | None = None) -> int:
         """Delete dead rows; an event left without any stays done now if it has attempts."""
-        return self._delete(list(self._chosen(ids, sink, "dead")), done_at=time.time())
+        dead = list(self._chosen(ids, sink, "dead"))
+        return self._delete(dead, done_at=time.time(), untried_go=True)
 
     async def failing_sinks(self, sink: str | None = None) -> list[FailingSink]:
         """Return, per sink, its pending deliveries that failed and wait for a retry."""
@@ -260,11 +261,13 @@ class MemoryOutbox(Outbox):
             ):
                 yield row
 
-    def _delete(self, rows: Iterable[Row], *, done_at: float | None = None) -> int:
+    def _delete(
+        self, rows: Iterable[Row], *, done_at: float | None = None, untried_go: bool = False
+    ) -> int:
         """Delete ``rows``, then settle the events left without any; return how many rows.
 
-        ``done_at`` None: such an event goes, with its attempts. Otherwise one with attempts
-        stays, done at ``done_at``, and one without goes.
+        ``done_at`` None: such an event goes, with its attempts. Otherwise it stays, done at
+        ``done_at``, unless ``untried_go`` and it has no attempt kept.
         """
         box = self._box
         doomed = list(rows)
@@ -274,7 +277,7 @@ class MemoryOutbox(Outbox):
         needed = {row.event_id for row in box.rows.values()}
         left = {row.event_id for row in doomed} - needed
         attempted = {a.event_id for a in box.attempts if a.event_id in left}
-        gone = left if done_at is None else left - attempted
+        gone = left if done_at is None else (left - attempted if untried_go else set())
         for event_id in left - gone:
             box.kept[event_id].done_at = done_at
         self._forget(gone)

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from poller.errors import StateError
 from poller.state.models import DisabledSink
 from poller.state.snapshot import (
+    AttemptRow,
     DeliveryRow,
     EventRow,
     InteractionRow,
@@ -95,7 +96,7 @@ def snapshot(conn: sqlite3.Connection, source: str) -> Snapshot:
             "session_sid, status, closed_reason, date_expiry, date_ended, checked_at",
             "session_fingerprints",
         ),
-        events=rows(lambda r: EventRow(*r), "id, service_sid, session_sid, body", "events"),
+        events=rows(_event, _EVENT_COLUMNS, "events", "seq"),
         deliveries=rows(_delivery, _DELIVERY_COLUMNS, _DELIVERY_TABLE, "d.id"),
         slack_threads=rows(
             lambda r: SlackThreadRow(*r), "sink, session_sid, ts", "slack_threads", "1, 2"
@@ -110,6 +111,7 @@ def snapshot(conn: sqlite3.Connection, source: str) -> Snapshot:
             "sink, since, last_at, status, reason",
             "disabled_sinks",
         ),
+        attempts=rows(_attempt, _ATTEMPT_COLUMNS, "attempts", "id"),
     )
 
 
@@ -118,6 +120,8 @@ _SESSION_COLUMNS = (
     "last_error, last_failure_at, activity_marker, status, unsettled_until, added_at, gone_at, "
     "watch_listed, watch_last_interaction"
 )
+_EVENT_COLUMNS = "id, service_sid, session_sid, body, type, created_at, done_at, seq"
+_ATTEMPT_COLUMNS = "event_id, sink, session_sid, at, latency, outcome, status, error"
 # A delivery's Service is its event's: the one whose owner delivers it.
 _DELIVERY_TABLE = "deliveries AS d JOIN events AS e ON e.id = d.event_id"
 _DELIVERY_COLUMNS = (
@@ -148,6 +152,32 @@ def _session(row: Row) -> SessionRow:
         gone_at=_real(row[12]),
         watch_listed=bool(row[13]),
         watch_last_interaction=row[14],
+    )
+
+
+def _event(row: Row) -> EventRow:
+    return EventRow(
+        id=str(row[0]),
+        service_sid=str(row[1]),
+        session_sid=str(row[2]),
+        body=str(row[3]),
+        type=str(row[4]),
+        created_at=float(row[5]),
+        done_at=_real(row[6]),
+        seq=int(row[7]),
+    )
+
+
+def _attempt(row: Row) -> AttemptRow:
+    return AttemptRow(
+        event_id=str(row[0]),
+        sink=str(row[1]),
+        session_sid=str(row[2]),
+        at=float(row[3]),
+        latency=float(row[4]),
+        outcome=str(row[5]),
+        status=None if row[6] is None else int(row[6]),
+        error=row[7],
     )
 
 
