@@ -13,13 +13,16 @@ wholly before or wholly after the daemon's write.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from poller.events import Event
 from poller.state.base import Outbox, RowState
+from poller.state.history import Attempt
 from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, short_error
 from poller.state.postgres import queues
+from poller.state.postgres.attempts import keep_acked, keep_of_rows, services_of
 from poller.state.postgres.db import Cursor, Database
 from poller.state.postgres.fence import Fence, check
 
@@ -43,6 +46,19 @@ _CLEAR_DISABLED = (
 _ORPHANS = (
     "DELETE FROM events e WHERE e.id = ANY(%s::text[]) "
     "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)"
+)
+_ORPHANS_KEEPING_TRIED = """
+WITH bare AS (
+    SELECT e.id, EXISTS (SELECT 1 FROM attempts a WHERE a.event_id = e.id) AS tried
+    FROM events e WHERE e.id = ANY(%(ids)s::text[])
+    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
+), done AS (
+    UPDATE events e SET done_at = %(done_at)s FROM bare b WHERE e.id = b.id AND b.tried
+)
+DELETE FROM events e USING bare b WHERE e.id = b.id AND NOT b.tried"""
+_ACK = (
+    "DELETE FROM deliveries WHERE id = ANY(%s::bigint[]) "
+    "RETURNING id, event_id, sink, service_sid, session_sid"
 )
 
 
@@ -83,11 +99,15 @@ class PgOutbox(Outbox):
         params = {"sink": sink, "now": now, "limit": limit, "owned": owned}
         return [_delivery(row) for row in await self._db.read(sql, params)]
 
-    async def ack(self, delivery_ids: Sequence[int]) -> None:
-        """Delete delivered rows, and each event no other row still needs; ONE transaction.
+    async def ack(
+        self, delivery_ids: Sequence[int], *, history: Sequence[Attempt] | None = None
+    ) -> None:
+        """Delete delivered rows; ONE transaction.
 
-        With a fence, raises FencedError (deleting nothing) unless every row's Service is
-        still held.
+        ``history`` None: each event no other row still needs is deleted with them. Otherwise
+        the attempts are kept and such an event stays, done (``attempts.keep_acked``). With a
+        fence, raises FencedError (deleting nothing) unless every row's Service is still held.
+        Either way it is the fence's statements and two more.
         """
         ids = list(delivery_ids)
         if not ids:
@@ -98,23 +118,35 @@ class PgOutbox(Outbox):
                     "SELECT DISTINCT service_sid FROM deliveries WHERE id = ANY(%s::bigint[])",
                     (ids,),
                 )
-                await check(cur, self._fence, [str(row[0]) for row in await cur.fetchall()])
-            await cur.execute(
-                "DELETE FROM deliveries WHERE id = ANY(%s::bigint[]) RETURNING event_id", (ids,)
-            )
-            await _forget_orphans(cur, [str(row[0]) for row in await cur.fetchall()])
+                await check(cur, self._fence, services_of(await cur.fetchall()))
+            # Its own statement, so that the next one sees (in a snapshot of its own) a row
+            # a replay added meanwhile for another sink: then the event is not done.
+            await cur.execute(_ACK, (ids,))
+            gone = await cur.fetchall()
+            if history is None:
+                await _forget_orphans(cur, [str(row[1]) for row in gone])
+            else:
+                await keep_acked(cur, gone, history)
 
     async def retry_later(
-        self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+        self,
+        delivery_id: int,
+        *,
+        next_attempt_at: float,
+        error: str,
+        status: int | None,
+        attempt: Attempt | None = None,
     ) -> None:
         """Count one failed attempt and hold the row (and its queue) until ``next_attempt_at``.
 
-        A row that is not pending is left as it is. With a fence, raises FencedError
-        (changing nothing) unless the row's Service is still held.
+        A row that is not pending is left as it is. ``attempt``: kept, in the same
+        transaction. With a fence, raises FencedError (changing nothing) unless the row's
+        Service is still held.
         """
         async with self._db.transaction() as cur:
             if not await self._lock_pending(cur, delivery_id):
                 return
+            await keep_of_rows(cur, [] if attempt is None else [attempt])
             await cur.execute(
                 "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = %s, "
                 "last_error = %s, last_status = %s WHERE id = %s AND state = 'pending'",
@@ -122,16 +154,24 @@ class PgOutbox(Outbox):
             )
 
     async def dead_letter(
-        self, delivery_id: int, *, error: str, status: int | None, now: float
+        self,
+        delivery_id: int,
+        *,
+        error: str,
+        status: int | None,
+        now: float,
+        attempt: Attempt | None = None,
     ) -> None:
         """Count one failed attempt and give up: the row stops blocking its queue.
 
-        A row that is not pending is left as it is. With a fence, raises FencedError
-        (changing nothing) unless the row's Service is still held.
+        A row that is not pending is left as it is. ``attempt``: kept, in the same
+        transaction. With a fence, raises FencedError (changing nothing) unless the row's
+        Service is still held.
         """
         async with self._db.transaction() as cur:
             if not await self._lock_pending(cur, delivery_id):
                 return
+            await keep_of_rows(cur, [] if attempt is None else [attempt])
             await cur.execute(
                 "UPDATE deliveries SET state = 'dead', attempts = attempts + 1, dead_at = %s, "
                 "last_error = %s, last_status = %s WHERE id = %s AND state = 'pending'",
@@ -217,11 +257,14 @@ class PgOutbox(Outbox):
             return cur.rowcount
 
     async def purge(self, ids: Sequence[int] | None = None, *, sink: str | None = None) -> int:
-        """Delete dead rows (and the events nothing needs any more); return how many."""
+        """Delete dead rows (and the events nothing needs any more); return how many.
+
+        An event left without rows that has kept attempts stays, done now (wall clock).
+        """
         async with self._db.transaction() as cur:
             await cur.execute(_PURGE, _selection(ids, sink))
             event_ids = [str(row[0]) for row in await cur.fetchall()]
-            await _forget_orphans(cur, event_ids)
+            await _forget_orphans(cur, event_ids, done_at=time.time())
             return len(event_ids)
 
     async def failing_sinks(self, sink: str | None = None) -> list[FailingSink]:
@@ -292,10 +335,20 @@ class PgOutbox(Outbox):
             return cur.rowcount
 
 
-async def _forget_orphans(cur: Cursor, event_ids: list[str]) -> None:
-    """Delete the events of ``event_ids`` that no delivery needs any more."""
-    if event_ids:
-        await cur.execute(_ORPHANS, (sorted(set(event_ids)),))
+async def _forget_orphans(
+    cur: Cursor, event_ids: list[str], *, done_at: float | None = None
+) -> None:
+    """Delete the events of ``event_ids`` that no delivery needs any more.
+
+    ``done_at``: keep those with kept attempts instead, done then.
+    """
+    if not event_ids:
+        return
+    chosen = sorted(set(event_ids))
+    if done_at is None:
+        await cur.execute(_ORPHANS, (chosen,))
+    else:
+        await cur.execute(_ORPHANS_KEEPING_TRIED, {"ids": chosen, "done_at": done_at})
 
 
 def _selection(ids: Sequence[int] | None, sink: str | None) -> dict[str, Any]:

@@ -138,8 +138,55 @@ CREATE TABLE replicas (
 );
 """
 
+# The history (``poller.state.history``): an event stays after its last delivery, done at
+# ``done_at``, with every attempt made at it. ``seq`` is the original order (replay follows
+# it): the events of a V1 database are numbered in the order of their first delivery, and an
+# event V1 left without any delivery (a race of two acks) is what V1 meant to delete.
+_V2 = """
+DELETE FROM events e WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id);
+ALTER TABLE events
+    ADD COLUMN type text,
+    ADD COLUMN created_at double precision,
+    ADD COLUMN done_at double precision,
+    ADD COLUMN seq bigint;
+UPDATE events e SET type = e.body::jsonb ->> 'type', created_at = f.enqueued_at, seq = f.n
+FROM (
+    SELECT event_id, min(enqueued_at) AS enqueued_at, row_number() OVER (ORDER BY min(id)) AS n
+    FROM deliveries GROUP BY event_id
+) AS f
+WHERE f.event_id = e.id;
+CREATE SEQUENCE events_seq AS bigint OWNED BY events.seq;
+SELECT setval('events_seq', coalesce((SELECT max(seq) FROM events), 0) + 1, false);
+ALTER TABLE events
+    ALTER COLUMN seq SET DEFAULT nextval('events_seq'),
+    ALTER COLUMN seq SET NOT NULL,
+    ALTER COLUMN type SET NOT NULL,
+    ALTER COLUMN created_at SET NOT NULL,
+    ADD CONSTRAINT events_seq_key UNIQUE (seq);
+CREATE INDEX events_by_session ON events (session_sid, seq);
+CREATE INDEX events_by_created ON events (created_at);
+CREATE INDEX events_done ON events (done_at) WHERE done_at IS NOT NULL;
+
+-- One row per attempt at a delivery, kept with its event (and gone with it).
+-- service_sid: the event's, for the owners' filters, as in deliveries.
+CREATE TABLE attempts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id text NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    sink text NOT NULL,
+    service_sid text NOT NULL,
+    session_sid text NOT NULL,
+    at double precision NOT NULL,
+    latency double precision NOT NULL,
+    outcome text NOT NULL CHECK (outcome IN ('delivered', 'retry', 'dead', 'disabled')),
+    status integer,
+    error text
+);
+CREATE INDEX attempts_by_sink ON attempts (sink, id DESC);
+CREATE INDEX attempts_by_event ON attempts (event_id, sink, id);
+"""
+
 # Append only: MIGRATIONS[n] takes a database from version n to version n + 1.
-MIGRATIONS: Sequence[str] = (_V1,)
+MIGRATIONS: Sequence[str] = (_V1, _V2)
 
 
 def latest_version(migrations: Sequence[str] = MIGRATIONS) -> int:

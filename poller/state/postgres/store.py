@@ -10,13 +10,14 @@ from poller.state.models import Lease, SessionCounts, Summary
 from poller.state.postgres import schema
 from poller.state.postgres.db import Database, Settings, connect, translate
 from poller.state.postgres.fence import Fence
+from poller.state.postgres.history import PgHistory
 from poller.state.postgres.outbox import PgOutbox
 from poller.state.postgres.sessions import PgSessions
 
 BACKEND = "postgres"
 
 
-class PostgresStore(PgSessions, PgOutbox, StateStore):
+class PostgresStore(PgSessions, PgOutbox, PgHistory, StateStore):
     """The poller's state in PostgreSQL, shared by every replica.
 
     ``fence``: the leases of the replica this store writes for (every write for a Service is

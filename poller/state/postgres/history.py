@@ -1,0 +1,154 @@
+"""The history in PostgreSQL: kept events, their attempts, replay and pruning.
+
+An event stays in ``events`` after its last delivery (``done_at`` set) with its rows of
+``attempts``; ``seq`` is its place in the original order. The attempts of an outbox write are
+kept by that write (``attempts.py``); this module reads them, queues kept events again and
+prunes them.
+
+A replay is an operator's command: without a fence it writes unchecked, as ``requeue`` does.
+It first locks the events' remaining outbox rows, so a daemon's ack of one of them is wholly
+before it (the replay then sees the event done) or wholly after it (the ack's own second
+statement then sees the new row, and leaves the event pending).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from poller.state.history import Attempt, AttemptRecord, History, HistoryQuery, KeptEvent
+from poller.state.postgres.attempts import keep_of_rows, services_of
+from poller.state.postgres.db import Database
+from poller.state.postgres.fence import Fence, check
+from poller.state.postgres.kept import fold, history_query
+
+_LOCK_ROWS = (
+    "SELECT service_sid FROM deliveries WHERE event_id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
+)
+_SERVICES_OF_EVENTS = "SELECT DISTINCT service_sid FROM events WHERE id = ANY(%s::text[])"
+# New rows in the events' original order (the identity numbers them as they are inserted);
+# one the outbox holds already for the sink is skipped by the unique (event_id, sink).
+_REPLAY = """
+WITH queued AS (
+    INSERT INTO deliveries
+        (event_id, sink, service_sid, session_sid, enqueued_at, next_attempt_at)
+    SELECT e.id, %(sink)s, e.service_sid, e.session_sid, %(now)s, %(now)s
+    FROM events e WHERE e.id = ANY(%(ids)s::text[]) ORDER BY e.seq
+    ON CONFLICT (event_id, sink) DO NOTHING
+    RETURNING event_id
+), undone AS (
+    UPDATE events e SET done_at = NULL FROM queued q WHERE e.id = q.event_id
+    RETURNING e.id, e.seq
+)
+SELECT id FROM undone ORDER BY seq"""
+# Done before the cutoff with nothing left to deliver; an event with no row that was never
+# marked done (two writes that each saw the other's row) goes once it is as old.
+_PRUNE = """
+WITH gone AS (
+    DELETE FROM events e
+    WHERE (e.done_at < %(cutoff)s OR (e.done_at IS NULL AND e.created_at < %(cutoff)s))
+    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
+    RETURNING 1
+)
+SELECT count(*) FROM gone"""
+_RECENT = (
+    "SELECT event_id, sink, session_sid, at, latency, outcome, status, error "
+    "FROM attempts WHERE sink = %s ORDER BY id DESC LIMIT %s"
+)
+_OLDEST_PENDING = (
+    "SELECT sink, min(enqueued_at) FROM deliveries WHERE state = 'pending' AND "
+    "(%(owned)s::text[] IS NULL OR service_sid = ANY(%(owned)s::text[])) "
+    "GROUP BY sink ORDER BY sink"
+)
+
+
+class PgHistory(History):
+    """``History`` on the ``Database`` ``_db``; a fence's Services only where it counts."""
+
+    _db: Database
+    _fence: Fence | None
+
+    def _owned(self) -> list[str] | None:
+        return None if self._fence is None else sorted(self._fence.owned())
+
+    async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
+        """Keep attempts whose outcome changes no outbox row; ONE transaction.
+
+        An attempt whose row is gone is ignored. With a fence, raises FencedError (keeping
+        none) unless every row's Service is still held.
+        """
+        if not attempts:
+            return
+        async with self._db.transaction() as cur:
+            if self._fence is not None:
+                await cur.execute(
+                    "SELECT DISTINCT service_sid FROM deliveries WHERE id = ANY(%s::bigint[])",
+                    ([a.delivery_id for a in attempts],),
+                )
+                await check(cur, self._fence, services_of(await cur.fetchall()))
+            await keep_of_rows(cur, attempts)
+
+    async def history(self, query: HistoryQuery) -> list[KeptEvent]:
+        """Return the kept events ``query`` selects, in their original order; ONE statement."""
+        sql, params = history_query(query)
+        return fold(await self._db.read(sql, params))
+
+    async def replay(self, sink: str, event_ids: Sequence[str], *, now: float) -> list[str]:
+        """Queue kept events again for ``sink`` in their original order; return the ids queued.
+
+        ONE transaction. With a fence, raises FencedError (queuing nothing) unless every
+        event's Service is held; without one (an operator), unchecked.
+        """
+        ids = sorted(set(event_ids))
+        if not ids:
+            return []
+        async with self._db.transaction() as cur:
+            await cur.execute(_LOCK_ROWS, (ids,))
+            if self._fence is not None:
+                await cur.execute(_SERVICES_OF_EVENTS, (ids,))
+                await check(cur, self._fence, services_of(await cur.fetchall()))
+            await cur.execute(_REPLAY, {"sink": sink, "now": now, "ids": ids})
+            return [str(row[0]) for row in await cur.fetchall()]
+
+    async def prune_history(self, now: float, keep_seconds: float) -> int:
+        """Forget events done over ``keep_seconds`` ago, with their attempts; ONE statement.
+
+        The attempts go with their event (ON DELETE CASCADE).
+        """
+        rows = await self._db.read(_PRUNE, {"cutoff": now - keep_seconds})
+        return int(rows[0][0])
+
+    async def recent_attempts(self, sink: str, limit: int) -> list[AttemptRecord]:
+        """Return the latest ``limit`` kept attempts for ``sink``, the newest first.
+
+        Every replica's: the history is one for all of them.
+        """
+        if limit <= 0:
+            return []
+        return [_attempt(row) for row in await self._db.read(_RECENT, (sink, limit))]
+
+    async def oldest_pending_by_sink(self) -> dict[str, float]:
+        """Return ``{sink: enqueue time of its oldest pending row}`` (a fence's rows only)."""
+        owned = self._owned()
+        if owned == []:
+            return {}
+        rows = await self._db.read(_OLDEST_PENDING, {"owned": owned})
+        return {str(sink): float(oldest) for sink, oldest in rows}
+
+    async def kept_events(self) -> int:
+        """Return how many events the state keeps (pending, dead and done alike)."""
+        return int((await self._db.read("SELECT count(*) FROM events"))[0][0])
+
+
+def _attempt(row: Sequence[Any]) -> AttemptRecord:
+    event_id, sink, session_sid, at, latency, outcome, status, error = row
+    return AttemptRecord(
+        event_id=str(event_id),
+        sink=str(sink),
+        session_sid=str(session_sid),
+        at=float(at),
+        latency_seconds=float(latency),
+        outcome=outcome,
+        status=None if status is None else int(status),
+        error=None if error is None else str(error),
+    )
