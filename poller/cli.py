@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "list":
             p.add_argument("ids", nargs="*", type=int, help="delivery ids (default: all)")
 
+    from poller.delivery.events_cli import add_events_parser
+
+    add_events_parser(sub, _add_config)
+
     p = sub.add_parser("test-sink", help="send one sample event to a sink and show the answer")
     p.add_argument("name", help="the sink's name in the config")
     _add_config(p)
@@ -355,6 +359,16 @@ def _dead_letter_row(dead: DeadLetter) -> dict[str, object]:
     }
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    from poller.delivery.events_cli import UsageError, run_events
+
+    try:
+        return asyncio.run(run_events(args, _load(args)))
+    except UsageError as exc:
+        print(f"poller: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def cmd_test_sink(args: argparse.Namespace) -> int:
     from poller.lab.testsink import test_sink
 
@@ -379,6 +393,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check-config": cmd_check_config,
     "state": cmd_state,
     "outbox": cmd_outbox,
+    "events": cmd_events,
     "test-sink": cmd_test_sink,
     "demo": cmd_demo,
     "simulate": cmd_simulate,

@@ -67,6 +67,7 @@ from poller.observe.status import StatusSource
 from poller.replicas.base import Ownership, SoleOwner
 from poller.replicas.open import watched_services
 from poller.state.base import StateStore
+from poller.state.pruning import prune_state
 from poller.watch.clockwatch import ClockWatch
 from poller.watch.cycle import ServiceCycle
 from poller.watch.job import CycleJob
@@ -392,12 +393,9 @@ class Daemon:
 
     async def _prune_job(self, app: App) -> None:
         try:
-            pruned = await app.store.prune(time.time(), self.config.state.prune_after_seconds)
+            await prune_state(app.store, self.config, time.time())
         except StateUnavailableError as exc:
             self._outage.report(exc, step="prune")
-            return
-        if pruned:
-            log.info("sessions_pruned", sessions=pruned)
 
     async def _close_parts(self, app: App) -> None:
         """Close the client and the sinks; the store outlives reloads."""

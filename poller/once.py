@@ -19,6 +19,7 @@ from poller.lab.crashpoints import NO_CRASH, CrashPoints
 from poller.replicas.base import Ownership, SoleOwner
 from poller.replicas.open import watched_services
 from poller.state.base import StateStore
+from poller.state.pruning import prune_state
 from poller.watch.cycle import CycleResult
 
 log = structlog.get_logger(__name__)
@@ -67,7 +68,7 @@ async def _run_owned(app: App, ownership: Ownership) -> int:
     failed = sum(r.failed + r.listing_failed for r in results)
     delivery = await app.dispatcher.run_once(ignore_timers=True, deadline=deadline)
     pending = delivery.pending_left
-    await app.store.prune(time.time(), app.config.state.prune_after_seconds)
+    await prune_state(app.store, app.config, time.time())
     log.info(
         "once_finished",
         polled=sum(r.planned for r in results),

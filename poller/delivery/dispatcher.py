@@ -29,6 +29,10 @@ outcome it could not record are held back in memory with their backoff
 (``poller.delivery.holds``) and the pass fails; ``run_forever`` logs ``delivery_loop_failed``
 once per failed pass and pauses, growing the pause while the failures go on.
 
+Every send is measured (``poller.delivery.attempts``). With ``delivery.history_seconds`` > 0
+its attempts go to the outbox with the ack, retry or dead letter they led to (a disabling
+answer's to ``record_attempts``), for the history; with 0 none is passed.
+
 The outbox it drains and the results it reports are in ``poller.delivery.results``.
 """
 
@@ -45,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from poller.backoff import Backoff
+from poller.delivery.attempts import Lap, Stopwatch
 from poller.delivery.disabled import DisabledSinks
 from poller.delivery.failures import Failures
 from poller.delivery.fenced import drop_fenced
@@ -116,6 +121,9 @@ class Dispatcher:
         self._idle_poll_seconds = idle_poll_seconds
         self._disabled = DisabledSinks(store)
         self._holds = Holds(monotonic)
+        self._stopwatch = Stopwatch(clock, monotonic)
+        # history_seconds 0: no attempt is passed to the outbox, which then keeps nothing.
+        self._keep = policy.config.history_seconds > 0
         self._failures = Failures(
             store,
             policy,
@@ -124,6 +132,7 @@ class Dispatcher:
             clock=clock,
             monotonic=monotonic,
             rng=self._rng,
+            keep_history=self._keep,
         )
         self._crash = crash
 
@@ -312,7 +321,7 @@ class Dispatcher:
         The ack comes in ``finally``: a stop, a deadline, a failing store or a cancellation
         still acks what was sent.
         """
-        sent: list[Delivery] = []
+        sent: list[tuple[Delivery, Lap]] = []
         queue = iter(due)  # shared by the workers: each delivery is taken once
 
         async def worker() -> None:
@@ -326,7 +335,7 @@ class Dispatcher:
             await _gather_all(worker() for _ in range(workers))
         finally:
             await self._ack(sink, sent, tally)
-        for delivery in sent:
+        for delivery, _ in sent:
             if delivery.id in tally.not_owned:
                 continue  # fenced: not acked here
             log.debug(
@@ -337,45 +346,50 @@ class Dispatcher:
             )
 
     async def _send_one(
-        self, sink: Sink, delivery: Delivery, tally: Tally, sent: list[Delivery]
+        self, sink: Sink, delivery: Delivery, tally: Tally, sent: list[tuple[Delivery, Lap]]
     ) -> None:
         if not self._owned([delivery], tally):
             # The lease went while the batch was under way: the new owner sends it.
             log.debug("delivery_not_owned", sink=sink.name, event_id=delivery.event.id)
             return
+        lap = self._stopwatch.start()
         try:
             await sink.send(delivery.event)
         except Exception as exc:  # one delivery's boundary: classify all
-            await self._failures.settle(sink.name, [delivery], exc, tally)
+            await self._failures.settle(sink.name, [delivery], exc, tally, lap.stop())
             return
         self._crash.reached("after_send")
-        sent.append(delivery)
+        sent.append((delivery, lap.stop()))
 
     async def _deliver_digest(self, sink: Sink, due: Sequence[Delivery], tally: Tally) -> None:
         due = self._owned(due, tally)  # whole queues: a Service's sessions go with it
         if not due:
             return
+        lap = self._stopwatch.start()
         try:
             await sink.send_digest([d.event for d in due])
         except Exception as exc:  # one delivery's boundary: classify all
-            await self._failures.settle(sink.name, due, exc, tally)
+            await self._failures.settle(sink.name, due, exc, tally, lap.stop())
             return
         self._crash.reached("after_send")
-        await self._ack(sink, due, tally)
+        done = lap.stop()
+        await self._ack(sink, [(d, done) for d in due], tally)
         log.debug("digest_delivered", sink=sink.name, events=len(due))
 
-    async def _ack(self, sink: Sink, delivered: Sequence[Delivery], tally: Tally) -> None:
-        """Take ``delivered`` out of the outbox in one transaction, and count them."""
-        if not delivered:
+    async def _ack(self, sink: Sink, sent: Sequence[tuple[Delivery, Lap]], tally: Tally) -> None:
+        """Take what was ``sent`` out of the outbox in one transaction (with its attempts)."""
+        if not sent:
             return
+        delivered = [d for d, _ in sent]
         ids = [d.id for d in delivered]
+        history = [lap.attempt(d.id, "delivered") for d, lap in sent] if self._keep else None
         try:
-            await self._store.ack(ids)
+            await (self._store.ack(ids, history=history) if history else self._store.ack(ids))
         except FencedError as exc:
             rest = drop_fenced(self._holds, sink.name, delivered, exc.service_sids, "ack")
             kept = {d.id for d in rest}
             tally.not_owned.update(i for i in ids if i not in kept)
-            await self._ack(sink, rest, tally)  # the Services still owned
+            await self._ack(sink, [s for s in sent if s[0].id in kept], tally)  # still owned
             return
         except StateError:
             # Sent, but still due in the outbox: not again at once (at least once, not storms).

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from poller.delivery.attempts import Lap, error_class
 from poller.delivery.disabled import DisabledSinks
 from poller.delivery.fenced import drop_fenced
 from poller.delivery.holds import Holds
@@ -34,6 +35,7 @@ from poller.errors import (
 from poller.observe.metrics import DELIVERIES
 
 if TYPE_CHECKING:
+    from poller.state.history import Attempt, AttemptOutcome
     from poller.state.models import Delivery
 
 log = structlog.get_logger(__name__)
@@ -47,6 +49,7 @@ class Failure:
     status: int | None
     retry_after: float | None
     permanent: bool
+    error_class: str  # what the history keeps: "HTTP 503", "ReadTimeout"
 
     @classmethod
     def of(cls, sink: str, exc: Exception) -> Failure:
@@ -54,10 +57,11 @@ class Failure:
             # A sink bug: keep the event, and never log the exception's text (it may hold
             # whatever the sink was handling).
             log.error("sink_raised", sink=sink, error_type=type(exc).__name__)
-            return cls(f"sink raised {type(exc).__name__}", None, None, permanent=False)
+            name = type(exc).__name__
+            return cls(f"sink raised {name}", None, None, permanent=False, error_class=name)
         retry_after = exc.retry_after if isinstance(exc, RetryableDeliveryError) else None
         permanent = isinstance(exc, PermanentDeliveryError)
-        return cls(str(exc), exc.status, retry_after, permanent)
+        return cls(str(exc), exc.status, retry_after, permanent, error_class(exc))
 
 
 class Failures:
@@ -73,7 +77,10 @@ class Failures:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random,
+        keep_history: bool = False,
     ) -> None:
+        """``keep_history``: pass each attempt to the outbox (``delivery.history_seconds``)."""
+        self._keep = keep_history
         self._store = store
         self._policy = policy
         self._disabled = disabled
@@ -83,11 +90,17 @@ class Failures:
         self._rng = rng
 
     async def settle(
-        self, sink: str, deliveries: Sequence[Delivery], exc: Exception, tally: Tally
+        self,
+        sink: str,
+        deliveries: Sequence[Delivery],
+        exc: Exception,
+        tally: Tally,
+        lap: Lap | None = None,
     ) -> None:
-        """Settle every one of ``deliveries`` (all of a digest) after ``exc``."""
+        """Settle every one of ``deliveries`` (all of a digest) after ``exc`` (sent in ``lap``)."""
         if isinstance(exc, SinkDisabledError):
             await self._disabled.disable(sink, exc, len(deliveries), self._clock())
+            await self._record_disabled(deliveries, exc, lap)
             return
         failure = Failure.of(sink, exc)
         unstored: StateError | None = None
@@ -96,7 +109,7 @@ class Failures:
             if delivery.event.service_sid in lost:
                 continue  # dropped below, with the one that found the lease lost
             try:
-                await self._settle_one(sink, delivery, failure, tally)
+                await self._settle_one(sink, delivery, failure, tally, lap)
             except _Fenced as refused:
                 lost[delivery.event.service_sid] = refused
             except StateError as error:
@@ -110,8 +123,32 @@ class Failures:
         # Last: a state that cannot clear the note must not keep the failures from settling.
         await self._disabled.answered(sink)
 
+    async def _record_disabled(
+        self, deliveries: Sequence[Delivery], exc: SinkDisabledError, lap: Lap | None
+    ) -> None:
+        """Keep the disabling answer in the history; a state that cannot is no reason to fail."""
+        if not self._keep or lap is None:
+            return
+        attempts = [
+            lap.attempt(d.id, "disabled", status=exc.status, error=error_class(exc))
+            for d in deliveries
+        ]
+        try:
+            await self._store.record_attempts(attempts)
+        except StateError as error:  # the rows stay pending: only the history misses a line
+            log.warning("attempts_not_kept", attempts=len(attempts), error=str(error))
+
+    def _attempt(
+        self, delivery: Delivery, failure: Failure, outcome: AttemptOutcome, lap: Lap | None
+    ) -> dict[str, Attempt]:
+        """The ``attempt=`` of a retry or dead letter; nothing when no history is kept."""
+        if not self._keep or lap is None:
+            return {}
+        error = failure.error_class
+        return {"attempt": lap.attempt(delivery.id, outcome, status=failure.status, error=error)}
+
     async def _settle_one(
-        self, sink: str, delivery: Delivery, failure: Failure, tally: Tally
+        self, sink: str, delivery: Delivery, failure: Failure, tally: Tally, lap: Lap | None
     ) -> None:
         now = self._clock()
         attempts = self._holds.attempts(delivery.id, delivery.attempts) + 1
@@ -125,7 +162,8 @@ class Failures:
         )
         bound = log.bind(sink=sink, event_id=delivery.event.id)
         if isinstance(decision, DeadLetter):
-            await self._write(delivery, failure, self._store.dead_letter, now=now)
+            kept = self._attempt(delivery, failure, "dead", lap)
+            await self._write(delivery, failure, self._store.dead_letter, now=now, **kept)
             tally.dead += 1
             DELIVERIES.labels(sink=sink, outcome="dead").inc()
             bound.error(
@@ -136,7 +174,9 @@ class Failures:
                 error=failure.error,
             )
             return
-        await self._retry(delivery, failure, decision, tally)
+        await self._retry(
+            delivery, failure, decision, tally, self._attempt(delivery, failure, "retry", lap)
+        )
         DELIVERIES.labels(sink=sink, outcome="retry").inc()
         bound.warning(
             "delivery_failed",
@@ -147,9 +187,15 @@ class Failures:
         )
 
     async def _retry(
-        self, delivery: Delivery, failure: Failure, retry: Retry, tally: Tally
+        self,
+        delivery: Delivery,
+        failure: Failure,
+        retry: Retry,
+        tally: Tally,
+        kept: dict[str, Attempt],
     ) -> None:
-        await self._write(delivery, failure, self._store.retry_later, next_attempt_at=retry.at)
+        write = self._store.retry_later
+        await self._write(delivery, failure, write, next_attempt_at=retry.at, **kept)
         tally.failed += 1
         tally.retry_at[delivery.id] = self._monotonic() + retry.delay
 

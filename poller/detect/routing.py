@@ -7,11 +7,16 @@ its items, so an empty tuple matches nothing and a null value in the record matc
 ``session_sid`` with the session the event was polled from. Session events have no interaction:
 only ``service_sid`` and ``session_sid`` apply to them (a sink opts in to them by naming them in
 ``events``).
+
+What is stored follows too (:func:`route_stored`): an event whose every sink leaves the message
+body out (``include_data: false``) is stored without ``interaction.data``, so the body is kept
+nowhere, neither in the outbox nor in the history.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from poller.events import Event
@@ -77,6 +82,26 @@ def accepts(sink: SinkRouting, event: Event) -> bool:
 def route(sinks: Sequence[NamedSinkRouting], event: Event) -> list[str]:
     """Return the names of the sinks that take the event, in the order of ``sinks``."""
     return [sink.name for sink in sinks if accepts(sink, event)]
+
+
+class StoredSinkRouting(NamedSinkRouting, Protocol):
+    """A sink's routing configuration with what it takes of the message body."""
+
+    @property
+    def include_data(self) -> bool: ...
+
+
+def route_stored(sinks: Sequence[StoredSinkRouting], event: Event) -> tuple[Event, list[str]]:
+    """Return the event as the state is to keep it, and the names of the sinks that take it.
+
+    Without ``interaction.data`` when none of those sinks includes it; the id is the same.
+    """
+    taking = [sink for sink in sinks if accepts(sink, event)]
+    names = [sink.name for sink in taking]
+    if not taking or any(sink.include_data for sink in taking) or "data" not in event.interaction:
+        return event, names
+    bare = {key: value for key, value in event.interaction.items() if key != "data"}
+    return replace(event, interaction=bare), names
 
 
 def _matches(allowed: tuple[str, ...] | None, value: str | None) -> bool:

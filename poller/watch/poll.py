@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 import structlog
 
 from poller.detect.diff import Diff, diff, utc_instant
-from poller.detect.routing import NamedSinkRouting, route
+from poller.detect.routing import StoredSinkRouting, route_stored
 from poller.errors import CredentialsError, NotFoundError, SourceError
 from poller.events import Event
 from poller.lab.crashpoints import NO_CRASH, CrashPoints
@@ -82,7 +82,7 @@ class SessionPoller:
         source: InteractionSource,
         store: StateStore,
         settings: PollConfig,
-        sinks: Sequence[NamedSinkRouting],
+        sinks: Sequence[StoredSinkRouting],
         *,
         clock: Callable[[], float] = time.time,
         on_events: Callable[[], None] | None = None,
@@ -273,7 +273,7 @@ class SessionPoller:
             service_sid,
             session_sid,
             fetched=seen.found.known_after,
-            events=[(event, route(self._sinks, event)) for event in events],
+            events=[route_stored(self._sinks, event) for event in events],
             now=now,
             activity_marker=activity_marker,
             status=status,

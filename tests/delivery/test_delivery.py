@@ -29,6 +29,7 @@ from poller.errors import (
 )
 from poller.events import Event, EventType
 from poller.observe.metrics import REGISTRY
+from poller.state.history import Attempt
 from poller.state.models import Delivery, DisabledSink
 from poller.state.sqlite.store import SqliteStore
 from poller.twilio.records import Fingerprint
@@ -60,6 +61,7 @@ class MemoryOutbox:
         self.rows: dict[int, _Row] = {}
         self._ids = itertools.count(1)
         self.disabled: dict[str, DisabledSink] = {}
+        self.attempts: list[Attempt] = []  # every one passed in, in order
 
     async def commit_poll(
         self,
@@ -98,13 +100,26 @@ class MemoryOutbox:
             if r.delivery.sink == sink and not r.dead and r.session_sid in due_sessions
         ][:limit]
 
-    async def ack(self, delivery_ids: Sequence[int]) -> None:
+    async def ack(
+        self, delivery_ids: Sequence[int], *, history: Sequence[Attempt] | None = None
+    ) -> None:
+        self.attempts.extend(history or ())
         for delivery_id in delivery_ids:
             del self.rows[delivery_id]
 
+    async def record_attempts(self, attempts: Sequence[Attempt]) -> None:
+        self.attempts.extend(attempts)
+
     async def retry_later(
-        self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+        self,
+        delivery_id: int,
+        *,
+        next_attempt_at: float,
+        error: str,
+        status: int | None,
+        attempt: Attempt | None = None,
     ) -> None:
+        self.attempts.extend([attempt] if attempt else [])
         row = self.rows[delivery_id]
         row.delivery = replace(
             row.delivery,
@@ -115,9 +130,17 @@ class MemoryOutbox:
         )
 
     async def dead_letter(
-        self, delivery_id: int, *, error: str, status: int | None, now: float
+        self,
+        delivery_id: int,
+        *,
+        error: str,
+        status: int | None,
+        now: float,
+        attempt: Attempt | None = None,
     ) -> None:
-        await self.retry_later(delivery_id, next_attempt_at=now, error=error, status=status)
+        await self.retry_later(
+            delivery_id, next_attempt_at=now, error=error, status=status, attempt=attempt
+        )
         self.rows[delivery_id].dead = True
 
     async def dead_letters(self, sink: str | None = None) -> list[Delivery]:
@@ -212,9 +235,11 @@ class CountingAcks:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def ack(self, delivery_ids: Sequence[int]) -> None:
+    async def ack(
+        self, delivery_ids: Sequence[int], *, history: Sequence[Attempt] | None = None
+    ) -> None:
         self.acks.append(list(delivery_ids))
-        await self.inner.ack(delivery_ids)
+        await self.inner.ack(delivery_ids, history=history)
 
 
 Outcome = BaseException | None
@@ -698,7 +723,13 @@ async def test_sends_of_a_batch_are_acked_even_when_the_store_fails_on_another(
 
     class BrokenRetry(CountingAcks):
         async def retry_later(
-            self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+            self,
+            delivery_id: int,
+            *,
+            next_attempt_at: float,
+            error: str,
+            status: int | None,
+            attempt: Attempt | None = None,
         ) -> None:
             raise StateError("disk I/O error")
 
@@ -936,7 +967,9 @@ async def test_stop_lets_the_send_in_flight_finish(store: StoreUnderTest) -> Non
 
 async def test_a_store_failure_surfaces_after_every_sink_has_stopped() -> None:
     class BrokenAck(MemoryOutbox):
-        async def ack(self, delivery_ids: Sequence[int]) -> None:
+        async def ack(
+            self, delivery_ids: Sequence[int], *, history: Sequence[Attempt] | None = None
+        ) -> None:
             raise StateError("disk I/O error")
 
     store = BrokenAck()

@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from poller.delivery.holds import Holds
 from poller.errors import StateError
 from poller.observe.metrics import REGISTRY
+from poller.state.history import Attempt
 from poller.state.sqlite.store import SqliteStore
 from tests.clock import FakeClock
 from tests.delivery.test_delivery import (
@@ -43,25 +44,45 @@ class FullDisk(CountingAcks):
     full = True
 
     async def retry_later(
-        self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+        self,
+        delivery_id: int,
+        *,
+        next_attempt_at: float,
+        error: str,
+        status: int | None,
+        attempt: Attempt | None = None,
     ) -> None:
         if self.full:
             raise StateError(DISK_FULL)
         await self.inner.retry_later(
-            delivery_id, next_attempt_at=next_attempt_at, error=error, status=status
+            delivery_id,
+            next_attempt_at=next_attempt_at,
+            error=error,
+            status=status,
+            attempt=attempt,
         )
 
     async def dead_letter(
-        self, delivery_id: int, *, error: str, status: int | None, now: float
+        self,
+        delivery_id: int,
+        *,
+        error: str,
+        status: int | None,
+        now: float,
+        attempt: Attempt | None = None,
     ) -> None:
         if self.full:
             raise StateError(DISK_FULL)
-        await self.inner.dead_letter(delivery_id, error=error, status=status, now=now)
+        await self.inner.dead_letter(
+            delivery_id, error=error, status=status, now=now, attempt=attempt
+        )
 
-    async def ack(self, delivery_ids: Sequence[int]) -> None:
+    async def ack(
+        self, delivery_ids: Sequence[int], *, history: Sequence[Attempt] | None = None
+    ) -> None:
         if self.full:
             raise StateError(DISK_FULL)
-        await super().ack(delivery_ids)
+        await super().ack(delivery_ids, history=history)
 
 
 def _pending_gauge(sink: str) -> float | None:

@@ -17,6 +17,7 @@ from poller.delivery.dispatcher import Dispatcher
 from poller.errors import FencedError
 from poller.events import Event
 from poller.observe.metrics import REGISTRY
+from poller.state.history import Attempt
 from poller.state.memory.store import MemoryStore
 from poller.state.models import Delivery
 from tests.clock import FakeClock
@@ -44,23 +45,41 @@ class FencingStore(MemoryStore):
         if lost:
             raise FencedError(f"replica-a no longer holds {lost}", service_sids=tuple(lost))
 
-    async def ack(self, delivery_ids: Sequence[int]) -> None:
+    async def ack(
+        self, delivery_ids: Sequence[int], *, history: Sequence[Attempt] | None = None
+    ) -> None:
         self._check(delivery_ids)
-        await super().ack(delivery_ids)
+        await super().ack(delivery_ids, history=history)
 
     async def retry_later(
-        self, delivery_id: int, *, next_attempt_at: float, error: str, status: int | None
+        self,
+        delivery_id: int,
+        *,
+        next_attempt_at: float,
+        error: str,
+        status: int | None,
+        attempt: Attempt | None = None,
     ) -> None:
         self._check([delivery_id])
         await super().retry_later(
-            delivery_id, next_attempt_at=next_attempt_at, error=error, status=status
+            delivery_id,
+            next_attempt_at=next_attempt_at,
+            error=error,
+            status=status,
+            attempt=attempt,
         )
 
     async def dead_letter(
-        self, delivery_id: int, *, error: str, status: int | None, now: float
+        self,
+        delivery_id: int,
+        *,
+        error: str,
+        status: int | None,
+        now: float,
+        attempt: Attempt | None = None,
     ) -> None:
         self._check([delivery_id])
-        await super().dead_letter(delivery_id, error=error, status=status, now=now)
+        await super().dead_letter(delivery_id, error=error, status=status, now=now, attempt=attempt)
 
 
 def _event(service_sid: str, n: int) -> Event:

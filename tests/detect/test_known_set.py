@@ -42,6 +42,7 @@ class AllEvents:
     name: str = "ops"
     events: tuple[str, ...] = ("interaction.created", "interaction.updated")
     filter: None = None
+    include_data: bool = True
 
 
 class ScriptedSource:

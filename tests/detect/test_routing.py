@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from poller.detect.routing import accepts, route
+from poller.detect.routing import accepts, route, route_stored
 from poller.events import INTERACTION_EVENT_TYPES, Event, EventType
 
 FIXTURE: dict[str, Any] = json.loads(
@@ -213,3 +213,34 @@ def test_restricting_a_filter_key_never_adds_an_event(
         restricted = tuple(v for v in current if v in narrower)
     if accepts(Sink("s", filter=replace(base, **{key: restricted})), event):
         assert accepts(Sink("s", filter=base), event)
+
+
+@dataclass(frozen=True)
+class StoredSink(Sink):
+    include_data: bool = True
+
+
+def test_an_event_no_taker_wants_the_body_of_is_stored_without_it_under_the_same_id() -> None:
+    event = _event()
+    bare, names = route_stored(
+        [StoredSink("a", include_data=False), StoredSink("b", include_data=False)], event
+    )
+    assert names == ["a", "b"]
+    assert "data" not in bare.interaction
+    assert bare.id == event.id
+    assert {**bare.interaction, "data": event.interaction["data"]} == dict(event.interaction)
+    assert "some message" not in bare.to_json()
+
+
+def test_one_taker_that_includes_the_body_keeps_it_stored() -> None:
+    event = _event()
+    quiet = StoredSink("quiet", include_data=False)
+    assert route_stored([quiet, StoredSink("full")], event) == (event, ["quiet", "full"])
+
+
+def test_a_sink_that_does_not_take_the_event_has_no_say_in_what_is_stored() -> None:
+    event = _event()
+    elsewhere = StoredSink("full", events=("interaction.updated",))
+    bare, names = route_stored([StoredSink("quiet", include_data=False), elsewhere], event)
+    assert names == ["quiet"]
+    assert "data" not in bare.interaction

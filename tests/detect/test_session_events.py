@@ -136,6 +136,7 @@ class Sink:
     name: str
     events: tuple[str, ...] = INTERACTION_EVENT_TYPES
     filter: Any = None
+    include_data: bool = True
 
 
 @dataclass(frozen=True)

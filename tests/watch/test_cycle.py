@@ -99,6 +99,7 @@ class AllEvents:
     name: str = "ops"
     events: tuple[str, ...] = ("interaction.created", "interaction.updated")
     filter: None = None
+    include_data: bool = True
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ writes is the state contract's business (``tests/state/``).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from poller.config import PollConfig
+from poller.state.history import HistoryQuery
 from poller.state.memory.store import MemoryStore
 from poller.twilio.records import Fingerprint, Interaction
 from poller.watch.poll import SessionPoller
@@ -67,6 +69,7 @@ class AllEvents:
     name: str = "ops"
     events: tuple[str, ...] = ("interaction.created", "interaction.updated")
     filter: None = None
+    include_data: bool = True
 
 
 class ListedSource:
@@ -112,6 +115,27 @@ async def test_poll_of_a_changed_session_commits_its_event() -> None:
     assert store.given_known[-1]  # ...and handed to the commit, not read again
     assert await store.known(SESSION_A) == {"KI1": FP, "KI2": changed}
     assert [d.event.interaction_sid for d in await store.due("ops", None, 10)] == ["KI2"]
+
+
+async def test_poll_for_sinks_without_data_keeps_no_message_body_in_the_state() -> None:
+    store = MemoryStore()
+    source = ListedSource([interaction_record("KI1")])
+    settings = PollConfig(first_run="notify_all", settle_seconds=900.0, timeout_seconds=5.0)
+    sinks = [AllEvents(name="a", include_data=False), AllEvents(name="b", include_data=False)]
+    poller = SessionPoller(source, store, settings, sinks, clock=lambda: 1e9)
+    source.records = [_with_body(interaction_record("KI1"), "hello there")]
+    assert (await poller.poll(SERVICE, SESSION_A)).events == 1
+    (delivery,) = await store.due("a", None, 10)
+    assert "data" not in delivery.event.interaction
+    (kept,) = await store.history(HistoryQuery())
+    assert "hello there" not in kept.event.to_json()
+
+
+def _with_body(record: Interaction, body: str) -> Interaction:
+    raw = {**record.raw, "data": json.dumps({"body": body})}
+    again = Interaction.from_api(raw)
+    assert again is not None
+    return again
 
 
 async def test_poll_listing_a_known_sid_twice_instead_of_another_forgets_nothing() -> None:
