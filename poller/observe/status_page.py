@@ -99,8 +99,9 @@ def _sinks_table(sinks: Sequence[SinkStatus], now: float) -> str:
         elif sink.failing is not None:
             state = "retrying"
             failing = sink.failing
-            error = failing.last_error or "failed"
-            note = f"{failing.deliveries} waiting, up to {failing.attempts} attempts: {error}"
+            # The status says it shortest; the error's one line names the sink again.
+            last = failing.last_error if failing.last_status is None else failing.last_status
+            note = f"{failing.deliveries} failed, {failing.attempts} attempts, last: {last}"
         elif sink.dead:
             state = "dead letters"
         cells = [
@@ -109,7 +110,7 @@ def _sinks_table(sinks: Sequence[SinkStatus], now: float) -> str:
             (state, ' data-field="state"'),
             (str(sink.pending), ' data-field="pending"'),
             ("" if age is None else _duration(age), ' data-field="oldest"'),
-            (str(sink.dead), ' data-field="dead"'),
+            (str(sink.dead), ' data-field="dead"' + (' class="bad"' if sink.dead else "")),
             (note, ' data-field="note"'),
         ]
         body = "".join(f"<td{attrs}>{_e(text)}</td>" for text, attrs in cells)

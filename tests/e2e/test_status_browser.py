@@ -155,6 +155,9 @@ def test_the_page_shows_pending_and_a_dead_letter_and_updates_itself(
             assert page.evaluate("window.__notReloaded === true")
             assert "<b>news</b>" not in page.content()  # a body is never on the page
             page.click('details[data-attempts="refused"] summary')
+            refusals = page.inner_text('details[data-attempts="refused"] tbody')
+            assert "dead" in refusals and "HTTP 400" in refusals
+            assert "503" in _cell(page, "down", "note")
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:

@@ -118,7 +118,7 @@ async def test_a_service_without_a_cycle_yet_is_shown_waiting() -> None:
 async def test_page_shows_pending_and_dead_letters_per_sink() -> None:
     page = render_page(await source_of(await seeded_store(), make_config()).snapshot())
     assert '<tr data-sink="ops" class="failed">' in page
-    assert '<td data-field="dead">1</td>' in page
+    assert '<td data-field="dead" class="bad">1</td>' in page
     assert '<td data-field="pending">2</td>' in page
     assert '<meta name="viewport"' in page
     assert "1m 40s" in page  # chat's oldest pending age
@@ -146,7 +146,7 @@ async def test_a_sink_whose_deliveries_wait_for_a_retry_is_shown_retrying() -> N
     assert (retrying["deliveries"], retrying["attempts"]) == (1, 1)
     page = render_page(snapshot)
     assert '<td data-field="state">retrying</td>' in page
-    assert "1 waiting, up to 1 attempts: ReadTimeout" in page
+    assert "1 failed, 1 attempts, last: ReadTimeout" in page
 
 
 async def test_text_from_outside_is_escaped_on_the_page() -> None:
