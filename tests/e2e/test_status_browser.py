@@ -160,6 +160,10 @@ def test_the_page_shows_pending_and_a_dead_letter_and_updates_itself(
             assert "503" in _cell(page, "down", "note")
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+            # On a phone the wide tables scroll inside their own box, not the whole page.
+            page.set_viewport_size({"width": 390, "height": 844})
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            assert page.evaluate("document.querySelector('.scroll').scrollWidth > 390")
         finally:
             daemon.stop()
 
