@@ -19,8 +19,9 @@ import structlog
 from aiohttp import web
 
 from poller.config.models import HttpAuthConfig
+from poller.errors import StateError
 from poller.observe import metrics
-from poller.observe.status import StatusSource
+from poller.observe.status import StatusSnapshot, StatusSource
 from poller.observe.status_page import render_page
 
 log = structlog.get_logger(__name__)
@@ -67,11 +68,11 @@ def add_status_routes(
     assets = {name: _asset(name) for name in _ASSETS}
 
     async def page(_request: web.Request) -> web.Response:
-        snapshot = await source.snapshot()
+        snapshot = await _snapshot(source)
         return web.Response(text=render_page(snapshot), content_type="text/html", headers=_NO_STORE)
 
     async def api(_request: web.Request) -> web.Response:
-        snapshot = await source.snapshot()
+        snapshot = await _snapshot(source)
         return web.json_response(snapshot.to_json(), headers=_NO_STORE)
 
     async def static(request: web.Request) -> web.Response:
@@ -83,6 +84,17 @@ def add_status_routes(
     app.router.add_get("/", guard(page))
     app.router.add_get("/api/status", guard(api))
     app.router.add_get("/static/{name}", guard(static))
+
+
+async def _snapshot(source: StatusSource) -> StatusSnapshot:
+    """Return the snapshot, or raise a one-line 503 when the state cannot be read now."""
+    try:
+        return await source.snapshot()
+    except StateError as exc:
+        log.warning("status_unavailable", error=str(exc), error_type=type(exc).__name__)
+        raise web.HTTPServiceUnavailable(
+            text=f"the state cannot be read now: {exc}\n", headers=_NO_STORE
+        ) from exc
 
 
 def _asset(name: str) -> bytes:

@@ -12,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from poller.config import Config, parse_config
+from poller.errors import StateUnavailableError
 from poller.events import Event, EventType, event_id
 from poller.observe import metrics
 from poller.observe.cycles import CycleLog
@@ -277,3 +278,22 @@ async def test_an_unprotected_page_off_loopback_is_warned_of(
     assert server is not None
     await server.stop()
     assert any(e["event"] == "status_page_unprotected" for e in logs) is warned
+
+
+class _AwayStore(MemoryStore):
+    async def counts_by_sink(self, state: Any) -> dict[str, int]:
+        raise StateUnavailableError("state postgresql://db/poller: connection refused")
+
+
+@pytest.mark.parametrize("path", ["/", "/api/status"])
+async def test_a_state_that_cannot_be_read_is_a_one_line_503(path: str) -> None:
+    source = source_of(_AwayStore(), make_config())
+    server = HealthServer("127.0.0.1", 0, health=HealthState(), status=source)
+    with capture_logs() as logs:
+        async with server, httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as c:
+            answer = await c.get(path)
+    assert answer.status_code == 503
+    assert answer.text == (
+        "the state cannot be read now: state postgresql://db/poller: connection refused\n"
+    )
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["status_unavailable"]
