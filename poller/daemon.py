@@ -57,7 +57,6 @@ from poller.app import App, AppBuilder, retire_removed_sinks, sync_watch
 from poller.config import Config
 from poller.errors import ConfigError, StateError, StateUnavailableError
 from poller.observe import metrics
-from poller.observe.cycles import CycleLog
 from poller.observe.health import HealthState
 from poller.observe.listener import start_http
 from poller.observe.logs import configure_logging
@@ -119,7 +118,7 @@ class Daemon:
         self._ownership = ownership if ownership is not None else SoleOwner()
         self._app: App | None = None
         self._outage = outage if outage is not None else Outage(config.poll.interval_seconds)
-        self._cycles = CycleJob(self._outage, CycleLog(config.poll.interval_seconds))
+        self._cycles = CycleJob(self._outage, interval_seconds=config.poll.interval_seconds)
 
     async def run(self) -> int:
         # Its "skipped: maximum number of running instances" warning becomes cycle_skipped.

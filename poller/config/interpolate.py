@@ -72,6 +72,10 @@ def _read_secret_files(data: dict[str, Any], base: Path | None, from_files: set[
     twilio = data.get("twilio")
     if isinstance(twilio, dict):
         data["twilio"] = _secret_files(twilio, _TWILIO_FILE_SECRETS, ("twilio",), base, from_files)
+    http = data.get("http")
+    auth = http.get("auth") if isinstance(http, dict) else None
+    if isinstance(http, dict) and isinstance(auth, dict):
+        http["auth"] = _secret_files(auth, ("password",), ("http", "auth"), base, from_files)
     sinks = data.get("sinks")
     if isinstance(sinks, list):
         for i, sink in enumerate(sinks):

@@ -189,7 +189,7 @@ class DeliveryConfig(Model):
     shutdown_timeout_seconds: float = setting(_seconds, default=10.0)
     once_deadline_seconds: float = setting(_seconds, default=60.0)
     # Events and their delivery attempts are kept this long after delivery (0: not at all).
-    history_seconds: float = setting(_seconds, default=7 * 24 * 3600.0)
+    history_seconds: float = setting(_number(minimum=0, inclusive=True), default=7 * 24 * 3600.0)
 
     def _check(self) -> None:
         if self.initial_backoff_seconds > self.max_backoff_seconds:

@@ -83,6 +83,18 @@ def _state(config: Config) -> str:
     return f"state: {state.where} (PostgreSQL, leases of {state.lease_seconds:g}s; {prune})"
 
 
+def _http(config: Config) -> str:
+    if config.http is None:
+        return "http: disabled"
+    if config.http.auth is not None:
+        auth = f"basic auth for {config.http.auth.username} {_mask(config.http.auth.password)}"
+    elif config.http.loopback:
+        auth = "no auth (loopback)"
+    else:
+        auth = "no auth: the status page is open to the network"
+    return f"http: {config.http.listen}, status page at /, {auth}"
+
+
 def summarize(config: Config) -> str:
     """A human summary for ``poller check-config``; secrets masked."""
     tw, poll, dl = config.twilio, config.poll, config.delivery
@@ -108,7 +120,8 @@ def summarize(config: Config) -> str:
         f"delivery: max {dl.max_attempts} attempts within {dl.max_age_seconds:g}s, backoff "
         f"{dl.initial_backoff_seconds:g}s to {dl.max_backoff_seconds:g}s, concurrency "
         f"{dl.concurrency}, shutdown {dl.shutdown_timeout_seconds:g}s, "
-        f"once deadline {dl.once_deadline_seconds:g}s",
+        f"once deadline {dl.once_deadline_seconds:g}s, "
+        + (f"history {dl.history_seconds:g}s" if dl.history_seconds else "no history"),
         "watch:",
     ]
     for watch in config.watch:
@@ -117,6 +130,6 @@ def summarize(config: Config) -> str:
     lines.append("sinks:")
     for sink in config.sinks:
         lines += _sink_lines(sink)
-    lines.append(f"http: {config.http.listen if config.http else 'disabled'}")
+    lines.append(_http(config))
     lines.append(f"log: format {config.log.format}, level {config.log.level}")
     return "\n".join(lines)

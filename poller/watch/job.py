@@ -34,9 +34,16 @@ class CycleLike(Protocol):
 class CycleJob:
     """Run cycles and settle their outcome into the health and the log."""
 
-    def __init__(self, outage: Outage, cycles: CycleLog | None = None) -> None:
+    def __init__(
+        self,
+        outage: Outage,
+        cycles: CycleLog | None = None,
+        *,
+        interval_seconds: float | None = None,
+    ) -> None:
+        """``cycles``: where each cycle's end is noted (new: one told ``interval_seconds``)."""
         self._outage = outage
-        self.cycles = cycles if cycles is not None else CycleLog()
+        self.cycles = cycles if cycles is not None else CycleLog(interval_seconds)
         self._running: dict[str, asyncio.Future[CycleResult]] = {}  # by Service
 
     def cancel(self, service_sid: str) -> None:
@@ -97,8 +104,13 @@ class CycleJob:
             if self._running.get(sid) is running:
                 del self._running[sid]
         self._outage.over()
+        self._ended(result, health, seconds=time.monotonic() - started)
+        return None
+
+    def _ended(self, result: CycleResult, health: HealthState, *, seconds: float) -> None:
+        """Settle a cycle that ran to its end into the cycle log, the health and the log."""
         self.cycles.record(
-            sid,
+            result.service_sid,
             polled=result.planned,
             failed=result.failed,
             events=result.events,
@@ -115,9 +127,8 @@ class CycleJob:
             planned=result.planned,
             failed=result.failed,
             events=result.events,
-            seconds=round(time.monotonic() - started, 3),
+            seconds=round(seconds, 3),
         )
-        return None
 
     def _failed(self, service_sid: str, error: str) -> None:
         self.cycles.record(service_sid, polled=0, failed=0, succeeded=False, error=error)
