@@ -60,7 +60,14 @@ def _browser_missing() -> str | None:
 
 
 @pytest.fixture
-def browser_page(tmp_path: Path) -> Iterator[Any]:
+def credentials(request: pytest.FixtureRequest) -> dict[str, str] | None:
+    """The HTTP credentials the browser answers a 401 with (indirect parameter; None: none)."""
+    given: dict[str, str] | None = getattr(request, "param", None)
+    return given
+
+
+@pytest.fixture
+def browser_page(tmp_path: Path, credentials: dict[str, str] | None) -> Iterator[Any]:
     """A page of a fresh headless chromium (its own user data dir)."""
     missing = _browser_missing()
     if missing is not None:
@@ -76,6 +83,7 @@ def browser_page(tmp_path: Path) -> Iterator[Any]:
             args=CHROMIUM_ARGS,
             headless=True,
             viewport={"width": 1100, "height": 900},
+            http_credentials=credentials,  # type: ignore[arg-type]
         )
         try:
             yield context.new_page()
@@ -183,3 +191,39 @@ def _wait(condition: Callable[[], bool], daemon: DaemonProcess, what: str) -> No
         return condition()
 
     wait_for(alive_and, timeout=30, what=what)
+
+
+@pytest.mark.parametrize(
+    "credentials", [{"username": "ops", "password": "page-password-1"}], indirect=True
+)
+def test_behind_http_auth_the_page_loads_and_refreshes_itself(
+    browser_page: Any, sim: SimulatorThread, tmp_path: Path
+) -> None:
+    page = browser_page
+    port = free_port()
+    with ReceiverThread(ReceiverState(secret=SECRET)) as ops:
+        config = write_config(
+            tmp_path,
+            sim,
+            ops.base_url,
+            http={
+                "listen": f"127.0.0.1:{port}",
+                "auth": {"username": "ops", "password": "page-password-1"},
+            },
+        )
+        daemon = DaemonProcess(config, tmp_path).start()
+        try:
+            _wait(lambda: _ready(port), daemon, "the daemon to be ready (baselined)")
+            assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 401
+            assert page.goto(f"http://127.0.0.1:{port}/").status == 200
+            first = page.get_attribute("main", "data-generated-at")
+            page.evaluate("window.__notReloaded = true")
+            page.wait_for_function(
+                "(first) => document.querySelector('main').dataset.generatedAt !== first",
+                arg=first,
+                timeout=30_000,
+            )
+            assert page.evaluate("window.__notReloaded === true")
+            assert not page.evaluate("document.body.classList.contains('stale')")
+        finally:
+            daemon.stop()
