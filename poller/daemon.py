@@ -57,10 +57,12 @@ from poller.app import App, AppBuilder, retire_removed_sinks, sync_watch
 from poller.config import Config
 from poller.errors import ConfigError, StateError, StateUnavailableError
 from poller.observe import metrics
-from poller.observe.health import HealthServer, HealthState
+from poller.observe.health import HealthState
+from poller.observe.listener import start_http
 from poller.observe.logs import configure_logging
 from poller.observe.outage import Outage
 from poller.observe.sdnotify import Notifier
+from poller.observe.status import StatusSource
 from poller.replicas.base import Ownership, SoleOwner
 from poller.replicas.open import watched_services
 from poller.state.base import StateStore
@@ -125,7 +127,10 @@ class Daemon:
         # it) becomes job_missed.
         logging.getLogger("apscheduler.executors.default").setLevel(logging.ERROR)
         store = self._store
-        server = await self._start_health_server()
+        status = StatusSource(
+            store, lambda: self.config, self._cycles.cycles, replica=self._ownership.replica
+        )
+        server = await start_http(self.config, self.health, status)
         self._install_signals()
         watch = asyncio.create_task(self._watch(store))
         try:
@@ -163,14 +168,6 @@ class Daemon:
             return 1
         log.info("daemon_stopped", reason="signal")
         return 0
-
-    async def _start_health_server(self) -> HealthServer | None:
-        if self.config.http is None:
-            return None
-        server = HealthServer(self.config.http.host, self.config.http.port, health=self.health)
-        await server.start()
-        log.info("http_listening", host=self.config.http.host, port=server.port)
-        return server
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

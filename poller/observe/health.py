@@ -1,20 +1,25 @@
 """Liveness and readiness of the daemon, served with the metrics over HTTP.
 
 ``HealthState`` is a plain object the daemon updates (heartbeat, poll outcomes, outbox age);
-``HealthServer`` answers ``/healthz``, ``/readyz`` and ``/metrics`` from it on aiohttp.
+``HealthServer`` answers ``/healthz``, ``/readyz`` and ``/metrics`` from it on aiohttp, and,
+given a ``StatusSource``, the status page (``poller.observe.status_http``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from poller.observe.metrics import REGISTRY
+
+if TYPE_CHECKING:
+    from poller.config.models import HttpAuthConfig
+    from poller.observe.status import StatusSource
 
 log = structlog.get_logger(__name__)
 
@@ -156,7 +161,11 @@ def _rounded(value: float | None) -> float | None:
 
 
 class HealthServer:
-    """``/healthz``, ``/readyz`` and ``/metrics`` on ``listen_host:listen_port`` (0: any port)."""
+    """``/healthz``, ``/readyz`` and ``/metrics`` on ``listen_host:listen_port`` (0: any port).
+
+    ``status``: also serve the status page and ``/api/status``, behind ``auth`` when given
+    (the probes and the metrics stay open).
+    """
 
     def __init__(
         self,
@@ -165,7 +174,11 @@ class HealthServer:
         *,
         health: HealthState,
         registry: CollectorRegistry = REGISTRY,
+        status: StatusSource | None = None,
+        auth: HttpAuthConfig | None = None,
     ) -> None:
+        self._status = status
+        self._auth = auth
         self._host = listen_host
         self._requested_port = listen_port
         self._health = health
@@ -188,6 +201,10 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        if self._status is not None:
+            from poller.observe.status_http import add_status_routes
+
+            add_status_routes(app, self._status, self._auth)
         # No access log: probes every few seconds would drown the useful lines.
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

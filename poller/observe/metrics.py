@@ -127,3 +127,9 @@ LEASE_CHANGES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+HTTP_AUTH_REFUSED = Counter(
+    "poller_http_auth_refused",
+    "Requests to the status page or /api/status refused by http.auth, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)

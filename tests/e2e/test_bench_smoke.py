@@ -1,8 +1,8 @@
 """Smoke runs of the quick benchmarks: each runs to the end and prints its ratio lines.
 
-Only ``bench_state``, ``bench_delivery``, ``bench_startup`` and ``bench_history`` run here
-(seconds each);
-``bench_scale`` and ``bench_fullscan`` take minutes and are run by hand (docs/benchmarks.md).
+Only ``bench_state``, ``bench_delivery``, ``bench_startup``, ``bench_history`` and
+``bench_status`` run here (seconds each); ``bench_scale`` and ``bench_fullscan`` take minutes
+and are run by hand (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -65,3 +65,9 @@ def test_bench_history_quick_measures_both_sizes_and_the_body_left_out() -> None
     payload_ratio = ratios["include_data false/default payload bytes per event"]
     assert 0 < file_ratio <= 1.0
     assert 0.5 < payload_ratio < 1.0  # the body is gone from every stored event
+def test_bench_status_quick_times_the_page_against_the_health_probe() -> None:
+    output = _run_quick("bench_status.py")
+    ratios = _ratios(output)
+    assert {"/api/status p50/healthz p50", "/ p50/healthz p50"} <= set(ratios)
+    assert all(value > 0 for value in ratios.values())
+    assert "p99" in output
