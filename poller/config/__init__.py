@@ -15,6 +15,7 @@ are importable from here too, though not in ``__all__``.
 
 from __future__ import annotations
 
+from poller.config.http import HttpAuthConfig, HttpConfig
 from poller.config.loader import load_config, parse_config
 from poller.config.models import INTERACTION_TYPES as INTERACTION_TYPES
 from poller.config.models import RESOURCE_STATUSES as RESOURCE_STATUSES
@@ -24,7 +25,6 @@ from poller.config.models import (
     DeliveryConfig,
     DiscordSinkConfig,
     EmailSinkConfig,
-    HttpConfig,
     LogConfig,
     PollConfig,
     SinkConfig,
@@ -46,6 +46,7 @@ __all__ = [
     "DeliveryConfig",
     "DiscordSinkConfig",
     "EmailSinkConfig",
+    "HttpAuthConfig",
     "HttpConfig",
     "LogConfig",
     "PollConfig",

@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from poller.observe.metrics import REGISTRY
 
 if TYPE_CHECKING:
-    from poller.config.models import HttpAuthConfig
+    from poller.config.http import HttpAuthConfig
     from poller.observe.status import StatusSource
 
 log = structlog.get_logger(__name__)

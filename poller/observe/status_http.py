@@ -18,7 +18,7 @@ from importlib import resources
 import structlog
 from aiohttp import web
 
-from poller.config.models import HttpAuthConfig
+from poller.config.http import HttpAuthConfig
 from poller.errors import StateError
 from poller.observe import metrics
 from poller.observe.status import StatusSnapshot, StatusSource

@@ -65,6 +65,8 @@ def test_bench_history_quick_measures_both_sizes_and_the_body_left_out() -> None
     payload_ratio = ratios["include_data false/default payload bytes per event"]
     assert 0 < file_ratio <= 1.0
     assert 0.5 < payload_ratio < 1.0  # the body is gone from every stored event
+
+
 def test_bench_status_quick_times_the_page_against_the_health_probe() -> None:
     output = _run_quick("bench_status.py")
     ratios = _ratios(output)
