@@ -15,7 +15,7 @@ import pytest
 
 from poller.errors import FencedError
 from poller.state.history import Attempt, AttemptOutcome, HistoryQuery
-from poller.state.postgres import history, schema
+from poller.state.postgres import history, outbox, schema
 from poller.state.postgres.db import Settings, connect
 from poller.state.postgres.store import PostgresStore
 from tests.state.cases import SESSION_A, SESSION_B, make_event
@@ -151,7 +151,7 @@ async def test_the_oldest_pending_rows_are_the_owned_services_with_a_fence(
 async def test_an_ack_that_waits_for_a_replay_leaves_the_event_pending(
     pg_url: str, operator: PostgresStore, replica: PostgresStore
 ) -> None:
-    """The replay locks the event's rows first: the ack's delete waits, then sees the new row.
+    """The replay locks the event first, as the ack does: the ack waits, then sees the new row.
 
     Without that lock the ack would wait only at its update of the event, re-checked against
     a snapshot from before the replay, and mark done an event pending for ``ops``.
@@ -161,7 +161,7 @@ async def test_an_ack_that_waits_for_a_replay_leaves_the_event_pending(
     [row] = await replica.due("hook", None, 10)
     async with await psycopg.AsyncConnection.connect(pg_url) as other:
         # An operator's replay to "ops" of the event, made with the store's own statements.
-        await other.execute(history._LOCK_ROWS, ([event.id],))
+        await other.execute(history._LOCK_EVENTS, ([event.id],))
         await other.execute(history._REPLAY, {"sink": "ops", "now": 6.0, "ids": [event.id]})
         ack = asyncio.create_task(replica.ack([row.id], history=[delivered(row.id)]))
         await wait_until_blocked(pg_url, other)
@@ -179,7 +179,8 @@ async def test_a_replay_that_waits_for_an_ack_finds_the_event_done_and_undoes_it
     await put(operator, event)
     [row] = await operator.due("hook", None, 10)
     async with await psycopg.AsyncConnection.connect(pg_url) as other:
-        # A daemon's ack of the row, half made: its delete, not yet its attempts.
+        # A daemon's ack of the row, half made: its lock and delete, not yet its attempts.
+        await other.execute(outbox._LOCK_EVENTS_OF_ROWS, ([row.id],))
         await other.execute("DELETE FROM deliveries WHERE id = %s", (row.id,))
         replay = asyncio.create_task(operator.replay("ops", [event.id], now=6.0))
         await wait_until_blocked(pg_url, other)
@@ -198,3 +199,68 @@ async def test_a_kept_event_detected_again_is_pending_again(operator: PostgresSt
     await put(operator, event, now=8.0)  # as before the history: its rows are made anew
     [kept] = await operator.history(HistoryQuery())
     assert (kept.done_at, kept.detected_at, kept.sinks[0].state) == (None, 1.0, "pending")
+
+
+async def test_a_replay_that_waits_for_a_prune_skips_the_pruned_event(
+    pg_url: str, operator: PostgresStore
+) -> None:
+    pruned, kept_on = event_of(MINE, SESSION_A, 1), event_of(MINE, SESSION_A, 2)
+    await put(operator, pruned, kept_on)
+    rows = await operator.backlog("hook", None, 10)
+    await operator.ack([r.id for r in rows], history=[delivered(r.id) for r in rows])
+    async with await psycopg.AsyncConnection.connect(pg_url) as other:
+        await other.execute("DELETE FROM events WHERE id = %s", (pruned.id,))  # a prune, open
+        replay = asyncio.create_task(operator.replay("ops", [pruned.id, kept_on.id], now=6.0))
+        await wait_until_blocked(pg_url, other)
+        await other.commit()
+    assert await replay == [kept_on.id]  # and no foreign key error for the one pruned
+    assert [d.event.id for d in await operator.due("ops", None, 10)] == [kept_on.id]
+
+
+async def test_a_prune_that_waits_for_a_replay_keeps_the_replayed_event(
+    pg_url: str, operator: PostgresStore
+) -> None:
+    event = event_of(MINE, SESSION_A, 1)
+    await put(operator, event)
+    [row] = await operator.due("hook", None, 10)
+    await operator.ack([row.id], history=[delivered(row.id, at=5.0)])
+    async with await psycopg.AsyncConnection.connect(pg_url) as other:
+        await other.execute(history._LOCK_EVENTS, ([event.id],))
+        await other.execute(history._REPLAY, {"sink": "ops", "now": 6.0, "ids": [event.id]})
+        prune = asyncio.create_task(operator.prune_history(1000.0, 10.0))
+        await wait_until_blocked(pg_url, other)
+        await other.commit()
+    assert await prune == 0
+    assert [d.event.id for d in await operator.due("ops", None, 10)] == [event.id]
+
+
+@pytest.mark.parametrize("second", ["ack", "purge"])
+async def test_two_writes_that_each_end_one_of_an_events_rows_leave_it_done(
+    pg_url: str, operator: PostgresStore, replica: PostgresStore, second: str
+) -> None:
+    """The first write (an ack of one row, half made) holds the event; the second (an ack or
+    a purge of its other row) waits, then sees the first's row gone and marks the event done.
+
+    Without the lock each would see the other's row and neither would: pending for ever.
+    """
+    event = event_of(MINE, SESSION_A, 1)
+    await put(operator, event, sinks=("hook", "ops"))
+    [hook] = await operator.due("hook", None, 10)
+    [ops] = await operator.due("ops", None, 10)
+    if second == "purge":
+        refused = failed(hook.id, "dead")
+        await replica.dead_letter(hook.id, error="HTTP 503", status=503, now=2.0, attempt=refused)
+    first, last = (ops, hook) if second == "purge" else (hook, ops)
+    async with await psycopg.AsyncConnection.connect(pg_url) as other:
+        await other.execute(outbox._LOCK_EVENTS_OF_ROWS, ([first.id],))
+        await other.execute("DELETE FROM deliveries WHERE id = %s", (first.id,))
+        if second == "purge":
+            write = asyncio.create_task(operator.purge([last.id]))
+        else:
+            write = asyncio.create_task(replica.ack([last.id], history=[delivered(last.id, 7.0)]))
+        await wait_until_blocked(pg_url, other)
+        await other.commit()
+    await write
+    [kept] = await operator.history(HistoryQuery())
+    assert kept.done_at is not None and await operator.kept_events() == 1
+    assert kept.done_at == 7.0 or second == "purge"  # a purge's is the wall clock

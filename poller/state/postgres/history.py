@@ -6,9 +6,10 @@ kept by that write (``attempts.py``); this module reads them, queues kept events
 prunes them.
 
 A replay is an operator's command: without a fence it writes unchecked, as ``requeue`` does.
-It first locks the events' remaining outbox rows, so a daemon's ack of one of them is wholly
-before it (the replay then sees the event done) or wholly after it (the ack's own second
-statement then sees the new row, and leaves the event pending).
+It first locks the events, as an ack does: a daemon's ack of one of their rows is wholly
+before it (the replay then sees the event done) or wholly after it (the ack's statements then
+see the new row, and leave the event pending); a prune is wholly before it (the event is gone:
+skipped) or after it (the event is pending again: kept).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from poller.state.postgres.db import Database
 from poller.state.postgres.fence import Fence, check, owned_sids
 from poller.state.postgres.kept import fold, history_query
 
-_LOCK_ROWS = (
-    "SELECT service_sid FROM deliveries WHERE event_id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
+# The lock an ack or a purge takes first (``outbox.py``). Against a prune too: an event pruned
+# meanwhile is skipped, not a foreign key error; a prune waiting for the lock finds the event
+# pending again (not done: kept).
+_LOCK_EVENTS = (
+    "SELECT service_sid FROM events WHERE id = ANY(%s::text[]) ORDER BY id FOR NO KEY UPDATE"
 )
-_SERVICES_OF_EVENTS = "SELECT DISTINCT service_sid FROM events WHERE id = ANY(%s::text[])"
 # New rows in the events' original order (the identity numbers them as they are inserted);
 # one the outbox holds already for the sink is skipped by the unique (event_id, sink).
 _REPLAY = """
@@ -41,12 +44,12 @@ WITH queued AS (
     RETURNING e.id, e.seq
 )
 SELECT id FROM undone ORDER BY seq"""
-# Done before the cutoff with nothing left to deliver; an event with no row that was never
-# marked done (two writes that each saw the other's row) goes once it is as old.
+# Done before the cutoff with nothing left to deliver. A replay waited for re-checks done_at
+# (null again: kept), never the rows (the statement's snapshot is older than its wait).
 _PRUNE = """
 WITH gone AS (
     DELETE FROM events e
-    WHERE (e.done_at < %(cutoff)s OR (e.done_at IS NULL AND e.created_at < %(cutoff)s))
+    WHERE e.done_at < %(cutoff)s
     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
     RETURNING 1
 )
@@ -100,10 +103,8 @@ class PgHistory(History):
         if not ids:
             return []
         async with self._db.transaction() as cur:
-            await cur.execute(_LOCK_ROWS, (ids,))
-            if self._fence is not None:
-                await cur.execute(_SERVICES_OF_EVENTS, (ids,))
-                await check(cur, self._fence, services_of(await cur.fetchall()))
+            await cur.execute(_LOCK_EVENTS, (ids,))
+            await check(cur, self._fence, services_of(await cur.fetchall()))
             await cur.execute(_REPLAY, {"sink": sink, "now": now, "ids": ids})
             return [str(row[0]) for row in await cur.fetchall()]
 
