@@ -254,10 +254,11 @@ async def test_two_writes_that_each_end_one_of_an_events_rows_leave_it_done(
     async with await psycopg.AsyncConnection.connect(pg_url) as other:
         await other.execute(outbox._LOCK_EVENTS_OF_ROWS, ([first.id],))
         await other.execute("DELETE FROM deliveries WHERE id = %s", (first.id,))
-        if second == "purge":
-            write = asyncio.create_task(operator.purge([last.id]))
-        else:
-            write = asyncio.create_task(replica.ack([last.id], history=[delivered(last.id, 7.0)]))
+        write: asyncio.Task[object] = asyncio.create_task(
+            operator.purge([last.id])
+            if second == "purge"
+            else replica.ack([last.id], history=[delivered(last.id, 7.0)])
+        )
         await wait_until_blocked(pg_url, other)
         await other.commit()
     await write
