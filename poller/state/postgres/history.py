@@ -44,12 +44,13 @@ WITH queued AS (
     RETURNING e.id, e.seq
 )
 SELECT id FROM undone ORDER BY seq"""
-# Done before the cutoff with nothing left to deliver. A replay waited for re-checks done_at
-# (null again: kept), never the rows (the statement's snapshot is older than its wait).
+# Done before the cutoff with nothing left to deliver; found by created_at (done_at is in no
+# index, and is never before it). A replay waited for re-checks done_at (null again: kept),
+# never the rows (the statement's snapshot is older than its wait).
 _PRUNE = """
 WITH gone AS (
     DELETE FROM events e
-    WHERE e.done_at < %(cutoff)s
+    WHERE e.created_at < %(cutoff)s AND e.done_at < %(cutoff)s
     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
     RETURNING 1
 )

@@ -54,11 +54,8 @@ _LOCK_EVENTS_OF_DEAD = (
     "ORDER BY e.id FOR NO KEY UPDATE OF e"
 )
 # Only the rows of events locked: one dead-lettered since is left to the next purge.
-_PURGE = (
-    "DELETE FROM deliveries WHERE "
-    + _DEAD_CHOSEN  # noqa: S608 (fixed text)
-    + " AND event_id = ANY(%(events)s::text[]) RETURNING event_id"
-)
+_PURGED = _DEAD_CHOSEN + " AND event_id = ANY(%(events)s::text[])"
+_PURGE = "DELETE FROM deliveries WHERE " + _PURGED + " RETURNING event_id"  # noqa: S608
 _ORPHANS = (
     "DELETE FROM events e WHERE e.id = ANY(%s::text[]) "
     "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)"
