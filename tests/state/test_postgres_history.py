@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import psycopg
 import pytest
@@ -265,3 +266,34 @@ async def test_two_writes_that_each_end_one_of_an_events_rows_leave_it_done(
     [kept] = await operator.history(HistoryQuery())
     assert kept.done_at is not None and await operator.kept_events() == 1
     assert kept.done_at == 7.0 or second == "purge"  # a purge's is the wall clock
+
+
+async def test_an_ack_keeping_its_attempts_takes_as_many_statements_as_one_keeping_none(
+    monkeypatch: pytest.MonkeyPatch, replica: PostgresStore, operator: PostgresStore
+) -> None:
+    """Set-based: the same few statements for 1 row or 40, with or without their attempts."""
+    statements: list[str] = []
+    execute = psycopg.AsyncCursor.execute
+
+    async def counted(self: psycopg.AsyncCursor[Any], query: Any, *args: Any, **kw: Any) -> Any:
+        if str(query):  # not the pool's check of a connection it hands out ("")
+            statements.append(str(query))
+        return await execute(self, query, *args, **kw)
+
+    await put(operator, *(event_of(MINE, f"KC{n:032d}", n) for n in range(41)))
+    rows = await replica.due("hook", None, 100)
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", counted)
+    counts = []
+    for batch, keep in (
+        (rows[:1], False),
+        (rows[1:21], False),
+        (rows[21:22], True),
+        (rows[22:], True),
+    ):
+        statements.clear()
+        await replica.ack(
+            [r.id for r in batch], history=[delivered(r.id) for r in batch] if keep else None
+        )
+        counts.append(len(statements))
+    assert counts == [4, 4, 4, 4]  # the event lock (with the Services), the fence, delete, done
+    assert await operator.kept_events() == 20  # the 20 acked with their attempts
