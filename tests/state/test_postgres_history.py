@@ -218,21 +218,35 @@ async def test_a_replay_that_waits_for_a_prune_skips_the_pruned_event(
     assert [d.event.id for d in await operator.due("ops", None, 10)] == [kept_on.id]
 
 
-async def test_a_prune_that_waits_for_a_replay_keeps_the_replayed_event(
+async def test_a_prune_beside_a_replay_under_way_skips_the_event_it_holds(
     pg_url: str, operator: PostgresStore
 ) -> None:
-    event = event_of(MINE, SESSION_A, 1)
-    await put(operator, event)
-    [row] = await operator.due("hook", None, 10)
-    await operator.ack([row.id], history=[delivered(row.id, at=5.0)])
+    replayed, done = event_of(MINE, SESSION_A, 1), event_of(MINE, SESSION_A, 2)
+    await put(operator, replayed, done)
+    rows = await operator.backlog("hook", None, 10)
+    await operator.ack([r.id for r in rows], history=[delivered(r.id, at=5.0) for r in rows])
     async with await psycopg.AsyncConnection.connect(pg_url) as other:
-        await other.execute(history._LOCK_EVENTS, ([event.id],))
-        await other.execute(history._REPLAY, {"sink": "ops", "now": 6.0, "ids": [event.id]})
-        prune = asyncio.create_task(operator.prune_history(1000.0, 10.0))
-        await wait_until_blocked(pg_url, other)
+        await other.execute(history._LOCK_EVENTS, ([replayed.id],))
+        await other.execute(history._REPLAY, {"sink": "ops", "now": 6.0, "ids": [replayed.id]})
+        assert await operator.prune_history(1000.0, 10.0) == 1  # without waiting for it
         await other.commit()
-    assert await prune == 0
-    assert [d.event.id for d in await operator.due("ops", None, 10)] == [event.id]
+    assert [k.event.id for k in await operator.history(HistoryQuery())] == [replayed.id]
+    assert [d.event.id for d in await operator.due("ops", None, 10)] == [replayed.id]
+
+
+async def test_a_prune_deletes_in_batches_until_none_is_left(
+    monkeypatch: pytest.MonkeyPatch, operator: PostgresStore
+) -> None:
+    monkeypatch.setattr(history, "PRUNE_BATCH", 2)
+    old = [event_of(MINE, SESSION_A, n) for n in range(5)]
+    young = event_of(MINE, SESSION_B, 9)
+    await put(operator, *old, now=1.0)
+    await put(operator, young, now=50.0)
+    for event, at in [*((e, 2.0) for e in old), (young, 51.0)]:
+        [row] = [d for d in await operator.backlog("hook", None, 10) if d.event.id == event.id]
+        await operator.ack([row.id], history=[delivered(row.id, at=at)])
+    assert await operator.prune_history(35.0, 5.0) == 5  # in batches of 2, 2 and 1
+    assert [k.event.id for k in await operator.history(HistoryQuery())] == [young.id]
 
 
 @pytest.mark.parametrize("second", ["ack", "purge"])

@@ -9,7 +9,7 @@ A replay is an operator's command: without a fence it writes unchecked, as ``req
 It first locks the events, as an ack does: a daemon's ack of one of their rows is wholly
 before it (the replay then sees the event done) or wholly after it (the ack's statements then
 see the new row, and leave the event pending); a prune is wholly before it (the event is gone:
-skipped) or after it (the event is pending again: kept).
+skipped); a prune skips an event a replay holds (then pending again: kept).
 """
 
 from __future__ import annotations
@@ -44,17 +44,24 @@ WITH queued AS (
     RETURNING e.id, e.seq
 )
 SELECT id FROM undone ORDER BY seq"""
-# Done before the cutoff with nothing left to deliver; found by created_at (done_at is in no
-# index, and is never before it). A replay waited for re-checks done_at (null again: kept),
-# never the rows (the statement's snapshot is older than its wait).
+# Done before the cutoff with nothing left to deliver, found by created_at (done_at is in no
+# index; stamped after the event was stored, it is later but for a clock step back, and then
+# the event goes when both are old). An event a replay (or an ack) holds is skipped, left to
+# the next prune; the replay makes it pending anyway.
 _PRUNE = """
-WITH gone AS (
-    DELETE FROM events e
+WITH doomed AS (
+    SELECT e.id FROM events e
     WHERE e.created_at < %(cutoff)s AND e.done_at < %(cutoff)s
     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
-    RETURNING 1
+    ORDER BY e.created_at LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM events e USING doomed d WHERE e.id = d.id RETURNING 1
 )
 SELECT count(*) FROM gone"""
+# Events per statement of a prune: an hour of a busy poller's events (200,000, with twice as
+# many attempts) in one statement could outlast the statement timeout, every hour again.
+PRUNE_BATCH = 5000
 _RECENT = (
     "SELECT event_id, sink, session_sid, at, latency, outcome, status, error "
     "FROM attempts WHERE sink = %s ORDER BY id DESC LIMIT %s"
@@ -110,12 +117,21 @@ class PgHistory(History):
             return [str(row[0]) for row in await cur.fetchall()]
 
     async def prune_history(self, now: float, keep_seconds: float) -> int:
-        """Forget events done over ``keep_seconds`` ago, with their attempts; ONE statement.
+        """Forget events done over ``keep_seconds`` ago, with their attempts; ONE transaction.
 
-        The attempts go with their event (ON DELETE CASCADE).
+        ``PRUNE_BATCH`` events per statement; the attempts go with their event (ON DELETE
+        CASCADE).
         """
-        rows = await self._db.read(_PRUNE, {"cutoff": now - keep_seconds})
-        return int(rows[0][0])
+        params = {"cutoff": now - keep_seconds, "batch": PRUNE_BATCH}
+        pruned = 0
+        async with self._db.transaction() as cur:
+            while True:
+                await cur.execute(_PRUNE, params)
+                row = await cur.fetchone()
+                batch = 0 if row is None else int(row[0])
+                pruned += batch
+                if batch < PRUNE_BATCH:
+                    return pruned
 
     async def recent_attempts(self, sink: str, limit: int) -> list[AttemptRecord]:
         """Return the latest ``limit`` kept attempts for ``sink``, the newest first.
