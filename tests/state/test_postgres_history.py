@@ -249,6 +249,19 @@ async def test_a_prune_deletes_in_batches_until_none_is_left(
     assert [k.event.id for k in await operator.history(HistoryQuery())] == [young.id]
 
 
+async def test_a_replay_in_batches_queues_every_event_in_its_original_order(
+    monkeypatch: pytest.MonkeyPatch, operator: PostgresStore
+) -> None:
+    monkeypatch.setattr(history, "REPLAY_BATCH", 2)
+    events = [event_of(MINE, SESSION_A, n) for n in range(5)]
+    await put(operator, *events)
+    rows = await operator.backlog("hook", None, 10)
+    await operator.ack([r.id for r in rows], history=[delivered(r.id) for r in rows])
+    wanted = [e.id for e in events]
+    assert await operator.replay("ops", wanted[::-1], now=6.0) == wanted  # 3 statements
+    assert [d.event.id for d in await operator.backlog("ops", None, 10)] == wanted
+
+
 @pytest.mark.parametrize("second", ["ack", "purge"])
 async def test_two_writes_that_each_end_one_of_an_events_rows_leave_it_done(
     pg_url: str, operator: PostgresStore, replica: PostgresStore, second: str

@@ -27,8 +27,12 @@ from poller.state.postgres.kept import fold, history_query
 # meanwhile is skipped, not a foreign key error; a prune waiting for the lock finds the event
 # pending again (not done: kept).
 _LOCK_EVENTS = (
-    "SELECT service_sid FROM events WHERE id = ANY(%s::text[]) ORDER BY id FOR NO KEY UPDATE"
+    "SELECT id, service_sid, seq FROM events WHERE id = ANY(%s::text[]) "
+    "ORDER BY id FOR NO KEY UPDATE"
 )
+# Events per statement of a replay: a week of a busy poller's events (a million) replayed at
+# once could outlast the statement timeout (100,000 took 6 s here).
+REPLAY_BATCH = 5000
 # New rows in the events' original order (the identity numbers them as they are inserted);
 # one the outbox holds already for the sink is skipped by the unique (event_id, sink).
 _REPLAY = """
@@ -104,17 +108,22 @@ class PgHistory(History):
     async def replay(self, sink: str, event_ids: Sequence[str], *, now: float) -> list[str]:
         """Queue kept events again for ``sink`` in their original order; return the ids queued.
 
-        ONE transaction. With a fence, raises FencedError (queuing nothing) unless every
-        event's Service is held; without one (an operator), unchecked.
+        ONE transaction, ``REPLAY_BATCH`` events per statement: the events are locked in id
+        order, then queued in seq order. With a fence, raises FencedError (queuing nothing)
+        unless every event's Service is held; without one (an operator), unchecked.
         """
         ids = sorted(set(event_ids))
-        if not ids:
-            return []
+        queued: list[str] = []
         async with self._db.transaction() as cur:
-            await cur.execute(_LOCK_EVENTS, (ids,))
-            await check(cur, self._fence, services_of(await cur.fetchall()))
-            await cur.execute(_REPLAY, {"sink": sink, "now": now, "ids": ids})
-            return [str(row[0]) for row in await cur.fetchall()]
+            kept: list[tuple[int, str, str]] = []  # (seq, id, service)
+            for chunk in _chunks(ids):
+                await cur.execute(_LOCK_EVENTS, (chunk,))
+                kept += [(int(seq), str(eid), str(sid)) for eid, sid, seq in await cur.fetchall()]
+            await check(cur, self._fence, {sid for _, _, sid in kept})
+            for chunk in _chunks([eid for _, eid, _ in sorted(kept)]):
+                await cur.execute(_REPLAY, {"sink": sink, "now": now, "ids": chunk})
+                queued += [str(row[0]) for row in await cur.fetchall()]
+        return queued
 
     async def prune_history(self, now: float, keep_seconds: float) -> int:
         """Forget events done over ``keep_seconds`` ago, with their attempts; ONE transaction.
@@ -153,6 +162,10 @@ class PgHistory(History):
     async def kept_events(self) -> int:
         """Return how many events the state keeps (pending, dead and done alike)."""
         return int((await self._db.read("SELECT count(*) FROM events"))[0][0])
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[n : n + REPLAY_BATCH] for n in range(0, len(ids), REPLAY_BATCH)]
 
 
 def _attempt(row: Sequence[Any]) -> AttemptRecord:
