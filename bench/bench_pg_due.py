@@ -51,9 +51,9 @@ FAR = 4e9  # a retry far in the future: the failing heads
 NOW = 2e9
 
 _ROWS = """
-INSERT INTO events (id, service_sid, session_sid, body)
+INSERT INTO events (id, service_sid, session_sid, body, type, created_at)
 SELECT 'evt_' || q || '_' || n, (%(services)s::text[])[1 + q %% 6], 'KC' || lpad(q::text, 32, '0'),
-       %(body)s
+       %(body)s, 'interaction.created', 1
 FROM generate_series(1, %(queues)s) q, generate_series(1, %(depth)s) n;
 INSERT INTO deliveries (event_id, sink, service_sid, session_sid, enqueued_at, next_attempt_at)
 SELECT e.id, 'hook', e.service_sid, e.session_sid, 1, 1 FROM events e

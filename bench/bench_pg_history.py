@@ -4,9 +4,10 @@ The delivery path of a daemon: polls commit events (``commit_poll``, 10 events e
 sinks), then every sink drains its queues (``due(limit=100)`` and one ``ack`` per batch).
 ``none`` acks without attempts (``history=None``: the events are deleted, as before the
 history); ``kept`` acks each batch with one attempt per row (the events stay, done). Each
-round runs both on a database of its own, in turn; the lowest time of each is kept. A third
-line times ``prune_history`` of everything ``kept`` left, and one ``history()`` and
-``recent_attempts`` read over it.
+round runs both on a database of its own, in turn; the lowest time of each is kept. Then,
+over what ``kept`` left: one ``history()`` and ``recent_attempts`` read, the bytes kept per
+event (``events`` and ``attempts`` with their indexes, after ``VACUUM``, two attempts per
+event), and ``prune_history`` of it all.
 
     python bench/bench_pg_history.py [--url URL] [--quick] [--events N] [--repeat N]
 
@@ -28,6 +29,7 @@ from _common import ROOT, machine, ratio_line, table
 
 sys.path.insert(0, str(ROOT))
 
+import psycopg
 from bench_pg_due import database, drop_created, server
 
 from poller.state.history import Attempt, HistoryQuery
@@ -40,8 +42,11 @@ PER_POLL = 10
 SESSIONS = 50
 
 
-async def deliver(url: str, events: int, *, keep: bool) -> tuple[float, float, float]:
-    """Seconds to commit ``events`` and drain them; then to read and to prune (kept only)."""
+_SIZE = "SELECT pg_total_relation_size('events') + pg_total_relation_size('attempts')"
+
+
+async def deliver(url: str, events: int, *, keep: bool) -> dict[str, float]:
+    """Seconds to commit ``events`` and drain them; to read, the size and to prune (kept)."""
     store = await PostgresStore.open(Settings(url))
     try:
         started = time.perf_counter()
@@ -59,28 +64,33 @@ async def deliver(url: str, events: int, *, keep: bool) -> tuple[float, float, f
             while rows := await store.due(sink, None, 100):
                 history = [Attempt(r.id, 2.0, 0.01, "delivered", 200) for r in rows]
                 await store.ack([r.id for r in rows], history=history if keep else None)
-        delivered = time.perf_counter() - started
+        took = {"deliver": time.perf_counter() - started}
         if not keep:
-            return delivered, 0.0, 0.0
+            return took
         started = time.perf_counter()
         await store.history(HistoryQuery(sink="ops", since=1.0, limit=1000))
         await store.recent_attempts("ops", 50)
-        read = time.perf_counter() - started
+        took["read"] = time.perf_counter() - started
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM events, attempts")
+            size = conn.execute(_SIZE).fetchone()
+        took["bytes"] = float(size[0] if size else 0) / events
         started = time.perf_counter()
         assert await store.prune_history(10.0**9, 1.0) == events
-        return delivered, read, time.perf_counter() - started
+        took["prune"] = time.perf_counter() - started
+        return took
     finally:
         await store.close()
 
 
 async def rounds(base: str, events: int, repeat: int) -> dict[str, float]:
-    best = {"none": float("inf"), "kept": float("inf"), "read": float("inf")}
-    best["prune"] = float("inf")
+    """The lowest of each measure over ``repeat`` rounds (``none``: deliver keeping nothing)."""
+    best: dict[str, float] = {}
     for _ in range(repeat):
-        none, _, _ = await deliver(database(base), events, keep=False)
-        kept, read, prune = await deliver(database(base), events, keep=True)
-        best["none"], best["kept"] = min(best["none"], none), min(best["kept"], kept)
-        best["read"], best["prune"] = min(best["read"], read), min(best["prune"], prune)
+        none = await deliver(database(base), events, keep=False)
+        kept = await deliver(database(base), events, keep=True)
+        measured = {"none": none["deliver"], "kept": kept.pop("deliver"), **kept}
+        best = {k: min(v, best.get(k, v)) for k, v in measured.items()}
     return best
 
 
@@ -110,6 +120,8 @@ def main() -> None:
             ["step", "seconds"],
         )
     )
+    body = len(make_event(f"KC{0:032d}", 0).to_json())
+    print(f"kept per event: {best['bytes']:.0f} bytes (its body {body} bytes, 2 attempts)")
     print(ratio_line("kept / nothing kept", best["kept"] / best["none"], "<= 1.20"))
 
 

@@ -376,7 +376,10 @@ async def test_a_service_no_longer_watched_is_owned_until_its_pending_deliveries
     make: Make, migrated: str
 ) -> None:
     with psycopg.connect(migrated, autocommit=True) as conn:
-        conn.execute("INSERT INTO events VALUES ('ev1', 'KS9', 'KC1', '{}')")
+        conn.execute(
+            "INSERT INTO events (id, service_sid, session_sid, body, type, created_at) "
+            "VALUES ('ev1', 'KS9', 'KC1', '{}', 'interaction.created', 1)"
+        )
         conn.execute(
             "INSERT INTO deliveries (event_id, sink, service_sid, session_sid, enqueued_at, "
             "next_attempt_at) VALUES ('ev1', 'ops', 'KS9', 'KC1', 1, 1)"

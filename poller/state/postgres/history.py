@@ -6,9 +6,10 @@ kept by that write (``attempts.py``); this module reads them, queues kept events
 prunes them.
 
 A replay is an operator's command: without a fence it writes unchecked, as ``requeue`` does.
-It first locks the events' remaining outbox rows, so a daemon's ack of one of them is wholly
-before it (the replay then sees the event done) or wholly after it (the ack's own second
-statement then sees the new row, and leaves the event pending).
+It first locks the events, as an ack does: a daemon's ack of one of their rows is wholly
+before it (the replay then sees the event done) or wholly after it (the ack's statements then
+see the new row, and leave the event pending); a prune is wholly before it (the event is gone:
+skipped); a prune skips an event a replay holds (then pending again: kept).
 """
 
 from __future__ import annotations
@@ -22,10 +23,16 @@ from poller.state.postgres.db import Database
 from poller.state.postgres.fence import Fence, check, owned_sids
 from poller.state.postgres.kept import fold, history_query
 
-_LOCK_ROWS = (
-    "SELECT service_sid FROM deliveries WHERE event_id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
+# The lock an ack or a purge takes first (``outbox.py``). Against a prune too: an event pruned
+# meanwhile is skipped, not a foreign key error; a prune waiting for the lock finds the event
+# pending again (not done: kept).
+_LOCK_EVENTS = (
+    "SELECT id, service_sid, seq FROM events WHERE id = ANY(%s::text[]) "
+    "ORDER BY id FOR NO KEY UPDATE"
 )
-_SERVICES_OF_EVENTS = "SELECT DISTINCT service_sid FROM events WHERE id = ANY(%s::text[])"
+# Events per statement of a replay: a week of a busy poller's events (a million) replayed at
+# once could outlast the statement timeout (100,000 took 6 s here).
+REPLAY_BATCH = 5000
 # New rows in the events' original order (the identity numbers them as they are inserted);
 # one the outbox holds already for the sink is skipped by the unique (event_id, sink).
 _REPLAY = """
@@ -41,16 +48,24 @@ WITH queued AS (
     RETURNING e.id, e.seq
 )
 SELECT id FROM undone ORDER BY seq"""
-# Done before the cutoff with nothing left to deliver; an event with no row that was never
-# marked done (two writes that each saw the other's row) goes once it is as old.
+# Done before the cutoff with nothing left to deliver, found by created_at (done_at is in no
+# index; stamped after the event was stored, it is later but for a clock step back, and then
+# the event goes when both are old). An event a replay (or an ack) holds is skipped, left to
+# the next prune; the replay makes it pending anyway.
 _PRUNE = """
-WITH gone AS (
-    DELETE FROM events e
-    WHERE (e.done_at < %(cutoff)s OR (e.done_at IS NULL AND e.created_at < %(cutoff)s))
+WITH doomed AS (
+    SELECT e.id FROM events e
+    WHERE e.created_at < %(cutoff)s AND e.done_at < %(cutoff)s
     AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
-    RETURNING 1
+    ORDER BY e.created_at LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM events e USING doomed d WHERE e.id = d.id RETURNING 1
 )
 SELECT count(*) FROM gone"""
+# Events per statement of a prune: an hour of a busy poller's events (200,000, with twice as
+# many attempts) in one statement could outlast the statement timeout, every hour again.
+PRUNE_BATCH = 5000
 _RECENT = (
     "SELECT event_id, sink, session_sid, at, latency, outcome, status, error "
     "FROM attempts WHERE sink = %s ORDER BY id DESC LIMIT %s"
@@ -93,27 +108,39 @@ class PgHistory(History):
     async def replay(self, sink: str, event_ids: Sequence[str], *, now: float) -> list[str]:
         """Queue kept events again for ``sink`` in their original order; return the ids queued.
 
-        ONE transaction. With a fence, raises FencedError (queuing nothing) unless every
-        event's Service is held; without one (an operator), unchecked.
+        ONE transaction, ``REPLAY_BATCH`` events per statement: the events are locked in id
+        order, then queued in seq order. With a fence, raises FencedError (queuing nothing)
+        unless every event's Service is held; without one (an operator), unchecked.
         """
         ids = sorted(set(event_ids))
-        if not ids:
-            return []
+        queued: list[str] = []
         async with self._db.transaction() as cur:
-            await cur.execute(_LOCK_ROWS, (ids,))
-            if self._fence is not None:
-                await cur.execute(_SERVICES_OF_EVENTS, (ids,))
-                await check(cur, self._fence, services_of(await cur.fetchall()))
-            await cur.execute(_REPLAY, {"sink": sink, "now": now, "ids": ids})
-            return [str(row[0]) for row in await cur.fetchall()]
+            kept: list[tuple[int, str, str]] = []  # (seq, id, service)
+            for chunk in _chunks(ids):
+                await cur.execute(_LOCK_EVENTS, (chunk,))
+                kept += [(int(seq), str(eid), str(sid)) for eid, sid, seq in await cur.fetchall()]
+            await check(cur, self._fence, {sid for _, _, sid in kept})
+            for chunk in _chunks([eid for _, eid, _ in sorted(kept)]):
+                await cur.execute(_REPLAY, {"sink": sink, "now": now, "ids": chunk})
+                queued += [str(row[0]) for row in await cur.fetchall()]
+        return queued
 
     async def prune_history(self, now: float, keep_seconds: float) -> int:
-        """Forget events done over ``keep_seconds`` ago, with their attempts; ONE statement.
+        """Forget events done over ``keep_seconds`` ago, with their attempts; ONE transaction.
 
-        The attempts go with their event (ON DELETE CASCADE).
+        ``PRUNE_BATCH`` events per statement; the attempts go with their event (ON DELETE
+        CASCADE).
         """
-        rows = await self._db.read(_PRUNE, {"cutoff": now - keep_seconds})
-        return int(rows[0][0])
+        params = {"cutoff": now - keep_seconds, "batch": PRUNE_BATCH}
+        pruned = 0
+        async with self._db.transaction() as cur:
+            while True:
+                await cur.execute(_PRUNE, params)
+                row = await cur.fetchone()
+                batch = 0 if row is None else int(row[0])
+                pruned += batch
+                if batch < PRUNE_BATCH:
+                    return pruned
 
     async def recent_attempts(self, sink: str, limit: int) -> list[AttemptRecord]:
         """Return the latest ``limit`` kept attempts for ``sink``, the newest first.
@@ -135,6 +162,10 @@ class PgHistory(History):
     async def kept_events(self) -> int:
         """Return how many events the state keeps (pending, dead and done alike)."""
         return int((await self._db.read("SELECT count(*) FROM events"))[0][0])
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[n : n + REPLAY_BATCH] for n in range(0, len(ids), REPLAY_BATCH)]
 
 
 def _attempt(row: Sequence[Any]) -> AttemptRecord:

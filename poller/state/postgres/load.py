@@ -62,10 +62,10 @@ LOCK_TIMEOUT = "10s"
 async def load(settings: Settings, snapshot: Snapshot) -> dict[str, int]:
     """Migrate the database at ``settings`` and copy ``snapshot`` into it, all or nothing.
 
-    Return the rows copied per table, deliveries counted as ``deliveries_pending`` and
-    ``deliveries_dead``. Raises StateError when the database is not empty (nothing written),
-    is newer than this poller, or refuses a statement; StateUnavailableError when it cannot
-    be reached.
+    Return the rows copied per table (``_REPORTED``), deliveries counted as
+    ``deliveries_pending`` and ``deliveries_dead``. Raises StateError when the database is
+    not empty (nothing written), is newer than this poller, or refuses a statement;
+    StateUnavailableError when it cannot be reached.
     """
     conn = await connect(settings)
     try:
@@ -126,9 +126,24 @@ async def _copy_all(cur: Cursor, s: Snapshot) -> dict[str, int]:
         ]
         counts[table] = await _copy(cur, table, columns, map(operator.attrgetter(*columns), rows))
     counts["attempts"] = await _copy_attempts(cur, s.attempts)
-    del counts["deliveries"]
     counts["deliveries_pending"], counts["deliveries_dead"] = states["pending"], states["dead"]
-    return counts
+    return {name: counts[name] for name in _REPORTED}
+
+
+# The counts returned, in the order ``poller state migrate`` prints them.
+_REPORTED = (
+    "watches",
+    "sessions",
+    "interactions",
+    "session_fingerprints",
+    "events",
+    "deliveries_pending",
+    "deliveries_dead",
+    "attempts",
+    "slack_threads",
+    "sink_pacing",
+    "disabled_sinks",
+)
 
 
 # Numbered anew by the target, in the order copied: a delivery's id, an event's seq.

@@ -38,7 +38,24 @@ _REQUEUE = (
     "UPDATE deliveries SET state = 'pending', attempts = 0, dead_at = NULL, "  # noqa: S608
     "next_attempt_at = %(now)s WHERE " + _DEAD_CHOSEN
 )
-_PURGE = "DELETE FROM deliveries WHERE " + _DEAD_CHOSEN + " RETURNING event_id"  # noqa: S608
+# An outbox write that may leave an event without rows (an ack, a purge) first locks the
+# event, in id order: two of them at once (two sinks acking the same event, a purge beside an
+# ack) take turns, and the second, in statements of its own after the wait, sees the rows the
+# first deleted, so one of them finds the event bare; a replay (``history.py``) takes the same
+# lock, so an ack then sees the row it added. The fence reads the Services from the same rows.
+_LOCK_EVENTS_OF_ROWS = (
+    "SELECT e.service_sid FROM events e WHERE e.id IN "
+    "(SELECT d.event_id FROM deliveries d WHERE d.id = ANY(%s::bigint[])) "
+    "ORDER BY e.id FOR NO KEY UPDATE OF e"
+)
+_LOCK_EVENTS_OF_DEAD = (
+    "SELECT e.id FROM events e WHERE e.id IN "  # noqa: S608 (fixed text)
+    "(SELECT event_id FROM deliveries WHERE " + _DEAD_CHOSEN + ") "
+    "ORDER BY e.id FOR NO KEY UPDATE OF e"
+)
+# Only the rows of events locked: one dead-lettered since is left to the next purge.
+_PURGED = _DEAD_CHOSEN + " AND event_id = ANY(%(events)s::text[])"
+_PURGE = "DELETE FROM deliveries WHERE " + _PURGED + " RETURNING event_id"  # noqa: S608
 _ORPHANS = (
     "DELETE FROM events e WHERE e.id = ANY(%s::text[]) "
     "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)"
@@ -103,20 +120,14 @@ class PgOutbox(PgDisabledSinks, Outbox):
         ``history`` None: each event no other row still needs is deleted with them. Otherwise
         the attempts are kept and such an event stays, done (``attempts.keep_acked``). With a
         fence, raises FencedError (deleting nothing) unless every row's Service is still held.
-        Either way it is the fence's statements and two more.
+        Three statements, and the fence's check: as many round trips as before the history.
         """
         ids = list(delivery_ids)
         if not ids:
             return
         async with self._db.transaction() as cur:
-            if self._fence is not None:
-                await cur.execute(
-                    "SELECT DISTINCT service_sid FROM deliveries WHERE id = ANY(%s::bigint[])",
-                    (ids,),
-                )
-                await check(cur, self._fence, services_of(await cur.fetchall()))
-            # Its own statement, so that the next one sees (in a snapshot of its own) a row
-            # a replay added meanwhile for another sink: then the event is not done.
+            await cur.execute(_LOCK_EVENTS_OF_ROWS, (ids,))
+            await check(cur, self._fence, services_of(await cur.fetchall()))
             await cur.execute(_ACK, (ids,))
             gone = await cur.fetchall()
             if history is None:
@@ -232,7 +243,9 @@ class PgOutbox(PgDisabledSinks, Outbox):
         An event left without rows that has kept attempts stays, done now (wall clock).
         """
         async with self._db.transaction() as cur:
-            await cur.execute(_PURGE, _selection(ids, sink))
+            await cur.execute(_LOCK_EVENTS_OF_DEAD, _selection(ids, sink))
+            events = [str(row[0]) for row in await cur.fetchall()]
+            await cur.execute(_PURGE, {**_selection(ids, sink), "events": events})
             event_ids = [str(row[0]) for row in await cur.fetchall()]
             await _forget_orphans(cur, event_ids, done_at=time.time())
             return len(event_ids)
