@@ -58,7 +58,7 @@ from poller.config import Config
 from poller.errors import ConfigError, StateError, StateUnavailableError
 from poller.observe import metrics
 from poller.observe.health import HealthState
-from poller.observe.listener import start_http
+from poller.observe.listener import listener_key, start_http
 from poller.observe.logs import configure_logging
 from poller.observe.outage import Outage
 from poller.observe.sdnotify import Notifier
@@ -194,8 +194,8 @@ class Daemon:
             metrics.CONFIG_ERRORS.inc()
             log.error("reload_rejected", error="state.url cannot change without a restart")
             return
-        if new.http != self.config.http:
-            log.warning("reload_ignored_key", key="http.listen", reason="needs a restart")
+        if listener_key(new) != listener_key(self.config):
+            log.warning("reload_ignored_key", key="http", reason="needs a restart")
         configure_logging(new.log.format, new.log.level)
         log.info("reload_accepted")
         self.config = new
@@ -301,6 +301,7 @@ class Daemon:
         """A Service gained is polled now and its events delivered; a loss stops its cycle."""
         if not owned:
             self._cycles.cancel(service_sid)  # and the next cycle and every send ask ``owns``
+            self._cycles.cycles.forget(service_sid)  # its page and gauge are the new owner's
             return
         scheduler = self._scheduler
         job = None if scheduler is None else scheduler.get_job(f"cycle:{service_sid}")
@@ -314,6 +315,7 @@ class Daemon:
         self.health.set_ownership(reachable=self._ownership.reachable, owning=owning)
 
     async def _set_services(self) -> None:
+        self._cycles.cycles.keep(watched_services(self.config))  # a reload may drop some
         try:
             await self._ownership.set_services(watched_services(self.config))
         except StateUnavailableError as exc:  # the lease keeper settles it when it answers

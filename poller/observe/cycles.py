@@ -87,6 +87,10 @@ class CycleLog:
             LAST_SERVICE_SUCCESS.labels(service_sid=service_sid).set(now)
         return record
 
+    def forget(self, service_sid: str) -> None:
+        """Forget one Service (another replica owns it now), its gauge with it."""
+        self.keep(sid for sid in self._latest if sid != service_sid)
+
     def keep(self, service_sids: Iterable[str]) -> None:
         """Forget every Service but these (left the config, or owned by another replica now).
 

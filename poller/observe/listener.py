@@ -29,3 +29,14 @@ async def start_http(
     await server.start()
     log.info("http_listening", host=http.host, port=server.port)
     return server
+
+
+def listener_key(config: Config) -> tuple[str, str | None, str | None] | None:
+    """What of ``config.http`` a running server holds (a change of it needs a restart)."""
+    http = config.http
+    if http is None:
+        return None
+    auth = http.auth
+    if auth is None:
+        return (http.listen, None, None)
+    return (http.listen, auth.username, auth.password.get_secret_value())

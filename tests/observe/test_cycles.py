@@ -80,3 +80,12 @@ def test_a_service_kept_no_longer_is_forgotten_with_its_gauge() -> None:
     log.keep(["KS9"])
     assert log.latest() == {}
     assert gauge("KS7") is None
+
+
+def test_a_service_owned_elsewhere_now_is_forgotten_alone() -> None:
+    log = CycleLog()
+    log.record("KS5", polled=1, failed=0, succeeded=True)
+    log.record("KS6", polled=1, failed=0, succeeded=True)
+    log.forget("KS5")
+    assert list(log.latest()) == ["KS6"]
+    assert gauge("KS5") is None and gauge("KS6") is not None
