@@ -26,7 +26,7 @@ def test_the_same_listener_read_twice_is_no_change_and_any_edit_is_one() -> None
     same = [config({"listen": "127.0.0.1:9108", "auth": auth}) for _ in range(2)]
     assert listener_key(same[0]) == listener_key(same[1])
     assert listener_key(config(None)) is None
-    edits = [
+    edits: list[dict[str, Any]] = [
         {"listen": "127.0.0.1:9109", "auth": auth},
         {"listen": "127.0.0.1:9108", "auth": {**auth, "password": "pw-2"}},
         {"listen": "127.0.0.1:9108"},
