@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from poller.events import Event
+from poller.state.outbox_rows import outbox_rows
 from poller.state.postgres.db import Cursor
 
 # A kept event (done, in the history) detected again is pending again, as it was before the
@@ -28,25 +29,10 @@ async def enqueue(cur: Cursor, events: Sequence[tuple[Event, Sequence[str]]], no
     Rows (and events: ``seq``) are numbered in the order given, so each (sink, session) queue
     keeps the poll's order.
     """
-    event_rows: list[tuple[str, str, str, str, str, float]] = []
-    delivery_rows: list[tuple[str, str, str, str, float, float]] = []
-    for event, sinks in events:
-        if isinstance(sinks, str):
-            raise TypeError(f"sinks of event {event.id} must be a sequence of names, not a str")
-        if sinks:
-            event_rows.append(
-                (
-                    event.id,
-                    event.service_sid,
-                    event.session_sid,
-                    event.to_json(),
-                    event.type.value,
-                    now,
-                )
-            )
-            delivery_rows += [
-                (event.id, sink, event.service_sid, event.session_sid, now, now) for sink in sinks
-            ]
+    event_rows, queued = outbox_rows(events, now)
+    delivery_rows = [
+        (event.id, sink, event.service_sid, event.session_sid, now, now) for event, sink in queued
+    ]
     if not event_rows:
         return
     await cur.executemany(_EVENTS, event_rows)

@@ -18,6 +18,7 @@ from poller.events import Event
 from poller.state.base import Outbox, RowState
 from poller.state.history import Attempt
 from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, short_error
+from poller.state.outbox_rows import outbox_rows
 from poller.state.sqlite.db import Database
 from poller.state.sqlite.history import keep_attempts
 
@@ -247,23 +248,8 @@ def enqueue(
     A new event takes the next ``seq``; a kept event that is done and detected again (its
     session was pruned and came back) gets its rows, and is no longer done.
     """
-    event_rows: list[tuple[str, str, str, str, str, float]] = []
-    delivery_rows: list[tuple[str, str, str, float, float]] = []
-    for event, sinks in events:
-        if isinstance(sinks, str):
-            raise TypeError(f"sinks of event {event.id} must be a sequence of names, not a str")
-        if sinks:
-            event_rows.append(
-                (
-                    event.id,
-                    event.service_sid,
-                    event.session_sid,
-                    event.to_json(),
-                    event.type.value,
-                    now,
-                )
-            )
-            delivery_rows += [(event.id, sink, event.session_sid, now, now) for sink in sinks]
+    event_rows, queued = outbox_rows(events, now)
+    delivery_rows = [(event.id, sink, event.session_sid, now, now) for event, sink in queued]
     # ON CONFLICT DO NOTHING (not INSERT OR IGNORE) so that only a duplicate is skipped and
     # any other constraint failure aborts the whole commit.
     # seq: MAX() reads the last entry of the unique index on it.
