@@ -14,6 +14,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from poller import __version__
+from poller.http.tls import client_context
 
 USER_AGENT = f"twilio-proxy-poller/{__version__}"
 # What poller.http.body inflates; asking for nothing else keeps every answer readable.
@@ -29,10 +30,11 @@ def basic_auth(username: str, password: str) -> str:
 def pooled_transport(limits: httpx.Limits, *, verify: bool = True) -> httpx.AsyncBaseTransport:
     """The transport of one client: a pool of ``limits`` connections.
 
-    ``verify=False`` is for a plain-http URL only: the transport builds its SSL context at once,
-    and loading the CA bundle costs tens of milliseconds that an http:// URL never needs.
+    ``verify=False`` is for a plain-http URL only; a verifying transport shares the process's
+    one context (:func:`poller.http.tls.client_context`) instead of loading a CA bundle of its
+    own.
     """
-    return AiohttpTransport(limits=limits, verify=verify)
+    return AiohttpTransport(limits=limits, verify=client_context() if verify else False)
 
 
 def timeout_extensions(seconds: float) -> dict[str, object]:
