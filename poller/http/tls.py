@@ -17,7 +17,6 @@ certifi's bundle for every client made with ``verify=True``, one per https sink.
 from __future__ import annotations
 
 import functools
-import importlib.abc
 import importlib.machinery
 import ssl
 import sys
@@ -25,7 +24,10 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from importlib.abc import Loader  # importing it costs 7 ms (importlib.resources)
 
 # The module whose code builds aiohttp's default contexts (aiohttp 3.10 and later).
 AIOHTTP_CONNECTOR = "aiohttp.connector"
@@ -64,11 +66,11 @@ class _DeferringFinder:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
         if spec is not None and spec.loader is not None:
-            spec.loader = _DeferringLoader(spec.loader)
+            spec.loader = cast("Loader", _DeferringLoader(spec.loader))
         return spec
 
 
-class _DeferringLoader(importlib.abc.Loader):
+class _DeferringLoader:
     def __init__(self, loader: Any) -> None:
         self._loader = loader
 
