@@ -31,7 +31,13 @@ ten gets a new interaction, so both polls find, commit and deliver the same even
 receiver in the lab), and the second also keeps them and their attempts; each keeps its
 lowest-CPU round, and the two run in alternating order.
 
+``--instructions`` also counts the instructions of one more run of the ``poller once`` command
+and of the SDK loop (``valgrind --tool=callgrind``, on the same lab and state, after the
+rounds): the same count however loaded the machine is, where the process CPU of one client
+varies by 10 to 20% from round to round. It takes about five minutes more.
+
     python bench/bench_fullscan.py [--quick] [--sessions N] [--interactions N] [--repeat N]
+                                   [--instructions]
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -54,6 +61,7 @@ from _common import (
     Lab,
     LabOptions,
     check_json_child,
+    instructions,
     machine,
     ratio_line,
     run_child,
@@ -67,6 +75,7 @@ SINKS = ("bench",)  # where a changed session's events would go (none change her
 RATE = 10_000.0  # twilio.max_requests_per_second: the highest the config accepts
 POLLER = "poller once (10,000 req/s)"
 POLLER_CLI = "poller once, the command (start-up included)"
+SDK = "twilio SDK loop (baseline)"
 POLLER_COMMAND = str(Path(PYTHON).parent / "poller")
 ROLE_TIMEOUT = 600.0
 
@@ -208,6 +217,9 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="rounds of every client; each keeps its lowest CPU"
     )
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions too (needs valgrind)"
+    )
     parser.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--account", help=argparse.SUPPRESS)
@@ -218,11 +230,13 @@ def main() -> None:
     if args.role is not None:
         print(json.dumps(ROLES[args.role](args)))
         return
+    if args.instructions and shutil.which("valgrind") is None:
+        sys.exit("--instructions needs valgrind (apt-get install valgrind)")
     sessions = args.sessions or (200 if args.quick else 1000)
-    run(sessions, args.interactions, max(1, args.repeat))
+    run(sessions, args.interactions, max(1, args.repeat), counting=args.instructions)
 
 
-def run(sessions: int, interactions: int, repeat: int = 3) -> None:
+def run(sessions: int, interactions: int, repeat: int = 3, *, counting: bool = False) -> None:
     print(f"bench_fullscan: {sessions} sessions x {interactions} interactions, nothing new")
     print(f"machine: {machine()}")
     options = LabOptions(
@@ -241,7 +255,7 @@ def run(sessions: int, interactions: int, repeat: int = 3) -> None:
             import twilio  # noqa: F401
 
             _role("sdk", env, *common, "--seen", seen)  # first run: fills the seen file
-            clients["twilio SDK loop (baseline)"] = ["sdk", *common, "--seen", seen]
+            clients[SDK] = ["sdk", *common, "--seen", seen]
         except ImportError:
             print("the twilio SDK is not installed: `pip install twilio` for the baseline")
         clients["bare aiohttp, 8 at a time (floor)"] = ["floor", *common]
@@ -258,10 +272,34 @@ def run(sessions: int, interactions: int, repeat: int = 3) -> None:
                 if name not in results or work["cpu"] < results[name][1]["cpu"]:
                     results[name] = (finished, work)
         stats = lab.call("stats")
+        counted = _count(clients, env) if counting and "sdk" in clients else None
         history = _history_before_after(lab, folder, env, repeat)
     _report(results, stats)
+    if counted is not None:
+        _report_instructions(counted)
     _report_history(history)
     asyncio.run(_report_commit_paths(sessions, interactions))
+
+
+def _count(clients: dict[str, list[str]], env: dict[str, str]) -> tuple[int, int]:
+    """Instructions of one run of the ``poller once`` command and of the SDK loop's process."""
+    sdk = [PYTHON, __file__, "--role", *clients[SDK]]
+    command = [POLLER_COMMAND, "once", *clients[POLLER_CLI][1:]]
+    timeout = ROLE_TIMEOUT * 5
+    return instructions(command, env, timeout), instructions(sdk, env, timeout)
+
+
+def _report_instructions(counted: tuple[int, int]) -> None:
+    command, sdk = counted
+    print("\ninstructions of one run each (valgrind --tool=callgrind):")
+    print(f"the poller once command {command / 1e6:,.0f} M, the SDK loop {sdk / 1e6:,.0f} M")
+    print(
+        ratio_line(
+            "poller once command/SDK process instructions (start-up included)",
+            command / sdk,
+            "<= 0.35",
+        )
+    )
 
 
 def _report(results: dict[str, tuple[Finished, dict[str, Any]]], stats: dict[str, Any]) -> None:
@@ -282,7 +320,7 @@ def _report(results: dict[str, tuple[Finished, dict[str, Any]]], stats: dict[str
     print()
     poller = results[POLLER][1]
     floor = results["bare aiohttp, 8 at a time (floor)"][1]
-    sdk = results.get("twilio SDK loop (baseline)")
+    sdk = results.get(SDK)
     if sdk is not None:
         print(ratio_line("poller/SDK cpu", poller["cpu"] / sdk[1]["cpu"], "<= 0.4"))
         print(ratio_line("poller/SDK wall", poller["wall"] / sdk[1]["wall"], "<= 0.25"))

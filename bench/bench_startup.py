@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -49,6 +48,7 @@ from _common import (
     PYTHON,
     ROOT,
     LabInfo,
+    instructions,
     machine,
     proc_cpu_seconds,
     ratio_line,
@@ -156,29 +156,13 @@ def _top_imports(argv: Sequence[str], env: dict[str, str], count: int = 12) -> l
     return [[name, us] for us, name in rows[:count]]
 
 
-def _instructions(argv: Sequence[str], env: dict[str, str]) -> int:
-    """Instructions of one run of ``argv`` under callgrind."""
-    run = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        cwd=ROOT,
-        timeout=TIMEOUT * 20,  # valgrind runs the child 20 to 50 times slower
-    )
-    found = re.search(r"Collected : (\d+)", run.stderr)
-    if run.returncode != 0 or found is None:
-        sys.exit(f"{' '.join(argv)} under valgrind exited {run.returncode}:\n{run.stderr[-2000:]}")
-    return int(found.group(1))
-
-
 def _report_instructions(config: Path, env: dict[str, str]) -> None:
     commands = {
         NAMES[0]: [PYTHON, "-c", BARE],
         NAMES[1]: [POLLER, "check-config", "-c", str(config)],
         NAMES[3]: [POLLER, "once", "-c", str(config)],
     }
-    counts = {name: _instructions(argv, env) for name, argv in commands.items()}
+    counts = {name: instructions(argv, env, TIMEOUT * 20) for name, argv in commands.items()}
     base = counts[NAMES[0]]
     rows = [[name, f"{count / 1e6:,.0f} M", count / base] for name, count in counts.items()]
     print("\ninstructions of one run each (valgrind --tool=callgrind):")
