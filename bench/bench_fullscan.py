@@ -272,7 +272,7 @@ def run(sessions: int, interactions: int, repeat: int = 3, *, counting: bool = F
                 if name not in results or work["cpu"] < results[name][1]["cpu"]:
                     results[name] = (finished, work)
         stats = lab.call("stats")
-        counted = _count(clients, env) if counting and "sdk" in clients else None
+        counted = _count(clients, env) if counting and SDK in clients else None
         history = _history_before_after(lab, folder, env, repeat)
     _report(results, stats)
     if counted is not None:
