@@ -23,6 +23,8 @@ class SqliteSessions(SessionStore):
     """The session half of ``SqliteStore`` (see ``poller.state.base.SessionStore``)."""
 
     _db: Database
+    # The rows and states of the last ``sessions()`` of each scope (a Service, or None: all).
+    _last_states: dict[str | None, dict[str, tuple[tuple[Any, ...], SessionState]]]
 
     # watches
 
@@ -93,9 +95,17 @@ class SqliteSessions(SessionStore):
             cursor = self._db.conn.cursor()
             cursor.row_factory = None
             cursor.execute(_SELECT_STATES, (service_sid,))
-            return [_state(row) for row in cursor]
+            rows = cursor.fetchall()
         except sqlite3.Error as exc:
             raise self._db.error(exc) from exc
+        # A row unchanged since the last read gives the same (frozen) state again.
+        last = self._last_states.get(service_sid, {})
+        states: dict[str, tuple[tuple[Any, ...], SessionState]] = {}
+        for row in rows:
+            seen = last.get(row[1])
+            states[row[1]] = seen if seen is not None and seen[0] == row else (row, _state(row))
+        self._last_states[service_sid] = states
+        return [state for _, state in states.values()]
 
     async def baseline_counts(self, service_sid: str | None = None) -> tuple[int, int]:
         """Return (baselined, not yet baselined) of the watched sessions (of one Service)."""
