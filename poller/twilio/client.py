@@ -16,6 +16,7 @@ import functools
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
@@ -143,26 +144,30 @@ class ProxyClient:
             }
         )
         self._extensions = timeout_extensions(settings.timeout_seconds)
+        self._memos: dict[str, _ListingMemo] = {}
 
     async def list_interactions(self, service_sid: str, session_sid: str) -> list[Interaction]:
         """Return every Interaction of a Session, following every page."""
         path = f"/v1/Services/{_segment(service_sid)}/Sessions/{_segment(session_sid)}/Interactions"
         target = Target(service_sid, session_sid)
         cap = (self._limits.max_interactions_per_session, "twilio.max_interactions_per_session")
-        return await self._list(target, path, "interactions", Interaction.from_api, cap)
+        return await self._list(target, path, "interactions", Interaction.from_api, cap, None)
 
     async def list_sessions(self, service_sid: str) -> list[Session]:
         """Return every Session of a Service, following every page."""
         path = f"/v1/Services/{_segment(service_sid)}/Sessions"
         cap = (self._limits.max_sessions_per_service, "twilio.max_sessions_per_service")
-        return await self._list(Target(service_sid), path, "sessions", Session.from_api, cap)
+        # Most of a large Service's pages are the same bytes cycle after cycle: their Sessions
+        # are built once (see _ListingMemo), the listing's other checks made every time.
+        memo = self._memos.setdefault(service_sid, _ListingMemo())
+        return await self._list(Target(service_sid), path, "sessions", Session.from_api, cap, memo)
 
     async def fetch_session(self, service_sid: str, session_sid: str) -> Session:
         """Return one Session (``GET .../Sessions/{sid}``), with the listings' pinning, rate
         limit, retries and bounds; an answer that is not that Session is malformed."""
         path = f"/v1/Services/{_segment(service_sid)}/Sessions/{_segment(session_sid)}"
         url = httpx.URL(f"{self._root}{path}")
-        body = await self._fetch_page(Target(service_sid, session_sid), url)
+        body = self._decode(await self._fetch_page(Target(service_sid, session_sid), url), url)
         if not isinstance(body, dict):
             kind = type(body).__name__
             raise malformed(url.path, "bad_json", f"is not a JSON object (got {kind})")
@@ -195,25 +200,50 @@ class ProxyClient:
         key: str,
         build: Callable[[Mapping[str, Any]], T | None],
         cap: tuple[int, str],
+        memo: _ListingMemo | None,
     ) -> list[T]:
+        """Every record of a listing; ``memo``: the pages of its last listing, to reuse."""
         url: httpx.URL | None = httpx.URL(f"{self._root}{path}?PageSize={self._page_size}")
         seen: set[str] = set()
         records: list[T] = []
+        pages: dict[str, _Page] = {}
         while url is not None:
             self._check_paging(url, seen)
             seen.add(str(url))
-            body = await self._fetch_page(target, url)
-            items, next_page_url = self._page_items(body, key, url)
-            _check_count(len(records) + len(items), cap, key, url)
-            for index, item in enumerate(items):
-                # JSON objects are dicts: the ABC's isinstance cost 50,000 checks a full scan.
-                record = build(item) if type(item) is dict or isinstance(item, Mapping) else None
-                if record is None:
-                    skip_record(item, url.path, index)
-                else:
-                    records.append(record)
-            url = self._resolve_next(next_page_url, url)
+            content = await self._fetch_page(target, url)
+            page = None if memo is None else memo.get(str(url), content)
+            if page is None:
+                page = self._read_items(content, url, key, build, cap, len(records))
+            _check_count(len(records) + len(page.records), cap, key, url)
+            records.extend(page.records)
+            if page.clean:
+                pages[str(url)] = page
+            url = self._resolve_next(page.next_page_url, url)
+        if memo is not None:
+            memo.pages = pages
         return records
+
+    def _read_items(
+        self,
+        content: bytes,
+        url: httpx.URL,
+        key: str,
+        build: Callable[[Mapping[str, Any]], T | None],
+        cap: tuple[int, str],
+        before: int,
+    ) -> _Page:
+        """Decode one page and build its records (``before``: records of earlier pages)."""
+        items, next_page_url = self._page_items(self._decode(content, url), key, url)
+        _check_count(before + len(items), cap, key, url)
+        built: list[Any] = []
+        for index, item in enumerate(items):
+            # orjson's objects are dicts: dict first, the ABC's check only for anything else
+            record = build(item) if isinstance(item, (dict, Mapping)) else None
+            if record is None:
+                skip_record(item, url.path, index)
+            else:
+                built.append(record)
+        return _Page(content, built, next_page_url, clean=len(built) == len(items))
 
     def _check_paging(self, url: httpx.URL, seen: set[str]) -> None:
         if str(url) in seen:
@@ -261,7 +291,7 @@ class ProxyClient:
 
     # one page, with retries
 
-    async def _fetch_page(self, target: Target, url: httpx.URL) -> object:
+    async def _fetch_page(self, target: Target, url: httpx.URL) -> bytes:
         started = self._clock()
         deadline = started + self._deadline
         attempt = 0
@@ -281,7 +311,7 @@ class ProxyClient:
             else:
                 _requests(status=str(response.status_code)).inc()
                 if response.is_success:
-                    return self._decode(response, url)
+                    return response.content
                 if response.status_code not in RETRY_STATUSES:
                     _, host, port = self._origin
                     raise http_error(response, target, url.path, host, port)
@@ -337,12 +367,38 @@ class ProxyClient:
         elapsed = self._clock() - started
         return exhausted(failure, url.path, attempts, elapsed, self._deadline)
 
-    def _decode(self, response: Answer, url: httpx.URL) -> object:
+    def _decode(self, content: bytes, url: httpx.URL) -> object:
         try:
-            body: object = orjson.loads(response.content)
+            body: object = orjson.loads(content)
         except orjson.JSONDecodeError as exc:
             raise malformed(url.path, "bad_json", "is not valid JSON") from exc
         return body
+
+
+@dataclass(slots=True)
+class _Page:
+    """One page of a listing as read: its bytes, its records, where it points next.
+
+    ``clean``: every item was a record (a page with a skipped item is read again each time,
+    so that each listing logs what it skipped).
+    """
+
+    content: bytes
+    records: list[Any]
+    next_page_url: object
+    clean: bool
+
+
+@dataclass(slots=True)
+class _ListingMemo:
+    """The clean pages of one Service's last Sessions listing, by URL."""
+
+    pages: dict[str, _Page] = field(default_factory=dict)
+
+    def get(self, url: str, content: bytes) -> _Page | None:
+        """The page read last time at ``url``, if Twilio answered the very same bytes."""
+        page = self.pages.get(url)
+        return page if page is not None and page.content == content else None
 
 
 def _check_count(count: int, cap: tuple[int, str], key: str, url: httpx.URL) -> None:

@@ -26,6 +26,7 @@ class SqliteStore(SqliteSessions, SqliteOutbox, SqliteHistory, StateStore):
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._last_states = {}
 
     @classmethod
     def open(cls, path: Path | str, *, shared: bool = False) -> SqliteStore:
