@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -13,26 +13,16 @@ import structlog
 
 from poller.twilio.client import ProxyClient
 from poller.twilio.records import Session
+from tests.client_settings import BASE, ClientSettings
 
-BASE = "https://proxy.twilio.com"
 SERVICE = "KS" + "a" * 32
 SESSIONS = f"/v1/Services/{SERVICE}/Sessions"
 FIRST = f"{SESSIONS}?PageSize=2"
 SECOND = f"{SESSIONS}?PageSize=2&Page=1"
 
 
-@dataclass(frozen=True)
-class Settings:
-    base_url: str = BASE
-    page_size: int = 2
-    max_requests_per_second: float = 1000.0
-    max_concurrency: int = 2
-    timeout_seconds: float = 5.0
-    retry_deadline_seconds: float = 60.0
-
-    @property
-    def credentials(self) -> tuple[str, str]:
-        return "AC" + "0" * 32, "token"
+# Two sessions a page, so that a listing of three has a second page.
+Settings = functools.partial(ClientSettings, page_size=2, max_concurrency=2)
 
 
 def session(sid: str, status: str = "open") -> dict[str, Any]:

@@ -34,12 +34,11 @@ from poller.errors import (
 from poller.observe.metrics import REGISTRY
 from poller.twilio.body import AnswerLimits
 from poller.twilio.client import ProxyClient
+from tests.client_settings import ACCOUNT, BASE, TOKEN
+from tests.client_settings import ClientSettings as Settings
 from tests.clock import FakeClock
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
-BASE = "https://proxy.twilio.com"
-ACCOUNT = "AC" + "0" * 32
-TOKEN = "token-" + "f" * 26
 SERVICE = "KS" + "a" * 32
 OTHER_SERVICE = "KS" + "b" * 32
 SESSION = "KC" + "a" * 32
@@ -47,22 +46,6 @@ INTERACTIONS = f"/v1/Services/{SERVICE}/Sessions/{SESSION}/Interactions"
 SESSIONS = f"/v1/Services/{SERVICE}/Sessions"
 FIRST = f"{INTERACTIONS}?PageSize=50"
 CANARY = "CANARY-message-body-do-not-log"
-
-
-@dataclass(frozen=True)
-class Settings:
-    base_url: str = BASE
-    page_size: int = 50
-    max_requests_per_second: float = 1000.0
-    max_concurrency: int = 8
-    timeout_seconds: float = 5.0
-    retry_deadline_seconds: float = 60.0
-    account_sid: str = ACCOUNT
-    auth_token: str = TOKEN
-
-    @property
-    def credentials(self) -> tuple[str, str]:
-        return self.account_sid, self.auth_token
 
 
 @dataclass

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import zlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from poller.errors import MalformedResponseError
 from poller.observe.metrics import REGISTRY
 from poller.twilio.body import AnswerLimits
 from poller.twilio.client import ProxyClient
+from tests.client_settings import ClientSettings
 
 SERVICE = "KS" + "a" * 32
 SESSION = "KC" + "a" * 32
@@ -31,18 +32,9 @@ RECORD: dict[str, Any] = json.loads(
 KIB = 1024
 
 
-@dataclass(frozen=True)
-class Settings:
-    base_url: str = "https://proxy.twilio.com"
-    page_size: int = 3
-    max_requests_per_second: float = 1000.0
-    max_concurrency: int = 2
-    timeout_seconds: float = 5.0
-    retry_deadline_seconds: float = 1.0
-
-    @property
-    def credentials(self) -> tuple[str, str]:
-        return "AC" + "0" * 32, "token"
+Settings = functools.partial(
+    ClientSettings, page_size=3, max_concurrency=2, retry_deadline_seconds=1.0
+)
 
 
 class Chunks(httpx.AsyncByteStream):
