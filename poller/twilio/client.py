@@ -209,15 +209,16 @@ class ProxyClient:
         pages: dict[str, _Page] = {}
         while url is not None:
             self._check_paging(url, seen)
-            seen.add(str(url))
+            address = str(url)
+            seen.add(address)
             content = await self._fetch_page(target, url)
-            page = None if memo is None else memo.get(str(url), content)
+            page = None if memo is None else memo.get(address, content)
             if page is None:
                 page = self._read_items(content, url, key, build, cap, len(records))
             _check_count(len(records) + len(page.records), cap, key, url)
             records.extend(page.records)
-            if page.clean:
-                pages[str(url)] = page
+            if memo is not None and page.clean:
+                pages[address] = page
             url = self._resolve_next(page.next_page_url, url)
         if memo is not None:
             memo.pages = pages
