@@ -10,9 +10,10 @@
           +-- UndecodableBody  a gzip or deflate body that does not inflate
 
 Nothing deeper than the Twilio client and the sinks sees these: each turns them into its own
-``SourceError`` or ``DeliveryError``. httpx, httpx-aiohttp, aiohttp and asyncio's timeout are
-translated in one place, :func:`answer_within`, as httpx's ``map_httpcore_exceptions`` does;
-the foreign exception stays chained (``__cause__``) and in ``error``.
+``SourceError`` or ``DeliveryError``. What the transport (httpx's exceptions) and asyncio's
+timeout raise is translated in one place, :func:`answer_within`, as httpx's
+``map_httpcore_exceptions`` does; the foreign exception stays chained (``__cause__``) and in
+``error``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
-import aiohttp
 import httpx
 
-# What a request that got no answer raises. httpx-aiohttp leaves a few aiohttp exceptions
-# untranslated (a malformed answer), and TimeoutError is the whole-request bound's.
-NO_ANSWER_ERRORS = (httpx.RequestError, aiohttp.ClientError, TimeoutError)
+# What a request that got no answer raises: the transport's errors, and the whole-request
+# bound's TimeoutError.
+NO_ANSWER_ERRORS = (httpx.RequestError, TimeoutError)
 
 
 class HttpFailure(Exception):
@@ -82,11 +82,14 @@ class UndecodableBody(BadBody):
 def no_answer(error: BaseException) -> NoAnswer:
     """Translate what a transport raised for a request that got no answer.
 
-    httpx-aiohttp chains the aiohttp exception it translated, and that one says what happened:
-    it maps every connection error to ``ConnectTimeout`` (a refused connection too).
+    The reason is the name of the ``OSError`` the transport chained, where there is one (it
+    says more: ``ConnectionRefusedError``, ``ConnectionResetError``,
+    ``SSLCertVerificationError``), else of the error itself (``ReadTimeout``,
+    ``RemoteProtocolError``).
     """
     cause = error.__cause__
-    actual = cause if isinstance(cause, aiohttp.ClientError) else error
+    chained_os_error = isinstance(cause, OSError) and not isinstance(cause, TimeoutError)
+    actual = cause if chained_os_error else error
     reason = type(actual).__name__
     if isinstance(actual, httpx.TimeoutException | TimeoutError):
         return TimedOut(reason, error)

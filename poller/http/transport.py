@@ -1,9 +1,10 @@
 """How the poller speaks HTTP: its user agent, HTTP Basic, the pooled transport, the client.
 
-Requests go over ``httpx_aiohttp.AiohttpTransport`` unless a transport is injected (tests pass
-``httpx.MockTransport``): httpx's own async transport costs about twice the CPU per request
-(bench/bench_transport.py, bench/bench_delivery.py). Environment proxies (``HTTPS_PROXY``) are
-never used and redirects never followed.
+Requests go over :class:`poller.http.wire.WireTransport` unless a transport is injected (tests
+pass ``httpx.MockTransport``): httpx's own async transport costs about twice the CPU per request
+(bench/bench_transport.py, bench/bench_delivery.py), aiohttp's a third of ``poller once``'s
+start-up to import (bench/bench_startup.py). Environment proxies (``HTTPS_PROXY``) are never
+used and redirects never followed.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import base64
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from poller import __version__
 from poller.http.tls import client_context
+from poller.http.wire import WireTransport
 
 USER_AGENT = f"twilio-proxy-poller/{__version__}"
 # What poller.http.body inflates; asking for nothing else keeps every answer readable.
@@ -30,11 +31,11 @@ def basic_auth(username: str, password: str) -> str:
 def pooled_transport(limits: httpx.Limits, *, verify: bool = True) -> httpx.AsyncBaseTransport:
     """The transport of one client: a pool of ``limits`` connections.
 
-    ``verify=False`` is for a plain-http URL only; a verifying transport shares the process's
-    one context (:func:`poller.http.tls.client_context`) instead of loading a CA bundle of its
-    own.
+    ``verify=False`` is for a plain-http URL: that transport speaks no TLS at all. A verifying
+    one shares the process's one context (:func:`poller.http.tls.client_context`) instead of
+    loading a CA bundle of its own.
     """
-    return AiohttpTransport(limits=limits, verify=client_context() if verify else False)
+    return WireTransport(limits, client_context() if verify else None)
 
 
 def timeout_extensions(seconds: float) -> dict[str, object]:

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from httpx_aiohttp import AiohttpTransport
 
 from poller import __version__
 from poller.http.body import read_answer
+from poller.http.tls import client_context
 from poller.http.transport import (
     ACCEPT_ENCODING,
     async_client,
@@ -20,6 +20,7 @@ from poller.http.transport import (
     pooled_transport,
     timeout_extensions,
 )
+from poller.http.wire import WireTransport
 
 LIMITS = httpx.Limits(max_connections=2, max_keepalive_connections=1)
 
@@ -39,14 +40,15 @@ def test_timeout_extensions_bound_every_socket_operation() -> None:
     }
 
 
-async def test_the_pooled_transport_is_aiohttps_with_tls_only_when_asked() -> None:
+async def test_the_pooled_transport_speaks_tls_only_when_asked_with_the_shared_context() -> None:
     secure = pooled_transport(LIMITS)
     plain = pooled_transport(LIMITS, verify=False)
     try:
-        assert isinstance(secure, AiohttpTransport) and isinstance(plain, AiohttpTransport)
+        assert isinstance(secure, WireTransport) and isinstance(plain, WireTransport)
         assert secure.limits == LIMITS
+        assert secure.ssl_context is client_context()
         assert secure.ssl_context.verify_mode == ssl.CERT_REQUIRED
-        assert plain.ssl_context.verify_mode == ssl.CERT_NONE
+        assert plain.ssl_context is None
     finally:
         await secure.aclose()
         await plain.aclose()

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from httpx_aiohttp import AiohttpTransport
 from standardwebhooks.webhooks import Webhook
 from structlog.testing import capture_logs
 
@@ -26,6 +25,7 @@ from poller.errors import (
     RetryableDeliveryError,
     SinkDisabledError,
 )
+from poller.http.wire import WireTransport
 from poller.sinks.webhook import WebhookSink, encode_body
 from tests.sink_contract_cases import SECRET, make_event
 
@@ -233,19 +233,20 @@ async def test_refused_connection_is_retryable(sinks: list[WebhookSink]) -> None
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     sink = _sink(sinks, f"http://127.0.0.1:{port}/hooks/x")
-    # httpx-aiohttp names it ConnectTimeout; the error says what happened.
-    with pytest.raises(RetryableDeliveryError, match=r"'ops': transport failure \(ClientConn"):
+    with pytest.raises(
+        RetryableDeliveryError, match=r"'ops': transport failure \(ConnectionRefusedError\)"
+    ):
         await sink.send(make_event())
 
 
-async def test_sends_go_over_the_aiohttp_transport_unless_one_is_injected(
+async def test_sends_go_over_the_wire_transport_unless_one_is_injected(
     sinks: list[WebhookSink],
 ) -> None:
     # httpx's own async transport costs about twice the CPU per event (bench_delivery).
     default = _sink(sinks, MOCK_URL)
     transport, _ = _answering(204)
     injected = _sink(sinks, MOCK_URL, transport=transport)
-    assert isinstance(default._transport, AiohttpTransport)
+    assert isinstance(default._transport, WireTransport)
     assert injected._transport is transport
 
 
@@ -280,7 +281,7 @@ async def test_a_receiver_hanging_up_is_a_transport_failure_not_a_timeout(
     sink = _sink(sinks, await raw_server(hang_up))
     with pytest.raises(RetryableDeliveryError) as info:
         await sink.send(make_event())
-    assert str(info.value) == "webhook sink 'ops': transport failure (ServerDisconnectedError)"
+    assert str(info.value) == "webhook sink 'ops': transport failure (RemoteProtocolError)"
     assert info.value.status is None
 
 

@@ -19,7 +19,6 @@ import httpx
 import pytest
 import structlog
 from aiohttp import web
-from httpx_aiohttp import AiohttpTransport
 
 from poller import __version__
 from poller.errors import (
@@ -31,6 +30,7 @@ from poller.errors import (
     SourceError,
     TransientSourceError,
 )
+from poller.http.wire import WireTransport
 from poller.observe.metrics import REGISTRY
 from poller.twilio.body import AnswerLimits
 from poller.twilio.client import ProxyClient
@@ -384,20 +384,22 @@ async def test_gzip_encoded_page_is_decoded(h: Harness) -> None:
     assert "gzip" in h.twilio.requests[0].headers["Accept-Encoding"]
 
 
-@pytest.mark.parametrize(
-    ("base_url", "verify_mode"),
-    [("https://proxy.twilio.com", ssl.CERT_REQUIRED), ("http://127.0.0.1:8080", ssl.CERT_NONE)],
-)
-async def test_default_transport_verifies_tls_and_loads_no_ca_bundle_for_http(
-    base_url: str, verify_mode: ssl.VerifyMode
-) -> None:
-    async with ProxyClient(Settings(base_url=base_url)) as client:
+async def test_default_transport_verifies_tls() -> None:
+    async with ProxyClient(Settings(base_url="https://proxy.twilio.com")) as client:
         transport = client._transport
-        assert isinstance(transport, AiohttpTransport)
-        assert transport.ssl_context.verify_mode == verify_mode
-        # An http:// base_url never speaks TLS: its context holds no CA certificates.
-        loaded = transport.ssl_context.cert_store_stats()["x509_ca"]
-        assert (loaded > 0) == (verify_mode == ssl.CERT_REQUIRED)
+        assert isinstance(transport, WireTransport)
+        assert transport.ssl_context is not None
+        assert transport.ssl_context.verify_mode == ssl.CERT_REQUIRED
+        assert transport.ssl_context.check_hostname
+        assert transport.ssl_context.cert_store_stats()["x509_ca"] > 0
+
+
+async def test_an_http_base_url_gets_a_transport_without_tls() -> None:
+    # An http:// base_url never speaks TLS: no context, no CA bundle loaded for it.
+    async with ProxyClient(Settings(base_url="http://127.0.0.1:8080")) as client:
+        transport = client._transport
+        assert isinstance(transport, WireTransport)
+        assert transport.ssl_context is None
 
 
 # retries
