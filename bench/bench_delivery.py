@@ -9,7 +9,7 @@ same concurrency and no outbox. The receiver verifies every signature; its CPU i
 show whether it, not the sender, was the bottleneck.
 
     python bench/bench_delivery.py [--quick] [--events N] [--sessions N] [--concurrency N]
-        [--sink-transport aiohttp|httpx]
+        [--sink-transport wire|aiohttp|httpx]
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ from _common import (
     table,
     write_config,
 )
-from httpx_aiohttp import AiohttpTransport
 from standardwebhooks.webhooks import Webhook
 
 from poller.config import load_config
 from poller.delivery.dispatcher import Dispatcher
 from poller.delivery.policy import DeliveryPolicy
 from poller.events import Event, EventType, event_id
+from poller.http.wire import WireTransport
 from poller.observe.logs import configure_logging
 from poller.sinks import build_sinks
 from poller.sinks.webhook import encode_body
@@ -86,13 +86,19 @@ def make_events(events: int, sessions: int) -> list[tuple[str, list[Event]]]:
 
 
 def sink_transport(kind: str) -> httpx.AsyncBaseTransport | None:
-    """The transport injected into the sink: None keeps the sink's own (httpx-aiohttp)."""
-    return httpx.AsyncHTTPTransport() if kind == "httpx" else None
+    """The transport injected into the sink: None keeps the sink's own (poller.http.wire)."""
+    return None if kind == "wire" else bare_transport(kind)
 
 
 def bare_transport(kind: str) -> httpx.AsyncBaseTransport:
     """The bare loop's transport: the one the sink uses in this run."""
-    return httpx.AsyncHTTPTransport() if kind == "httpx" else AiohttpTransport()
+    if kind == "httpx":
+        return httpx.AsyncHTTPTransport()
+    if kind == "aiohttp":  # the bench extras: pip install -e '.[bench]'
+        from httpx_aiohttp import AiohttpTransport
+
+        return AiohttpTransport()
+    return WireTransport(httpx.Limits(max_connections=100, max_keepalive_connections=20))
 
 
 async def run_dispatcher(
@@ -247,10 +253,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="delivery.concurrency")
     parser.add_argument(
         "--sink-transport",
-        choices=("aiohttp", "httpx"),
-        default="aiohttp",
-        help="aiohttp: the webhook sink as shipped (httpx over httpx-aiohttp); "
-        "httpx: httpx's own async transport injected (what the sink used before)",
+        choices=("wire", "aiohttp", "httpx"),
+        default="wire",
+        help="wire: the webhook sink as shipped (httpx over poller.http.wire); "
+        "aiohttp: httpx-aiohttp injected (the sink's until 2026-12-02); "
+        "httpx: httpx's own async transport injected",
     )
     args = parser.parse_args()
     events = args.events or (1000 if args.quick else 10_000)

@@ -4,8 +4,10 @@ Serves 1,000 pre-rendered pages of 50 interactions from an aiohttp server in a s
 on 127.0.0.1, then fetches and parses every page 8 sessions at a time with:
 
   (a) ProxyClient on httpx's default AsyncHTTPTransport (the baseline),
-  (b) ProxyClient on httpx_aiohttp.AiohttpTransport (what ProxyClient picks by default),
-  (c) bare aiohttp with json.loads and Interaction.from_api (the floor).
+  (b) ProxyClient on httpx_aiohttp.AiohttpTransport (the default until 2026-12-02; it needs
+      the bench extras: ``pip install -e '.[bench]'``),
+  (c) ProxyClient on poller.http.wire.WireTransport (what ProxyClient picks by default),
+  (d) bare aiohttp with json.loads and Interaction.from_api (the floor).
 
 Prints the client process's CPU seconds and the wall seconds of each (best of N rounds) and
 their ratios to (a).  Run: ``python bench/bench_transport.py [--rounds N]``.
@@ -29,6 +31,7 @@ import aiohttp
 import httpx
 from aiohttp import web
 
+from poller.http.wire import WireTransport
 from poller.twilio.client import ProxyClient
 from poller.twilio.records import Interaction
 
@@ -139,7 +142,17 @@ async def httpx_default(base_url: str) -> int:
 
 
 async def httpx_aiohttp(base_url: str) -> int:
-    return await via_proxy_client(ProxyClient(Settings(base_url)))
+    from httpx_aiohttp import AiohttpTransport
+
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    transport = AiohttpTransport(limits=limits, verify=False)
+    return await via_proxy_client(ProxyClient(Settings(base_url), transport=transport))
+
+
+async def wire(base_url: str) -> int:
+    client = ProxyClient(Settings(base_url))
+    assert isinstance(client._transport, WireTransport)
+    return await via_proxy_client(client)
 
 
 async def bare_aiohttp(base_url: str) -> int:
@@ -167,7 +180,8 @@ async def bare_aiohttp(base_url: str) -> int:
 
 VARIANTS: dict[str, Callable[[str], Awaitable[int]]] = {
     "httpx default AsyncHTTPTransport": httpx_default,
-    "httpx + httpx_aiohttp (ProxyClient default)": httpx_aiohttp,
+    "httpx + httpx_aiohttp": httpx_aiohttp,
+    "httpx + poller.http.wire (ProxyClient default)": wire,
     "bare aiohttp (floor)": bare_aiohttp,
 }
 

@@ -1,6 +1,6 @@
 """One bounded read of an answer's body, while it streams.
 
-A body is read chunk by chunk off the transport (httpx-aiohttp hands it over undecoded) and
+A body is read chunk by chunk off the transport (poller.http.wire hands it over undecoded) and
 inflated here (gzip, deflate) with zlib's ``max_length``: a body that is too big on the wire, or
 that inflates past the cap (a gzip bomb), stops the read at the cap, having held at most the
 cap and one chunk. Two ways to meet the cap:

@@ -78,14 +78,16 @@ class WireTransport(httpx.AsyncBaseTransport):
         origin = _origin(request.url)
         message = _message(request, await request.aread())
         read_timeout = timeouts.get("read")
+        reuse = True
         while True:
-            connection = await self._acquire(origin, timeouts)
+            connection = await self._acquire(origin, timeouts, reuse=reuse)
             try:
                 await connection.send(message, timeouts.get("write"))
                 await connection.head(read_timeout)
             except _Stale:
                 self._discard(connection)
-                continue  # a new connection is never stale: this loops once at most
+                reuse = False  # a new connection is never stale: this loops once at most
+                continue
             except BaseException:
                 self._discard(connection)
                 raise
@@ -113,11 +115,13 @@ class WireTransport(httpx.AsyncBaseTransport):
         """How many connections are open (busy or idle)."""
         return len(self._open)
 
-    async def _acquire(self, origin: Origin, timeouts: dict[str, float | None]) -> _Connection:
+    async def _acquire(
+        self, origin: Origin, timeouts: dict[str, float | None], *, reuse: bool = True
+    ) -> _Connection:
         while True:
             if self._closed:
                 raise RuntimeError("the transport is closed")
-            connection = self._reuse(origin)
+            connection = self._reuse(origin) if reuse else None
             if connection is not None:
                 return connection
             if self._max_open is None or len(self._open) < self._max_open or self._evict():
@@ -144,7 +148,7 @@ class WireTransport(httpx.AsyncBaseTransport):
         return None
 
     def _evict(self) -> bool:
-        """Close the longest idle connection, to another origin: True if there was one."""
+        """Close the longest idle connection: True if there was one."""
         oldest: _Connection | None = None
         for idle in self._idle.values():
             if idle and (oldest is None or idle[0].idle_since < oldest.idle_since):
@@ -162,8 +166,12 @@ class WireTransport(httpx.AsyncBaseTransport):
         try:
             async with asyncio.timeout(seconds):
                 await waiter
-        except TimeoutError as expired:
-            raise httpx.PoolTimeout("no connection free within the pool timeout") from expired
+        except BaseException as leaving:
+            if waiter.done() and not waiter.cancelled() and waiter not in self._waiters:
+                self._wake()  # woken, yet leaving (cancelled, timed out): the room is another's
+            if isinstance(leaving, TimeoutError):
+                raise httpx.PoolTimeout("no connection free within the pool timeout") from leaving
+            raise
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
@@ -265,7 +273,10 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         self.closed = True
         if self._transport is not None:
-            self._transport.close()
+            if self._transport.get_write_buffer_size():
+                self._transport.abort()  # close() would first flush what nobody may read
+            else:
+                self._transport.close()
 
     async def send(self, message: bytes, seconds: float | None) -> None:
         self._begin()
@@ -395,10 +406,11 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self._complete:  # a second answer to one request
             raise _OutOfTurn
+        self.reason = b""
         self.headers = []
 
     def on_status(self, status: bytes) -> None:
-        self.reason = status
+        self.reason += status  # in pieces, as the status line was split between reads
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))

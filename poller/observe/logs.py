@@ -32,7 +32,7 @@ LEVELS: Mapping[str, int] = {
 }
 
 # Libraries that log every request (httpx logs full URLs at INFO): WARNING and above only.
-QUIET_LIBRARIES = ("httpx", "httpcore", "httpx_aiohttp", "apscheduler", "aiohttp", "hpack")
+QUIET_LIBRARIES = ("httpx", "httpcore", "apscheduler", "aiohttp", "hpack")
 
 _SECRET_KEYS = frozenset(
     {
