@@ -7,7 +7,8 @@ alike), and the median of ``--runs`` runs (9) is reported:
 
 - ``check-config``: the whole process (``wait4`` rusage: it exits right after).
 - ``once`` to its first request: a local Twilio stand-in (a thread of this process) notes the
-  child's CPU (``/proc/PID/stat``, user + system) the moment the first request arrives, then
+  child's CPU (each thread's ``/proc/PID/task/TID/schedstat``, in nanoseconds: the clock ticks
+  of ``/proc/PID/stat`` read about 10 ms low) the moment the first request arrives, then
   answers an empty Sessions page; the child is blocked on that answer, so nothing of it runs
   while it is read. The state file was made by an unmeasured run first (the cron case).
 - ``once`` whole: the same run's process CPU (``wait4``), for scale.
@@ -50,7 +51,7 @@ from _common import (
     LabInfo,
     instructions,
     machine,
-    proc_cpu_seconds,
+    proc_cpu_seconds_precise,
     ratio_line,
     table,
     wait_child,
@@ -76,7 +77,7 @@ class TwilioStandIn:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if stand_in.cpu_at_first_request is None and stand_in.pid is not None:
-                    stand_in.cpu_at_first_request = proc_cpu_seconds(stand_in.pid)
+                    stand_in.cpu_at_first_request = proc_cpu_seconds_precise(stand_in.pid)
                 body = json.dumps(
                     {"sessions": [], "meta": {"key": "sessions", "next_page_url": None}}
                 ).encode()

@@ -136,6 +136,9 @@ def _crash_points() -> CrashPoints:
 
 def cmd_once(args: argparse.Namespace) -> int:
     from poller.observe.logs import configure_logging
+    from poller.observe.recording import stop_recording
+
+    stop_recording()  # nothing serves this process's metrics
 
     config = _load(args)
     configure_logging(config.log.format, config.log.level, stream=sys.stderr)

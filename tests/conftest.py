@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import poller.observe.metrics  # noqa: F401  (imported first: every in-process test records metrics)
 from poller.lab.receiver import ReceiverState, ReceiverThread
 from tests.postgres import Cluster, Server, own_cluster, start_server
 from tests.support import SECRET

@@ -1,15 +1,55 @@
 """Prometheus metrics of the poller, on a registry of its own.
 
-Every module records through these objects; ``observe.py`` serves them on ``/metrics``.
+Every module records through these objects; ``observe.health`` serves them on ``/metrics``.
 Label values are bounded sets (outcomes, status classes, sink names from the config), never
 session or interaction SIDs; the Service SIDs of the config are the one kind of SID a label takes.
+
+In a process that serves no metrics (``poller once``: :mod:`poller.observe.recording`) each of
+these is an :class:`Unrecorded`, which drops every record, and prometheus_client is not
+imported.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import TYPE_CHECKING, Any
 
-REGISTRY = CollectorRegistry(auto_describe=True)
+from poller.observe.recording import recording
+
+
+class Unrecorded:
+    """A metric of a process that serves none: it takes every record and keeps nothing."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def labels(self, *values: str, **labels: str) -> Unrecorded:
+        return self
+
+    def inc(self, amount: float = 1.0) -> None:
+        pass
+
+    def dec(self, amount: float = 1.0) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+    def remove(self, *values: str) -> None:
+        pass
+
+
+if TYPE_CHECKING or recording():
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    REGISTRY = CollectorRegistry(auto_describe=True)
+else:
+    Counter = Gauge = Histogram = Unrecorded
+    REGISTRY = None
 
 POLLS = Counter("poller_polls", "Polls of one session, by outcome.", ["outcome"], registry=REGISTRY)
 POLL_DURATION = Histogram(

@@ -18,13 +18,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
 import orjson
 import structlog
-from prometheus_client import Counter
 
 from poller.backoff import Backoff
 from poller.errors import ForeignURLError, MalformedResponseError, SourceError
@@ -51,6 +50,9 @@ from poller.twilio.errors import (
 )
 from poller.twilio.ratelimit import Clock, RateLimiters, Sleep
 from poller.twilio.records import Interaction, Session
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 log = structlog.get_logger(__name__)
 
