@@ -97,7 +97,8 @@ def bare_transport(kind: str) -> httpx.AsyncBaseTransport:
     if kind == "aiohttp":  # the bench extras: pip install -e '.[bench]'
         from httpx_aiohttp import AiohttpTransport
 
-        return AiohttpTransport()
+        transport: httpx.AsyncBaseTransport = AiohttpTransport()
+        return transport
     return WireTransport(httpx.Limits(max_connections=100, max_keepalive_connections=20))
 
 
