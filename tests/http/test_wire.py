@@ -23,9 +23,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from poller.http import wire
+from poller.http.connection import HIGH_WATER, Connection
 from poller.http.tls import client_context
-from poller.http.wire import HIGH_WATER, WireTransport
+from poller.http.wire import WireTransport
 from tests.smtp_server import self_signed
 
 T = TypeVar("T")
@@ -247,25 +247,25 @@ class Spy:
 def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
     """Wrap every client connection's ``data_received``, ``connection_lost`` and ``send``."""
     seen = Spy()
-    connection = wire._Connection
+    connection = Connection
     data_received, connection_lost, send = (
         connection.data_received,
         connection.connection_lost,
         connection.send,
     )
 
-    def reading(self: wire._Connection, data: bytes) -> None:
+    def reading(self: Connection, data: bytes) -> None:
         paused = self._paused
         data_received(self, data)
         seen.reads.append(Read(len(data), paused, self._paused, self._buffered))
         seen.changed.set()
 
-    def losing(self: wire._Connection, exc: Exception | None) -> None:
+    def losing(self: Connection, exc: Exception | None) -> None:
         connection_lost(self, exc)
         seen.lost += 1
         seen.changed.set()
 
-    async def sending(self: wire._Connection, message: bytes, seconds: float | None) -> None:
+    async def sending(self: Connection, message: bytes, seconds: float | None) -> None:
         seen.sent += 1
         await send(self, message, seconds)
 
