@@ -69,11 +69,9 @@ class Connection(asyncio.Protocol):
 
     async def connect(self, context: ssl.SSLContext | None, seconds: float | None) -> None:
         scheme, host, port = self.origin
-        tls = None
-        if scheme == "https":
-            if context is None:
-                raise httpx.UnsupportedProtocol("https: this transport has no TLS context")
-            tls = context
+        tls = context if scheme == "https" else None
+        if scheme == "https" and tls is None:
+            raise httpx.UnsupportedProtocol("https: this transport has no TLS context")
         try:
             async with asyncio.timeout(seconds):
                 await self._loop.create_connection(
@@ -244,18 +242,9 @@ class Connection(asyncio.Protocol):
             return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
-        if status not in _NO_BODY_STATUSES:
-            delimited = False
-            for name, value in self.headers:
-                lowered = name.lower()
-                if lowered == b"content-length" or (
-                    lowered == b"transfer-encoding" and b"chunked" in value.lower()
-                ):
-                    delimited = True
-                    break
-            if not delimited:
-                self._until_eof = True
-                self.keep_alive = False
+        if status not in _NO_BODY_STATUSES and not any(map(_delimits, self.headers)):
+            self._until_eof = True  # the body ends with the connection
+            self.keep_alive = False
         self._headed = True
 
     def on_body(self, body: bytes) -> None:
@@ -272,3 +261,11 @@ class Connection(asyncio.Protocol):
         error.__cause__ = cause
         self._error = error
         self.close()
+
+
+def _delimits(header: tuple[bytes, bytes]) -> bool:
+    """Whether ``header`` says where the body ends (a length, or chunks)."""
+    name = header[0].lower()
+    return name == b"content-length" or (
+        name == b"transfer-encoding" and b"chunked" in header[1].lower()
+    )
