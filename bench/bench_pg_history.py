@@ -32,9 +32,10 @@ sys.path.insert(0, str(ROOT))
 import psycopg
 from bench_pg_due import database, drop_created, server
 
-from poller.state.history import Attempt, HistoryQuery
+from poller.state.history import Attempt
 from poller.state.postgres.db import Settings
 from poller.state.postgres.store import PostgresStore
+from poller.state.views import HistoryQuery
 from tests.state.cases import FP, SERVICE, make_event
 
 SINKS = ("hook", "ops")

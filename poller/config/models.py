@@ -239,6 +239,8 @@ class SinkFilter(Model):
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False, eq=False)
 class _SinkCommon(Model):
+    """The settings every sink type has: its name, the events it takes, its filter."""
+
     name: str = setting(_text("a name of 1 to 64 letters, digits, '_', '.', '-'", _SINK_NAME))
     events: tuple[str, ...] = setting(_events, default=INTERACTION_EVENT_TYPES)
     filter: SinkFilter | None = setting(optional(model(SinkFilter)), default=None)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from poller.config import Config
     from poller.config.models import SinkConfig
     from poller.state.base import StateStore
-    from poller.state.history import HistoryQuery, KeptEvent, SinkOutcome
+    from poller.state.views import HistoryQuery, KeptEvent, SinkOutcome
 
 _DURATION = re.compile(r"([0-9]+)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -115,7 +115,7 @@ def _sink(config: Config, name: str) -> SinkConfig:
 
 
 def _replay_query(args: argparse.Namespace) -> HistoryQuery:
-    from poller.state.history import HistoryQuery
+    from poller.state.views import HistoryQuery
 
     chosen = [args.since is not None, args.session is not None, bool(args.event_ids)]
     if sum(chosen) != 1:
@@ -152,7 +152,7 @@ async def _replay(store: StateStore, sink: SinkConfig, query: HistoryQuery, out:
 
 
 async def _list(store: StateStore, args: argparse.Namespace, out: TextIO) -> int:
-    from poller.state.history import HistoryQuery
+    from poller.state.views import HistoryQuery
 
     limit = args.limit if args.limit is not None or args.json else TABLE_LIMIT
     since = None if args.since is None else time.time() - args.since

@@ -28,6 +28,8 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True, slots=True)
 class Hold:
+    """One delivery held back: its failed attempts and until when."""
+
     attempts: int  # failed attempts in all, those the outbox could not record included
     until: float  # monotonic time before which the delivery is not attempted
 

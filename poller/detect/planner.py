@@ -63,6 +63,8 @@ class Planned:
 
 @dataclass(frozen=True, slots=True)
 class PlanSettings:
+    """What the planner reads of the config: the interval, the sweep, the budget."""
+
     interval_seconds: float
     full_sweep_seconds: float
     # The Service's rate limit (``twilio.max_requests_per_second``); None: no budget.

@@ -19,8 +19,8 @@ from poller.config import Config
 from poller.observe.cycles import CycleLog, CycleRecord
 from poller.replicas.open import watched_services
 from poller.state.base import StateStore
-from poller.state.history import AttemptRecord
 from poller.state.models import DisabledSink, FailingSink, Lease
+from poller.state.views import AttemptRecord
 
 RECENT_ATTEMPTS = 50
 

@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterable, Sequence
 
 from poller.observe.status import ServiceStatus, SinkStatus, StatusSnapshot
-from poller.state.history import AttemptRecord
 from poller.state.models import Lease
+from poller.state.views import AttemptRecord
 
 REFRESH_SECONDS = 5
 

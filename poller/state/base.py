@@ -21,7 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from poller.events import Event
 from poller.state.history import Attempt, History
@@ -30,12 +30,13 @@ from poller.state.models import (
     Delivery,
     DisabledSink,
     FailingSink,
-    OutboxSummary,
     SessionState,
     StoredSession,
-    Summary,
 )
 from poller.twilio.records import Fingerprint, SessionFingerprint
+
+if TYPE_CHECKING:
+    from poller.state.views import OutboxSummary, Summary
 
 RowState = Literal["pending", "dead"]
 
@@ -336,6 +337,8 @@ class Outbox(ABC):
 
     async def outbox_summary(self, now: float) -> OutboxSummary:
         """Return the outbox part of :meth:`StateStore.summary`."""
+        from poller.state.views import OutboxSummary  # an operator's command: see its module
+
         oldest = await self.oldest_pending_enqueued_at()
         return OutboxSummary(
             pending=await self.counts_by_sink("pending"),

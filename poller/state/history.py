@@ -7,7 +7,8 @@ attempt the dispatcher reports (success, retry, dead letter, a disabling answer)
 its event and goes with it.
 
 A kept event is in its original order: ``seq`` grows with every event stored, so replaying a
-selection of events queues them again in the order they were first enqueued.
+selection of events queues them again in the order they were first enqueued. What the history
+hands out (kept events, their outcomes, kept attempts) is in ``poller.state.views``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from poller.events import Event
+if TYPE_CHECKING:
+    from poller.state.views import AttemptRecord, HistoryQuery, KeptEvent
 
 AttemptOutcome = Literal["delivered", "retry", "dead", "disabled"]
-SinkState = Literal["delivered", "pending", "dead"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,92 +40,6 @@ class Attempt:
     outcome: AttemptOutcome
     status: int | None = None
     error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """A kept attempt: what ``Attempt`` said, with the event and sink it was for."""
-
-    event_id: str
-    sink: str
-    session_sid: str
-    at: float
-    latency_seconds: float
-    outcome: AttemptOutcome
-    status: int | None
-    error: str | None
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "event_id": self.event_id,
-            "sink": self.sink,
-            "session_sid": self.session_sid,
-            "at": self.at,
-            "latency_seconds": self.latency_seconds,
-            "outcome": self.outcome,
-            "status": self.status,
-            "error": self.error,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SinkOutcome:
-    """Where one kept event stands for one sink it went to.
-
-    ``state``: ``pending`` or ``dead`` while the outbox holds it for the sink (pending again
-    after a replay), else ``delivered``. ``attempts``: the kept attempts for the sink; the
-    ``last_*`` fields are of the latest (None: never attempted yet).
-    """
-
-    sink: str
-    state: SinkState
-    attempts: int
-    last_at: float | None
-    last_status: int | None
-    last_error: str | None
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "sink": self.sink,
-            "state": self.state,
-            "attempts": self.attempts,
-            "last_at": self.last_at,
-            "last_status": self.last_status,
-            "last_error": self.last_error,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class KeptEvent:
-    """One event the state keeps, where it stands for each sink, and when it was detected.
-
-    ``detected_at``: when it was first enqueued; ``done_at``: when its last delivery was acked
-    (None while any is pending or dead); ``seq``: its place in the original order.
-    """
-
-    seq: int
-    event: Event
-    detected_at: float
-    done_at: float | None
-    sinks: tuple[SinkOutcome, ...]  # by sink name
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryQuery:
-    """A selection of kept events; every field narrows it, None (or empty) leaves it open.
-
-    ``sink``: events that went to that sink (an attempt or an outbox row for it);
-    ``since``: detected at or after this Unix time; ``event_ids``: exactly these.
-    ``limit``: at most this many, the LATEST ones of the selection (None: all), always
-    returned in the original order (``seq`` ascending).
-    """
-
-    session_sid: str | None = None
-    sink: str | None = None
-    type: str | None = None
-    since: float | None = None
-    event_ids: tuple[str, ...] = ()
-    limit: int | None = None
 
 
 class History(ABC):

@@ -1,13 +1,12 @@
 """What a state backend hands out: frozen, backend-neutral snapshots.
 
 Sessions and their stored fingerprints, deliveries and dead letters, disabled and failing
-sinks, and the ``Summary`` of ``poller state show``. Nothing here knows how a backend keeps
-them.
+sinks, leases. Nothing here knows how a backend keeps them. What only an operator's commands
+read (the ``Summary`` of ``poller state show``, kept events) is in ``poller.state.views``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from poller.events import Event
@@ -106,37 +105,6 @@ class StoredSession:
 
 
 @dataclass(frozen=True)
-class SessionCounts:
-    """The stored sessions, counted: watched ones (baselined, failing among them) and gone."""
-
-    watched: int
-    baselined: int
-    gone: int
-    failing: int
-
-
-@dataclass(frozen=True)
-class OutboxSummary:
-    """The outbox in numbers: rows per sink and state, the oldest pending age, disabled sinks."""
-
-    pending: Mapping[str, int]
-    dead: Mapping[str, int]
-    oldest_pending_age_seconds: float | None
-    disabled: tuple[DisabledSink, ...]
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "pending": dict(self.pending),
-            "dead": dict(self.dead),
-            "oldest_pending_age_seconds": self.oldest_pending_age_seconds,
-            "disabled": {
-                d.sink: {"since": d.since, "status": d.status, "reason": d.reason}
-                for d in self.disabled
-            },
-        }
-
-
-@dataclass(frozen=True)
 class Lease:
     """Who owns a Service (several replicas): ``expires_in`` seconds by the database's clock.
 
@@ -156,46 +124,3 @@ class Lease:
             "epoch": self.epoch,
             "expires_in": self.expires_in,
         }
-
-
-@dataclass(frozen=True)
-class Summary:
-    """What ``poller state show`` prints, whatever the backend.
-
-    ``backend`` names it (``sqlite``, ``memory``, ...), ``location`` is where it keeps the
-    state (a path, a URL without its password) and ``schema_version`` is the backend's own
-    numbering of its layout. ``leases``: one per Service, for a backend shared by several
-    replicas (PostgreSQL); None for one whose owner is the one process that opened it, and
-    then left out of the JSON (a SQLite state prints as it always did).
-    """
-
-    backend: str
-    location: str
-    schema_version: int
-    sessions: SessionCounts
-    interactions_tracked: int
-    outbox: OutboxSummary
-    watches: tuple[tuple[str, float], ...]  # (service_sid, started_at), by SID
-    leases: tuple[Lease, ...] | None = None  # by SID
-
-    def to_json(self) -> dict[str, object]:
-        """Return the JSON-able mapping ``poller state show`` prints."""
-        shown: dict[str, object] = {
-            "backend": self.backend,
-            "path": self.location,
-            "schema_version": self.schema_version,
-            "sessions": {
-                "watched": self.sessions.watched,
-                "baselined": self.sessions.baselined,
-                "gone": self.sessions.gone,
-                "failing": self.sessions.failing,
-            },
-            "interactions_tracked": self.interactions_tracked,
-            "outbox": self.outbox.to_json(),
-            "watches": [
-                {"service_sid": sid, "started_at": started} for sid, started in self.watches
-            ],
-        }
-        if self.leases is not None:
-            shown["leases"] = [lease.to_json() for lease in self.leases]
-        return shown

@@ -41,6 +41,8 @@ class WatchLike(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class CycleResult:
+    """One cycle of a Service in numbers: polls planned, ok and failed, events, reasons."""
+
     service_sid: str
     planned: int
     ok: int

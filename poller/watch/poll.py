@@ -44,6 +44,8 @@ class InteractionSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PollOutcome:
+    """What one poll of a session came to: events found, gone, unsettled, or its error."""
+
     service_sid: str
     session_sid: str
     ok: bool

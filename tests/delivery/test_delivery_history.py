@@ -19,8 +19,9 @@ from poller.errors import (
     SinkDisabledError,
 )
 from poller.events import Event
-from poller.state.history import Attempt, HistoryQuery
+from poller.state.history import Attempt
 from poller.state.memory.store import MemoryStore
+from poller.state.views import HistoryQuery
 from tests.clock import FakeClock
 from tests.delivery.test_delivery import (
     SERVICE,

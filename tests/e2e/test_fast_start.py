@@ -53,6 +53,9 @@ def _config(tmp_path: Path, sinks: list[dict[str, object]] | None = None, **sink
     return str(path)
 
 
+# What only an operator's commands read (poller events, state show): once defines none of it.
+OPERATOR_ONLY = ("poller.delivery.events_cli", "poller.state.views")
+
 # What only polling and delivering use: check-config builds none of it.
 POLLING = ("poller.twilio.records", "poller.twilio.client", "poller.state", "sqlite3", "orjson")
 
@@ -114,7 +117,7 @@ def test_once_loads_neither_the_scheduler_nor_the_health_server_nor_jinja2(
     tmp_path: Path,
 ) -> None:
     config = _config(tmp_path, webhook_url="http://127.0.0.1:9/services/T0/B0/x")
-    code, imported = _imported("once", "-c", config)
+    code, imported = _imported("once", "-c", config, watched=HEAVY + OPERATOR_ONLY)
     assert code == 1  # nobody answers at 127.0.0.1:9: the poll fails, as it should
     # what it polls with: not aiohttp, and no metrics (nothing would serve them)
     assert imported == ["httpx"]

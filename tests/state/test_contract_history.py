@@ -9,15 +9,9 @@ import time
 
 from poller.events import Event
 from poller.state.base import StateStore
-from poller.state.history import (
-    Attempt,
-    AttemptOutcome,
-    AttemptRecord,
-    HistoryQuery,
-    KeptEvent,
-    SinkOutcome,
-)
+from poller.state.history import Attempt, AttemptOutcome
 from poller.state.models import Delivery
+from poller.state.views import AttemptRecord, HistoryQuery, KeptEvent, SinkOutcome
 from tests.state.cases import SESSION_A, SESSION_B, enqueue, events_of, ids_of, make_event
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from poller.errors import StateError
 from poller.state.base import StateStore
-from poller.state.models import SessionCounts, StoredSession
+from poller.state.models import StoredSession
+from poller.state.views import SessionCounts
 from poller.twilio.records import Fingerprint
 from tests.state.cases import (
     CLOSED,

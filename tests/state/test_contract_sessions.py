@@ -9,7 +9,8 @@ import pytest
 
 from poller.errors import StateError
 from poller.state.base import StateStore
-from poller.state.models import OutboxSummary, SessionState, StoredSession
+from poller.state.models import SessionState, StoredSession
+from poller.state.views import OutboxSummary
 from tests.state.cases import (
     CLOSED,
     FP,

@@ -13,11 +13,12 @@ import psycopg
 import pytest
 import yaml
 
-from poller.state.models import Lease, OutboxSummary, SessionCounts, Summary
+from poller.state.models import Lease
 from poller.state.postgres import schema
 from poller.state.postgres.db import Database, Settings, connect
 from poller.state.postgres.store import read_leases
 from poller.state.sqlite.store import SqliteStore
+from poller.state.views import OutboxSummary, SessionCounts, Summary
 from tests.support import run_poller
 
 HELD, EXPIRED, RELEASED, UNTAKEN = ("KS" + c * 32 for c in "1234")

@@ -16,7 +16,7 @@ import yaml
 
 from poller.errors import StateError, StateLockedError
 from poller.state.base import StateStore
-from poller.state.history import Attempt, HistoryQuery
+from poller.state.history import Attempt
 from poller.state.postgres import schema
 from poller.state.postgres.db import Settings, connect
 from poller.state.postgres.load import load
@@ -24,6 +24,7 @@ from poller.state.postgres.store import PostgresStore
 from poller.state.snapshot import SessionRow, Snapshot, WatchRow
 from poller.state.sqlite.dump import held_snapshot
 from poller.state.sqlite.store import SqliteStore
+from poller.state.views import HistoryQuery
 from tests.state.cases import (
     CLOSED,
     FP,

@@ -15,10 +15,11 @@ import psycopg
 import pytest
 
 from poller.errors import FencedError
-from poller.state.history import Attempt, AttemptOutcome, HistoryQuery
+from poller.state.history import Attempt, AttemptOutcome
 from poller.state.postgres import history, outbox, schema
 from poller.state.postgres.db import Settings, connect
 from poller.state.postgres.store import PostgresStore
+from poller.state.views import HistoryQuery
 from tests.state.cases import SESSION_A, SESSION_B, make_event
 from tests.state.test_postgres_outbox import (
     EPOCH,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from poller.state.history import Attempt, HistoryQuery
+from poller.state.history import Attempt
 from poller.state.snapshot import AttemptRow, EventRow
 from poller.state.sqlite import schema
 from poller.state.sqlite.db import open_database
 from poller.state.sqlite.dump import held_snapshot
 from poller.state.sqlite.store import SqliteStore
+from poller.state.views import HistoryQuery
 from tests.state.cases import SERVICE, SESSION_A, SESSION_B, enqueue, events_of, make_event
 
 V5 = 5

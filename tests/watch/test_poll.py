@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from poller.config import PollConfig
-from poller.state.history import HistoryQuery
 from poller.state.memory.store import MemoryStore
+from poller.state.views import HistoryQuery
 from poller.twilio.records import Fingerprint, Interaction
 from poller.watch.poll import SessionPoller
 from tests.detect.oracle import known_after

@@ -9,16 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from poller.events import Event
-from poller.state.history import (
-    Attempt,
-    AttemptRecord,
-    History,
-    HistoryQuery,
-    KeptEvent,
-    SinkOutcome,
-    SinkState,
-)
+from poller.state.history import Attempt, History
 from poller.state.memory.outbox import MemoryOutbox, Row
+from poller.state.views import AttemptRecord, HistoryQuery, KeptEvent, SinkOutcome, SinkState
 
 
 class MemoryHistory(MemoryOutbox, History):

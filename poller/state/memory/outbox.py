@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from poller.errors import StateError
 from poller.events import Event
 from poller.state.base import Outbox, RowState
-from poller.state.history import Attempt, AttemptRecord
+from poller.state.history import Attempt
 from poller.state.models import DeadLetter, Delivery, DisabledSink, FailingSink, short_error
+from poller.state.views import AttemptRecord
 
 _GONE_SINK = "the sink is no longer configured"
 

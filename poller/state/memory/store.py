@@ -16,7 +16,8 @@ from poller.errors import StateError
 from poller.events import Event
 from poller.state.base import StateStore
 from poller.state.memory.history import MemoryHistory
-from poller.state.models import SessionCounts, SessionState, StoredSession, Summary, short_error
+from poller.state.models import SessionState, StoredSession, short_error
+from poller.state.views import SessionCounts, Summary
 from poller.twilio.records import Fingerprint, SessionFingerprint
 
 BACKEND = "memory"

@@ -17,11 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from poller.state.history import Attempt, AttemptRecord, History, HistoryQuery, KeptEvent
+from poller.state.history import Attempt, History
 from poller.state.postgres.attempts import keep_of_rows, services_of
 from poller.state.postgres.db import Database
 from poller.state.postgres.fence import Fence, check, owned_sids
 from poller.state.postgres.kept import fold, history_query
+from poller.state.views import AttemptRecord, HistoryQuery, KeptEvent
 
 # The lock an ack or a purge takes first (``outbox.py``). Against a prune too: an event pruned
 # meanwhile is skipped, not a foreign key error; a prune waiting for the lock finds the event

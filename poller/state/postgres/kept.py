@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from poller.events import Event
-from poller.state.history import HistoryQuery, KeptEvent, SinkOutcome
+from poller.state.views import HistoryQuery, KeptEvent, SinkOutcome
 
 _FILTERS = {
     "session_sid": "e.session_sid = %(session_sid)s",

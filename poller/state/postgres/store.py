@@ -6,13 +6,14 @@ import time
 
 from poller.errors import StateError
 from poller.state.base import StateStore
-from poller.state.models import Lease, SessionCounts, Summary
+from poller.state.models import Lease
 from poller.state.postgres import schema
 from poller.state.postgres.db import Database, Settings, connect, translate
 from poller.state.postgres.fence import Fence
 from poller.state.postgres.history import PgHistory
 from poller.state.postgres.outbox import PgOutbox
 from poller.state.postgres.sessions import PgSessions
+from poller.state.views import SessionCounts, Summary
 
 BACKEND = "postgres"
 

@@ -3,6 +3,9 @@
 The events table holds every event the state keeps, pending, dead and done alike, in its
 original order (``seq``); ``attempts`` holds what each delivery attempt answered. Lists of ids
 go in as one JSON array (``json_each``), so a selection of any size is one statement.
+
+The records the reads hand out (``poller.state.views``) are imported where they are built:
+polling and delivering only write here (see that module).
 """
 
 from __future__ import annotations
@@ -10,20 +13,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from poller.events import Event
-from poller.state.history import (
-    Attempt,
-    AttemptOutcome,
-    AttemptRecord,
-    History,
-    HistoryQuery,
-    KeptEvent,
-    SinkOutcome,
-    SinkState,
-)
+from poller.state.history import Attempt, AttemptOutcome, History
 from poller.state.sqlite.db import Database
+
+if TYPE_CHECKING:
+    from poller.state.views import AttemptRecord, HistoryQuery, KeptEvent, SinkOutcome, SinkState
 
 _IDS = "(SELECT value FROM json_each(?))"
 _ATTEMPT_COLUMNS = "event_id, sink, session_sid, at, latency, outcome, status, error"
@@ -57,6 +54,8 @@ class SqliteHistory(History):
 
     async def history(self, query: HistoryQuery) -> list[KeptEvent]:
         """Return the kept events ``query`` selects, in their original order."""
+        from poller.state.views import KeptEvent
+
         where, params = _where(query)
         limit = -1 if query.limit is None else max(query.limit, 0)
         # The latest first (LIMIT keeps them), turned back into the original order below.
@@ -131,11 +130,13 @@ class SqliteHistory(History):
 
     def _outcomes(self, event_ids: list[str]) -> dict[str, list[SinkOutcome]]:
         """Each event's ``SinkOutcome`` per sink it has a row or an attempt for, by sink."""
+        from poller.state.views import SinkOutcome
+
         if not event_ids:
             return {}
         ids = json.dumps(event_ids)
         states: dict[tuple[str, str], SinkState] = {
-            (str(event_id), str(sink)): cast(SinkState, state)
+            (str(event_id), str(sink)): cast("SinkState", state)
             for event_id, sink, state in self._db.read(
                 f"SELECT event_id, sink, state FROM deliveries WHERE event_id IN {_IDS}",  # noqa: S608
                 (ids,),
@@ -182,6 +183,8 @@ def _where(query: HistoryQuery) -> tuple[str, list[Any]]:
 
 
 def _attempt(row: sqlite3.Row) -> AttemptRecord:
+    from poller.state.views import AttemptRecord
+
     return AttemptRecord(
         event_id=str(row[0]),
         sink=str(row[1]),

@@ -5,14 +5,17 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from poller.state.base import StateStore
-from poller.state.models import SessionCounts, Summary
 from poller.state.sqlite.db import Database, open_database
 from poller.state.sqlite.history import SqliteHistory
 from poller.state.sqlite.outbox import SqliteOutbox, shift_pending
 from poller.state.sqlite.schema import user_version
 from poller.state.sqlite.sessions import SqliteSessions
+
+if TYPE_CHECKING:
+    from poller.state.views import Summary
 
 BACKEND = "sqlite"
 
@@ -61,6 +64,8 @@ class SqliteStore(SqliteSessions, SqliteOutbox, SqliteHistory, StateStore):
 
     async def summary(self, now: float | None = None) -> Summary:
         """Return the overview of ``poller state show``: ``schema_version`` is the file's."""
+        from poller.state.views import SessionCounts, Summary  # see poller.state.views
+
         now = time.time() if now is None else now
         sessions = self._db.read(
             "SELECT COUNT(*) FILTER (WHERE gone_at IS NULL), "
