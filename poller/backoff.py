@@ -10,13 +10,15 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
+from poller.record import Record
+
 Jitter = Literal["full", "equal", "none"]
 
 _RNG = random.Random()
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Backoff(Record):
     """Exponential backoff: ``min(cap, base * factor**attempt)``, jittered.
 
     ``full`` jitter draws from ``[0, ceiling]``; ``equal`` from ``[ceiling/2, ceiling]``;

@@ -7,6 +7,8 @@ import argparse
 import pytest
 
 from poller import cli
+from poller.arguments import EXIT_USAGE, build_parser
+from poller.errors import ConfigError
 
 ARGVS = [
     ["run", "-c", "a.yaml"],
@@ -35,14 +37,14 @@ def _commands(parser: argparse.ArgumentParser) -> list[str]:
 def test_a_command_parses_the_same_with_its_own_parser_as_with_the_whole_one(
     argv: list[str],
 ) -> None:
-    narrowed = cli.build_parser(argv)
+    narrowed = build_parser(argv)
     assert _commands(narrowed) == [argv[0]]
-    assert vars(narrowed.parse_args(argv)) == vars(cli.build_parser().parse_args(argv))
+    assert vars(narrowed.parse_args(argv)) == vars(build_parser().parse_args(argv))
 
 
 @pytest.mark.parametrize("argv", [[], ["--help"], ["--version"], ["bogus", "x"], ["-c", "a"]])
 def test_anything_but_a_command_first_gets_every_command(argv: list[str]) -> None:
-    assert _commands(cli.build_parser(argv)) == list(cli.COMMANDS)
+    assert _commands(build_parser(argv)) == list(cli.COMMANDS)
 
 
 @pytest.mark.parametrize(
@@ -57,10 +59,20 @@ def test_a_bad_argument_is_refused_with_the_same_line_either_way(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     errors = []
-    for parser in (cli.build_parser(argv), cli.build_parser()):
+    for parser in (build_parser(argv), build_parser()):
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args(argv)
-        assert exit_.value.code == cli.EXIT_USAGE
+        assert exit_.value.code == EXIT_USAGE
         errors.append(capsys.readouterr().err)
     assert message in errors[0]
     assert errors[0] == errors[1]
+
+
+def test_the_config_comes_from_c_else_from_poller_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLLER_CONFIG", "from-env.yaml")
+    assert cli._require_config(build_parser().parse_args(["once"])) == "from-env.yaml"
+    given = build_parser().parse_args(["once", "-c", "given.yaml"])
+    assert cli._require_config(given) == "given.yaml"
+    monkeypatch.delenv("POLLER_CONFIG")
+    with pytest.raises(ConfigError, match="no config given"):
+        cli._require_config(build_parser().parse_args(["once"]))

@@ -15,6 +15,7 @@ from typing import Any, Self, TypeVar, cast
 
 from poller.config.messages import _NO_VALUE, _UNSET, ConfigInvalid, _invalid, _missing
 from poller.config.secret import SECRET_KEYS, Secret
+from poller.record import Record
 
 Check = Callable[[object], Any]
 M = TypeVar("M", bound="Model")
@@ -24,32 +25,14 @@ _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
 _FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
 
 
-class Model:
+class Model(Record):
     """The base of every config class: frozen dataclasses with slots, read by :func:`parse`.
 
-    ``repr``, ``==`` and ``hash`` are this class's, shared by all, rather than code generated
+    ``repr``, ``==`` and ``hash`` are ``Record``'s, shared by all, rather than code generated
     for each (``repr=False, eq=False``): compiling that code was a tenth of ``check-config``.
     """
 
     __slots__ = ()
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, field.name) for field in dataclasses.fields(cast(Any, self)))
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{field.name}={getattr(self, field.name)!r}"
-            for field in dataclasses.fields(cast(Any, self))
-        )
-        return f"{type(self).__name__}({shown})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Model) or other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
 
     def _check(self) -> None:
         """Raise :func:`~poller.config.messages._invalid` when the fields do not fit together."""

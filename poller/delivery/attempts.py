@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from poller.errors import DeliveryError
+from poller.record import Record
 from poller.state.history import Attempt, AttemptOutcome
 
 
-@dataclass(frozen=True, slots=True)
-class Lap:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Lap(Record):
     """One measured send: its start (wall clock) and how long it took (monotonic clock)."""
 
     at: float
@@ -51,8 +52,8 @@ class Stopwatch:
         return Running(self._clock(), self._monotonic(), self._monotonic)
 
 
-@dataclass(frozen=True, slots=True)
-class Running:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Running(Record):
     """A send under way."""
 
     at: float

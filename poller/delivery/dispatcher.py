@@ -59,6 +59,7 @@ from poller.delivery.results import OutboxStore, RunResult, SinkResult, Tally
 from poller.errors import FencedError, StateError
 from poller.lab.crashpoints import NO_CRASH, CrashPoints
 from poller.observe.metrics import DEAD_LETTERS, DELIVERIES, OUTBOX_OLDEST_AGE, OUTBOX_PENDING
+from poller.record import Record
 from poller.sinks import Sink
 
 if TYPE_CHECKING:
@@ -78,8 +79,8 @@ GAUGE_REFRESH_SECONDS = 1.0
 FAILED_PASS_PAUSE = Backoff(base=1.0, factor=2.0, cap=60.0, jitter="none")
 
 
-@dataclass(frozen=True)
-class _Run:
+@dataclass(frozen=True, repr=False, eq=False)
+class _Run(Record):
     """The bounds of one pass: timers ignored or not, a deadline, a stop signal."""
 
     ignore_timers: bool

@@ -33,6 +33,7 @@ from poller.errors import (
     StateError,
 )
 from poller.observe.metrics import DELIVERIES
+from poller.record import Record
 
 if TYPE_CHECKING:
     from poller.state.history import Attempt, AttemptOutcome
@@ -41,8 +42,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Failure(Record):
     """What one failed send said: the text stored and logged, the status, the hints."""
 
     error: str

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from poller.record import Record
+
 if TYPE_CHECKING:
     from poller.delivery.policy import DeliveryPolicy
     from poller.state.models import Delivery
@@ -26,8 +28,8 @@ log = structlog.get_logger(__name__)
 Clock = Callable[[], float]
 
 
-@dataclass(frozen=True, slots=True)
-class Hold:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Hold(Record):
     """One delivery held back: its failed attempts and until when."""
 
     attempts: int  # failed attempts in all, those the outbox could not record included

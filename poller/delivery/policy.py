@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from poller.backoff import Backoff
+from poller.record import Record
 
 if TYPE_CHECKING:
     from poller.config import DeliveryConfig
@@ -20,16 +21,16 @@ if TYPE_CHECKING:
 BACKOFF_FACTOR = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class Retry:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Retry(Record):
     """Attempt the delivery again ``at`` (the outbox's wall clock), ``delay`` seconds from now."""
 
     at: float
     delay: float
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class DeadLetter(Record):
     """Give up: ``reason`` is ``permanent``, ``max_attempts`` or ``max_age``."""
 
     reason: str

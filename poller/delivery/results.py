@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from poller.record import Record
+
 if TYPE_CHECKING:
     from poller.state.base import RowState
     from poller.state.history import Attempt
@@ -71,8 +73,8 @@ class Tally:
     not_owned: set[int] = field(default_factory=set)
 
 
-@dataclass(frozen=True)
-class SinkResult:
+@dataclass(frozen=True, repr=False, eq=False)
+class SinkResult(Record):
     """What one ``run_once`` did for one sink."""
 
     delivered: int = 0
@@ -83,8 +85,8 @@ class SinkResult:
     not_owned: int = 0  # left pending for the replica that owns their Service
 
 
-@dataclass(frozen=True)
-class RunResult:
+@dataclass(frozen=True, repr=False, eq=False)
+class RunResult(Record):
     """What one ``run_once`` did, per sink and in total."""
 
     sinks: Mapping[str, SinkResult] = field(default_factory=dict)

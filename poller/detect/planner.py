@@ -28,6 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from poller.record import Record
 from poller.state.models import SessionState
 from poller.twilio.records import Session, parse_time
 
@@ -47,8 +48,8 @@ BUDGET_SHARE = 0.85
 CLOCK_SKEW_SECONDS = 300.0
 
 
-@dataclass(frozen=True, slots=True)
-class Planned:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Planned(Record):
     """One session to poll this cycle, and why."""
 
     service_sid: str
@@ -61,8 +62,8 @@ class Planned:
     marker: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PlanSettings:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class PlanSettings(Record):
     """What the planner reads of the config: the interval, the sweep, the budget."""
 
     interval_seconds: float

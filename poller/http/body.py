@@ -26,10 +26,11 @@ import httpx
 
 from poller.http.failures import BadEncoding, BodyTooLarge, UndecodableBody
 from poller.http.status import StatusClass, classify
+from poller.record import Record
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Answer(Record):
     """One answer, its body read and decoded within the cap."""
 
     status_code: int

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from poller.events import Event
+from poller.record import Record
 
 if TYPE_CHECKING:
     import httpx
@@ -60,8 +61,8 @@ class PaceStore(Protocol):
     async def set_sink_pace(self, sink: str, *, not_before: float, now: float) -> None: ...
 
 
-@dataclass(frozen=True)
-class SinkDeps:
+@dataclass(frozen=True, repr=False, eq=False)
+class SinkDeps(Record):
     """What the registry hands every sink factory besides its config."""
 
     store: ThreadStore

@@ -18,14 +18,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from poller.record import Record
+
 if TYPE_CHECKING:
     from poller.state.views import AttemptRecord, HistoryQuery, KeptEvent
 
 AttemptOutcome = Literal["delivered", "retry", "dead", "disabled"]
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Attempt(Record):
     """One attempt at a delivery, as the dispatcher reports it to the state.
 
     ``at``: when it began (wall clock); ``latency_seconds``: how long the sink took to answer

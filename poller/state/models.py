@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from poller.events import Event
+from poller.record import Record
 from poller.twilio.records import SessionFingerprint
 
 ERROR_MAX_CHARS = 300
@@ -39,8 +40,8 @@ class SessionState:
     watch_last_interaction: str | None = None
 
 
-@dataclass(frozen=True)
-class Delivery:
+@dataclass(frozen=True, repr=False, eq=False)
+class Delivery(Record):
     """One (event, sink) row of the outbox."""
 
     id: int
@@ -53,7 +54,7 @@ class Delivery:
     last_status: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False, eq=False)
 class DeadLetter(Delivery):
     """A delivery given up on; kept until requeued or purged."""
 
@@ -73,8 +74,8 @@ def short_error(error: str) -> str:
     return line[: ERROR_MAX_CHARS - 3] + "..."
 
 
-@dataclass(frozen=True)
-class DisabledSink:
+@dataclass(frozen=True, repr=False, eq=False)
+class DisabledSink(Record):
     """A sink the dispatcher stopped using, and the answer that made it stop."""
 
     sink: str
@@ -84,8 +85,8 @@ class DisabledSink:
     reason: str  # one line
 
 
-@dataclass(frozen=True)
-class FailingSink:
+@dataclass(frozen=True, repr=False, eq=False)
+class FailingSink(Record):
     """A sink with pending deliveries that failed at least once and wait for their retry."""
 
     sink: str
@@ -96,16 +97,16 @@ class FailingSink:
     last_error: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class StoredSession:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class StoredSession(Record):
     """What the state holds of a session's own record: its fingerprint and when it was read."""
 
     fingerprint: SessionFingerprint
     checked_at: float
 
 
-@dataclass(frozen=True)
-class Lease:
+@dataclass(frozen=True, repr=False, eq=False)
+class Lease(Record):
     """Who owns a Service (several replicas): ``expires_in`` seconds by the database's clock.
 
     ``owner`` None (released, or never taken) or ``expires_in`` <= 0 (expired): any replica

@@ -15,6 +15,7 @@ import httpx
 
 from poller.http.body import Answer, read_answer
 from poller.http.failures import BadEncoding, BodyTooLarge, UndecodableBody
+from poller.record import Record
 from poller.twilio.errors import malformed
 
 MIB = 1024 * 1024
@@ -40,8 +41,8 @@ class LimitSettings(Protocol):
     def max_sessions_per_service(self) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class AnswerLimits:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class AnswerLimits(Record):
     """The bounds on Twilio's answers (``twilio.max_*`` in the config)."""
 
     max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES

@@ -26,6 +26,7 @@ from poller.errors import (
 )
 from poller.http.status import StatusClass, classify, parse_http_date, retry_after
 from poller.observe.metrics import TWILIO_BAD_RESPONSES, TWILIO_RATE_LIMITED
+from poller.record import Record
 from poller.twilio.ratelimit import Clock
 
 log = structlog.get_logger(__name__)
@@ -42,8 +43,8 @@ class Reply(Protocol):
     def content(self) -> bytes: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Target(Record):
     """What one listing is about, to name it in errors."""
 
     service_sid: str
@@ -58,8 +59,8 @@ class Target:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Failure(Record):
     """One retryable failure: an HTTP status, or a transport error (status None)."""
 
     status: int | None

@@ -19,6 +19,7 @@ import structlog
 from poller.detect.planner import Planned, PlanSettings, cycle_budget, plan_explicit, plan_listed
 from poller.errors import CredentialsError, FencedError, SourceError
 from poller.observe import metrics
+from poller.record import Record
 from poller.state.base import StateStore
 from poller.twilio.records import Session
 from poller.watch.poll import PollOutcome, SessionPoller
@@ -39,8 +40,8 @@ class WatchLike(Protocol):
     def all_sessions(self) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class CycleResult:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class CycleResult(Record):
     """One cycle of a Service in numbers: polls planned, ok and failed, events, reasons."""
 
     service_sid: str

@@ -21,6 +21,7 @@ from poller.errors import CredentialsError, NotFoundError, SourceError
 from poller.events import Event
 from poller.lab.crashpoints import NO_CRASH, CrashPoints
 from poller.observe import metrics
+from poller.record import Record
 from poller.state.base import StateStore
 from poller.state.models import SessionState
 from poller.twilio.records import (
@@ -42,8 +43,8 @@ class InteractionSource(Protocol):
     async def list_interactions(self, service_sid: str, session_sid: str) -> list[Interaction]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class PollOutcome:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class PollOutcome(Record):
     """What one poll of a session came to: events found, gone, unsettled, or its error."""
 
     service_sid: str
@@ -57,8 +58,8 @@ class PollOutcome:
     status: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Seen:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class _Seen(Record):
     """What one poll read: the listing, the known set (read once), their diff, the Session."""
 
     fetched: list[Interaction]

@@ -18,6 +18,7 @@ import structlog
 from poller.detect.session_diff import needs_fetch, session_events
 from poller.errors import CredentialsError, SourceError
 from poller.events import Event, EventType
+from poller.record import Record
 from poller.state.base import StateStore
 from poller.state.models import StoredSession
 from poller.twilio.records import FINAL_SESSION_STATUSES, Session, SessionFingerprint
@@ -29,8 +30,8 @@ class SessionFetcher(Protocol):
     async def fetch_session(self, service_sid: str, session_sid: str) -> Session: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Sight:
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Sight(Record):
     """One poll's view of the Session record, against what the state holds of it."""
 
     record: Session
