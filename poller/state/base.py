@@ -337,7 +337,7 @@ class Outbox(ABC):
 
     async def outbox_summary(self, now: float) -> OutboxSummary:
         """Return the outbox part of :meth:`StateStore.summary`."""
-        from poller.state.views import OutboxSummary  # an operator's command: see its module
+        from poller.state.views import OutboxSummary  # see poller.state.views
 
         oldest = await self.oldest_pending_enqueued_at()
         return OutboxSummary(
