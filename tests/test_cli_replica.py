@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from poller import cli
+from poller.arguments import build_parser
 from poller.config import Config, parse_config
 from poller.errors import ConfigError, StateError
 from poller.replicas.base import Ownership, SoleOwner
@@ -91,7 +92,7 @@ async def test_an_operator_command_opens_the_state_without_a_fence(
     opened = Opened()
     monkeypatch.setattr("poller.state.open.open_store", opened)
     monkeypatch.setattr(cli, "_load", lambda _args: _config({"url": PG_URL}))
-    args = cli.build_parser().parse_args(["state", "show", "-c", "unused.yaml"])
+    args = build_parser().parse_args(["state", "show", "-c", "unused.yaml"])
     await cli._open_store(args)
     (asked,) = opened.asked
     assert asked.get("fence") is None and asked["shared"] is True
