@@ -32,6 +32,7 @@ from poller.state.open import open_store
 from poller.twilio.records import Fingerprint
 
 INTERVAL_SECONDS = 2.0
+FIRST_CYCLE_SECONDS = 10.0  # the longest the traffic waits for the daemon's first cycle
 TRAFFIC_PER_SECOND = 2.0
 SESSIONS = 3
 
@@ -134,26 +135,45 @@ async def _demo(duration: float | None, folder: Path) -> int:
     configure_logging(config.log.format, config.log.level)
     store = await open_store(config.state)
     print(f"simulator  {sim.base_url}   receiver  {receiver.base_url}   config  {config_path}")
-    print(f"{SESSIONS} sessions with history (recorded, not notified); live traffic starts now.")
     daemon = Daemon(
         config, store, build=build_app, reload=functools.partial(load_config, config_path, env)
     )
     daemon_task = asyncio.create_task(daemon.run())
     stop_traffic = asyncio.Event()
-    traffic = asyncio.create_task(sim.run_traffic(TRAFFIC_PER_SECOND, stop=stop_traffic))
+    traffic = None
     try:
+        await _first_cycle(daemon, daemon_task)
+        print(
+            f"{SESSIONS} sessions with history (recorded, not notified); live traffic starts now."
+        )
+        traffic = asyncio.create_task(sim.run_traffic(TRAFFIC_PER_SECOND, stop=stop_traffic))
         await _run_for(duration, daemon, stop_traffic, sim, printer, baseline_mark)
     finally:
         stop_traffic.set()
         daemon.stop.set()
         exit_code = await daemon_task
-        with contextlib.suppress(Exception):
-            await traffic
+        if traffic is not None:
+            with contextlib.suppress(Exception):
+                await traffic
         _summary(sim, printer, baseline_mark, receiver.state, time.monotonic() - started)
         await receiver.stop()
         await sim.stop()
         await store.close()
     return exit_code
+
+
+async def _first_cycle(daemon: Daemon, running: asyncio.Task[int]) -> None:
+    """Wait until the daemon's first cycle has recorded the seeded history (or it ended).
+
+    Traffic begun with the daemon would race that cycle: an interaction made before the first
+    poll of its session is history, recorded and not notified, as on any first start, and the
+    summary would count it as not delivered.
+    """
+    succeeded = asyncio.create_task(daemon.health.first_success.wait())
+    await asyncio.wait(
+        {succeeded, running}, timeout=FIRST_CYCLE_SECONDS, return_when=asyncio.FIRST_COMPLETED
+    )
+    succeeded.cancel()
 
 
 async def _run_for(

@@ -7,6 +7,7 @@ given a ``StatusSource``, the status page (``poller.observe.status_http``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,8 @@ class HealthState:
         self._state_lost: str | None = None
         self._reachable = True
         self._standby = False
+        # Set by the first poll cycle that succeeded: what ``poller demo`` waits for.
+        self.first_success = asyncio.Event()
 
     @classmethod
     def for_interval(
@@ -80,6 +83,7 @@ class HealthState:
     def poll_succeeded(self) -> None:
         """Record a poll cycle that succeeded."""
         self._last_success = self._clock()
+        self.first_success.set()
         self._consecutive_failures = 0
 
     def poll_failed(self) -> None:

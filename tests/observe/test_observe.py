@@ -363,6 +363,15 @@ def test_alive_until_the_heartbeat_is_older_than_the_timeout(
     assert body["status"] == "ok"
 
 
+def test_first_success_is_set_by_the_first_cycle_that_succeeded(state: HealthState) -> None:
+    state.poll_failed()
+    assert not state.first_success.is_set()
+    state.poll_succeeded()
+    assert state.first_success.is_set()
+    state.poll_failed()
+    assert state.first_success.is_set()
+
+
 def test_ready_fails_when_the_last_success_is_too_old(state: HealthState, clock: FakeClock) -> None:
     state.poll_succeeded()
     clock.advance(150.0)
